@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Set up the workspace's virtual environment and run a job in it.
+
+Needs only Python 3.11+ (``python3 -m venv`` and pip). Usage::
+
+    python3 scripts/dev.py demo     # install and run `llmledger demo` on the embedded store
+    python3 scripts/dev.py test     # install with test tooling and run the test suite
+    python3 scripts/dev.py lint     # ruff + pyright (strict for src/)
+    python3 scripts/dev.py bench    # benchmarks, see docs/benchmarks.md
+
+The environment lives in ``.venv`` (``LLMLEDGER_VENV`` overrides). Installation is skipped
+when nothing that defines it changed since the last run (a stamp of the files' hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("LLMLEDGER_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+RUNTIME = ["-e", str(ROOT / "instrumentation"), "-e", f"{ROOT / 'exporter'}[embedded]"]
+DEV = ["-r", str(ROOT / "requirements-dev.txt")]
+STAMP_INPUTS = ["instrumentation/pyproject.toml", "exporter/pyproject.toml", "requirements-dev.txt"]
+
+
+def _stamp(with_dev: bool) -> str:
+    digest = hashlib.sha256(str(with_dev).encode())
+    for rel in STAMP_INPUTS:
+        digest.update((ROOT / rel).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_env(with_dev: bool) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"llmledger needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+        subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    stamp_file = VENV / ".llmledger-stamp"
+    wanted = _stamp(with_dev)
+    have = stamp_file.read_text() if stamp_file.exists() else ""
+    # A dev install is a superset of the runtime one.
+    if have == wanted or (not with_dev and have == _stamp(True)):
+        return
+    print("installing llmledger and its dependencies (first run takes a minute)", flush=True)
+    args = [str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", *RUNTIME]
+    if with_dev:
+        args += DEV
+    subprocess.run(args, check=True)
+    stamp_file.write_text(wanted)
+
+
+def run(argv: list[str]) -> int:
+    return subprocess.call(argv, cwd=ROOT)
+
+
+def main() -> int:
+    job = sys.argv[1] if len(sys.argv) > 1 else "help"
+    rest = sys.argv[2:]
+    if job == "demo":
+        ensure_env(with_dev=False)
+        return run([str(BIN / "llmledger"), "demo", *rest])
+    if job == "test":
+        ensure_env(with_dev=True)
+        return run([str(PY), "-m", "pytest", *rest])
+    if job == "lint":
+        ensure_env(with_dev=True)
+        status = run([str(BIN / "ruff"), "check", "."])
+        status |= run([str(BIN / "ruff"), "format", "--check", "."])
+        status |= run([str(BIN / "pyright")])
+        return status
+    if job == "bench":
+        ensure_env(with_dev=True)
+        return run([str(PY), str(ROOT / "bench" / "run.py"), *rest])
+    print(__doc__)
+    return 0 if job in {"help", "-h", "--help"} else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
