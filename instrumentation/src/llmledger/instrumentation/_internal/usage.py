@@ -17,7 +17,8 @@ class TokenUsage:
 
     ``None`` means "not reported" (unknown), never zero. The detail fields are subsets of
     the totals: ``cached_input_tokens`` and ``input_audio_tokens`` are inside
-    ``input_tokens``; ``reasoning_tokens`` and ``output_audio_tokens`` inside ``output_tokens``.
+    ``input_tokens``; ``reasoning_tokens`` and ``output_audio_tokens`` inside ``output_tokens``;
+    ``input_image_tokens`` inside ``input_tokens`` (image models price them at their own rate).
     """
 
     input_tokens: int | None = None
@@ -28,6 +29,7 @@ class TokenUsage:
     input_audio_tokens: int = 0
     cached_audio_tokens: int = 0
     output_audio_tokens: int = 0
+    input_image_tokens: int = 0
     estimated: bool = False
 
     @property
@@ -55,6 +57,7 @@ def usage_from_chat(usage: Any) -> TokenUsage | None:
         cached_input_tokens=_int(getattr(prompt_details, "cached_tokens", None)),
         cache_write_tokens=_int(getattr(prompt_details, "cache_write_tokens", None)),
         input_audio_tokens=_int(getattr(prompt_details, "audio_tokens", None)),
+        input_image_tokens=_int(getattr(prompt_details, "image_tokens", None)),
         reasoning_tokens=_int(getattr(completion_details, "reasoning_tokens", None)),
         output_audio_tokens=_int(getattr(completion_details, "audio_tokens", None)),
     )
