@@ -1,0 +1,212 @@
+"""Benchmark llmledger's instrumentation overhead against the uninstrumented SDK and the alternatives.
+
+Usage (normally through ``python3 scripts/dev.py bench [args]``)::
+
+    python bench/run.py                  # full run, ~2.5 minutes, rewrites docs/benchmarks.md
+    python bench/run.py --quick          # smoke run, prints the table, leaves docs alone
+    python bench/run.py --modes none llmledger --only chat
+
+Each (environment, mode) pair runs in its own process (``bench/bench_overhead.py``):
+
+- the project's ``.venv``: ``none`` and ``llmledger``;
+- the comparison ``.venv-bench`` (created or updated on demand from
+  ``bench/requirements-compare.txt``): ``none``, ``openllmetry`` and ``contrib``, and
+  ``llmledger`` too with ``--llmledger-in-compare-env``.
+
+``none`` runs in both so each instrumentation is compared with the bare SDK of its own
+environment. The processes run in several rounds, in a rotated order, and every round's
+repetitions are pooled before taking medians: a burst of load from elsewhere on this shared
+machine then smears over all modes instead of landing on one. The markdown table is printed
+and, for a full run, written under ``## Instrumentation overhead`` in ``docs/benchmarks.md``.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from compare_env import ensure_compare_env
+from overhead_report import SCENARIO_LABELS, Run, render_section, render_table, replace_section
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+DOCS = ROOT / "docs" / "benchmarks.md"
+RESULTS = BENCH / ".results"
+PROJECT_PYTHON = Path(os.environ.get("LLMLEDGER_VENV", ROOT / ".venv")) / "bin" / "python"
+ENV_DESCRIPTIONS = {
+    "project": "the project's `.venv` (llmledger installed editable)",
+    "compare": "`.venv-bench`, from `bench/requirements-compare.txt` (OpenLLMetry, contrib)",
+}
+MODES = ("none", "llmledger", "openllmetry", "contrib")
+SCENARIOS = tuple(SCENARIO_LABELS)
+# Comparison instrumentations must not touch the project's environment, and llmledger is
+# measured where users will run it; --llmledger-in-compare-env adds it to the other side too.
+_JOB_ENVS = {
+    "none": ("project", "compare"),
+    "llmledger": ("project",),
+    "openllmetry": ("compare",),
+    "contrib": ("compare",),
+}
+# Variables that would change an instrumentation's defaults or the SDK's behaviour.
+_SCRUBBED_ENV_PREFIXES = ("OTEL_", "TRACELOOP_", "OPENAI_", "LLMLEDGER_")
+
+
+@dataclass(frozen=True)
+class Job:
+    env: str
+    mode: str
+
+
+def _jobs(modes: Sequence[str], llmledger_everywhere: bool) -> list[Job]:
+    jobs: list[Job] = []
+    for mode in modes:
+        envs = ("project", "compare") if mode == "llmledger" and llmledger_everywhere else _JOB_ENVS[mode]
+        jobs += [Job(env, mode) for env in envs]
+    # Baselines first within an environment keeps the table's reading order.
+    return sorted(jobs, key=lambda job: (job.env != "project", job.env, MODES.index(job.mode)))
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def _run_job(
+    job: Job, python: Path, args: argparse.Namespace, out_dir: Path, round_no: int
+) -> dict[str, object]:
+    out = out_dir / f"{job.env}-{job.mode}-{round_no}.json"
+    command = [str(python), str(BENCH / "bench_overhead.py"), "--mode", job.mode, "--out", str(out)]
+    command += ["--budget", str(args.budget), "--reps", str(args.reps), "--only", *args.only]
+    timeout = 60 + 4 * args.budget * len(args.only or SCENARIOS)
+    print(f"  round {round_no + 1}: {job.mode} in {job.env} env", file=sys.stderr, flush=True)
+    try:
+        completed = subprocess.run(
+            command, cwd=BENCH, env=_child_env(), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "reason": f"timed out after {timeout:.0f} s"}
+    if completed.returncode != 0 or not out.exists():
+        tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+        return {"status": "error", "reason": f"exit {completed.returncode}: {' / '.join(tail)}"}
+    return json.loads(out.read_text())
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_revision() -> str:
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return revision
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=[], help="scenarios (default all)")
+    parser.add_argument("--budget", type=float, default=2.0, help="s per scenario per process (default 2)")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per scenario (default 7)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each process, rotated (default 2)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 0.5 s, docs untouched")
+    parser.add_argument(
+        "--llmledger-in-compare-env", action="store_true", help="also measure llmledger in .venv-bench"
+    )
+    parser.add_argument(
+        "--write-docs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"write the table into {DOCS.relative_to(ROOT)} (default: yes, unless --quick/--only/--modes)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.budget, args.reps = 1, 0.5, 5
+    if args.write_docs is None:
+        # Only a complete run may replace the published table.
+        args.write_docs = not args.quick and not args.only and set(args.modes) == set(MODES)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    jobs = _jobs(args.modes, args.llmledger_in_compare_env)
+    pythons = {"project": PROJECT_PYTHON}
+    if any(job.env == "compare" for job in jobs):
+        try:
+            pythons["compare"] = ensure_compare_env()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            # Still measure what the project's environment can; the table says what is missing.
+            print(f"comparison environment unavailable: {exc}", file=sys.stderr)
+    runs = {job: Run(env=job.env, mode=job.mode) for job in jobs}
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = _load()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(tempfile.mkdtemp(prefix="overhead-", dir=RESULTS))
+    print(f"running {len(jobs)} processes x {args.rounds} rounds; raw results in {out_dir}", file=sys.stderr)
+    for round_no in range(args.rounds):
+        shift = round_no % len(jobs)
+        for job in jobs[shift:] + jobs[:shift]:
+            python = pythons.get(job.env)
+            if python is None:
+                runs[job].add({"status": "unavailable", "reason": f"no {job.env} environment"})
+                continue
+            runs[job].add(_run_job(job, python, args, out_dir, round_no))
+    elapsed = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+
+    ordered = [runs[job] for job in jobs]
+    scenarios = [s for s in SCENARIOS if not args.only or s in args.only]
+    print(render_table(ordered, scenarios))
+    if not args.write_docs:
+        return 0
+    machine = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "CPU": f"{_cpu_model()}, {os.cpu_count()} logical cores (shared with other work: expect noise)",
+        "OS": platform.platform(),
+        "load average (1/5/15 min) before / after": f"{load_before} / {_load()}",
+        "commit": _git_revision(),
+        "run time": f"{elapsed:.0f} s",
+    }
+    settings = (
+        f"{args.rounds} rounds x {args.reps} repetitions, ~{args.budget:g} s per scenario per process "
+        "(20% of it warm-up)"
+    )
+    section = render_section(ordered, scenarios, machine, settings, ENV_DESCRIPTIONS)
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    document = DOCS.read_text() if DOCS.exists() else ""
+    DOCS.write_text(replace_section(document, section))
+    print(f"\nwrote {DOCS.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
