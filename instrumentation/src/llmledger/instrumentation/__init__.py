@@ -1,5 +1,26 @@
-"""llmledger instrumentation for the openai SDK."""
+"""llmledger instrumentation for the openai SDK: GenAI spans and metrics with tokens, cost and attribution.
 
+Zero-code: ``opentelemetry-instrument python app.py`` loads :class:`LLMLedgerInstrumentor`.
+In code, bill calls to someone with :func:`attribution`, number retries with
+:func:`fallbacks`, and total a request's usage with :func:`usage_totals`.
+"""
+
+from llmledger.instrumentation._internal.attribution import (
+    UsageTotals,
+    attribution,
+    fallbacks,
+    propagate_context,
+    usage_totals,
+)
+from llmledger.instrumentation._internal.instrumentor import LLMLedgerInstrumentor
 from llmledger.instrumentation.version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "LLMLedgerInstrumentor",
+    "UsageTotals",
+    "__version__",
+    "attribution",
+    "fallbacks",
+    "propagate_context",
+    "usage_totals",
+]

@@ -1,0 +1,469 @@
+"""What each openai endpoint means for telemetry: pure extractors, no span access.
+
+One ``ApiSpec`` per API family maps request kwargs to attributes, a response (or stream
+chunk) into ``ResponseFacts``, and estimates tokens when the API reported none. The
+wrappers in ``patch.py`` only start the span, call, apply these, and end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from llmledger.instrumentation._internal import attributes as A
+from llmledger.instrumentation._internal.estimate import TokenCounter
+from llmledger.instrumentation._internal.usage import (
+    TokenUsage,
+    usage_from_chat,
+    usage_from_embeddings,
+    usage_from_responses,
+)
+
+AttrValue = str | bool | int | float | tuple[str, ...]
+
+
+def given(value: Any) -> bool:
+    """False for the SDK's ``omit``/``NOT_GIVEN`` sentinels and None."""
+    return value is not None and not _is_sentinel(value)
+
+
+def _is_sentinel(value: Any) -> bool:
+    name = type(value).__name__
+    return name in ("Omit", "NotGiven")
+
+
+class ResponseFacts:
+    """What was learnt from the response (or stream) of one call."""
+
+    __slots__ = (
+        "finish_reasons",
+        "output_parts",
+        "output_messages",
+        "response_id",
+        "response_model",
+        "service_tier",
+        "system_fingerprint",
+        "status",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self.response_id: str | None = None
+        self.response_model: str | None = None
+        self.finish_reasons: list[str] = []
+        self.service_tier: str | None = None
+        self.system_fingerprint: str | None = None
+        self.status: str | None = None
+        self.usage: TokenUsage | None = None
+        self.output_parts: list[str] = []
+        self.output_messages: list[dict[str, Any]] | None = None
+
+
+class ApiSpec:
+    """Base: request attributes common to every generating endpoint."""
+
+    operation: ClassVar[str]
+    api_type: ClassVar[str]
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
+        attrs: dict[str, AttrValue] = {}
+        _put(attrs, A.REQUEST_TEMPERATURE, kwargs.get("temperature"), float)
+        _put(attrs, A.REQUEST_TOP_P, kwargs.get("top_p"), float)
+        _put(attrs, A.REQUEST_PRESENCE_PENALTY, kwargs.get("presence_penalty"), float)
+        _put(attrs, A.REQUEST_FREQUENCY_PENALTY, kwargs.get("frequency_penalty"), float)
+        _put(attrs, A.REQUEST_SEED, kwargs.get("seed"), int)
+        tier = kwargs.get("service_tier")
+        if isinstance(tier, str):
+            attrs[A.OPENAI_REQUEST_SERVICE_TIER] = tier
+        return attrs
+
+    def wants_stream(self, kwargs: Mapping[str, Any]) -> bool:
+        return kwargs.get("stream") is True
+
+    def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
+        """Ask a stream for its usage chunk when the user did not say; True when we did."""
+        return False
+
+    def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
+        raise NotImplementedError
+
+    def apply_chunk(self, facts: ResponseFacts, chunk: Any) -> bool:
+        """Fold one stream item into ``facts``; True when it is a usage-only chunk."""
+        raise NotImplementedError
+
+    def estimate(self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts) -> TokenUsage | None:
+        return None
+
+    def input_messages(self, kwargs: Mapping[str, Any]) -> Any:
+        return None
+
+    def response_type(self) -> type[Any] | None:
+        """The SDK model of a non-stream response body (to read raw responses)."""
+        return None
+
+
+def _put(attrs: dict[str, AttrValue], key: str, value: Any, kind: type[int] | type[float]) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        attrs[key] = kind(value)
+
+
+def _stop_sequences(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+    return None
+
+
+class ChatCompletionsSpec(ApiSpec):
+    operation = A.OP_CHAT
+    api_type = A.API_CHAT_COMPLETIONS
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
+        attrs = super().request_attributes(kwargs)
+        max_tokens = kwargs.get("max_completion_tokens")
+        if not given(max_tokens):
+            max_tokens = kwargs.get("max_tokens")
+        _put(attrs, A.REQUEST_MAX_TOKENS, max_tokens, int)
+        _put(attrs, A.REQUEST_CHOICE_COUNT, kwargs.get("n"), int)
+        stop = _stop_sequences(kwargs.get("stop"))
+        if stop:
+            attrs[A.REQUEST_STOP_SEQUENCES] = stop
+        output_type = _output_type(kwargs.get("response_format"))
+        if output_type:
+            attrs[A.OUTPUT_TYPE] = output_type
+        return attrs
+
+    def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
+        if given(kwargs.get("stream_options")):
+            return False
+        kwargs["stream_options"] = {"include_usage": True}
+        return True
+
+    def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
+        facts.response_id = getattr(response, "id", None)
+        facts.response_model = getattr(response, "model", None)
+        facts.service_tier = getattr(response, "service_tier", None)
+        facts.system_fingerprint = getattr(response, "system_fingerprint", None)
+        choices = getattr(response, "choices", None) or ()
+        facts.finish_reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
+        facts.usage = usage_from_chat(getattr(response, "usage", None))
+        if capture:
+            facts.output_messages = [_chat_message(c) for c in choices]
+
+    def apply_chunk(self, facts: ResponseFacts, chunk: Any) -> bool:
+        if facts.response_id is None:
+            facts.response_id = chunk.id
+            facts.response_model = chunk.model
+            facts.service_tier = getattr(chunk, "service_tier", None)
+            facts.system_fingerprint = getattr(chunk, "system_fingerprint", None)
+        choices = chunk.choices
+        if choices:
+            for choice in choices:
+                reason = choice.finish_reason
+                if reason is not None:
+                    facts.finish_reasons.append(reason)
+                delta = choice.delta
+                if delta is not None:
+                    content = delta.content
+                    if content:
+                        facts.output_parts.append(content)
+        usage = chunk.usage
+        if usage is not None:
+            facts.usage = usage_from_chat(usage)
+            return not choices
+        return False
+
+    def estimate(
+        self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts
+    ) -> TokenUsage | None:
+        messages = kwargs.get("messages")
+        if not isinstance(messages, (list, tuple)):
+            return None
+        input_tokens = counter.count_chat_input(
+            model,
+            [m for m in messages if isinstance(m, Mapping)],  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+            kwargs.get("tools") if given(kwargs.get("tools")) else None,
+        )
+        output_tokens = counter.count_text(model, "".join(facts.output_parts))
+        if input_tokens is None or output_tokens is None:
+            return None
+        return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+
+    def input_messages(self, kwargs: Mapping[str, Any]) -> Any:
+        return kwargs.get("messages")
+
+    def response_type(self) -> type[Any] | None:
+        from openai.types.chat import ChatCompletion
+
+        return ChatCompletion
+
+
+def _output_type(response_format: Any) -> str | None:
+    if isinstance(response_format, Mapping):
+        kind = response_format.get("type")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        if kind in ("json_object", "json_schema"):
+            return "json"
+        if kind == "text":
+            return "text"
+        return None
+    if isinstance(response_format, type):
+        return "json"  # a pydantic model passed to .parse()
+    return None
+
+
+def _chat_message(choice: Any) -> dict[str, Any]:
+    message = getattr(choice, "message", None)
+    out: dict[str, Any] = {"role": getattr(message, "role", "assistant"), "finish_reason": choice.finish_reason}
+    content = getattr(message, "content", None)
+    if content is not None:
+        out["content"] = content
+    refusal = getattr(message, "refusal", None)
+    if refusal:
+        out["refusal"] = refusal
+    tool_calls = getattr(message, "tool_calls", None)
+    if tool_calls:
+        out["tool_calls"] = [
+            {"id": t.id, "name": getattr(t.function, "name", None), "arguments": getattr(t.function, "arguments", None)}
+            for t in tool_calls
+            if getattr(t, "function", None) is not None
+        ]
+    return out
+
+
+_RESPONSE_TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesSpec(ApiSpec):
+    operation = A.OP_CHAT
+    api_type = A.API_RESPONSES
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
+        attrs = super().request_attributes(kwargs)
+        _put(attrs, A.REQUEST_MAX_TOKENS, kwargs.get("max_output_tokens"), int)
+        text = kwargs.get("text")
+        if isinstance(text, Mapping):
+            fmt = text.get("format")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+            output_type = _output_type(fmt)
+            if output_type:
+                attrs[A.OUTPUT_TYPE] = output_type
+        if isinstance(kwargs.get("text_format"), type):
+            attrs[A.OUTPUT_TYPE] = "json"
+        return attrs
+
+    def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
+        facts.response_id = getattr(response, "id", None)
+        facts.response_model = getattr(response, "model", None)
+        facts.service_tier = getattr(response, "service_tier", None)
+        facts.status = getattr(response, "status", None)
+        reason = _responses_finish_reason(response)
+        facts.finish_reasons = [reason] if reason else []
+        facts.usage = usage_from_responses(getattr(response, "usage", None))
+        if capture:
+            text = getattr(response, "output_text", None)
+            facts.output_messages = [{"role": "assistant", "content": text, "finish_reason": reason}]
+
+    def apply_chunk(self, facts: ResponseFacts, chunk: Any) -> bool:
+        kind = chunk.type
+        if kind == "response.output_text.delta":
+            facts.output_parts.append(chunk.delta)
+        elif kind in _RESPONSE_TERMINAL_EVENTS or kind == "response.created":
+            response = chunk.response
+            facts.response_id = response.id
+            facts.response_model = response.model
+            facts.service_tier = response.service_tier
+            facts.status = response.status
+            if kind != "response.created":
+                reason = _responses_finish_reason(response)
+                facts.finish_reasons = [reason] if reason else []
+                facts.usage = usage_from_responses(response.usage)
+        return False
+
+    def estimate(
+        self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts
+    ) -> TokenUsage | None:
+        pieces: list[str] = []
+        instructions = kwargs.get("instructions")
+        if isinstance(instructions, str):
+            pieces.append(instructions)
+        raw_input = kwargs.get("input")
+        if isinstance(raw_input, str):
+            pieces.append(raw_input)
+        elif isinstance(raw_input, list):
+            for item in raw_input:  # pyright: ignore[reportUnknownVariableType]
+                if isinstance(item, Mapping):
+                    content = item.get("content")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+                    if isinstance(content, str):
+                        pieces.append(content)
+                    elif isinstance(content, list):
+                        for part in content:  # pyright: ignore[reportUnknownVariableType]
+                            if isinstance(part, Mapping) and isinstance(part.get("text"), str):  # pyright: ignore[reportUnknownMemberType]
+                                pieces.append(part["text"])  # pyright: ignore[reportUnknownArgumentType]
+        input_tokens = counter.count_text(model, "\n".join(pieces))
+        output_tokens = counter.count_text(model, "".join(facts.output_parts))
+        if input_tokens is None or output_tokens is None:
+            return None
+        return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+
+    def input_messages(self, kwargs: Mapping[str, Any]) -> Any:
+        raw_input = kwargs.get("input")
+        instructions = kwargs.get("instructions")
+        messages: list[Any] = []
+        if isinstance(instructions, str):
+            messages.append({"role": "system", "content": instructions})
+        if isinstance(raw_input, str):
+            messages.append({"role": "user", "content": raw_input})
+        elif isinstance(raw_input, list):
+            messages.extend(raw_input)  # pyright: ignore[reportUnknownArgumentType]
+        return messages
+
+    def response_type(self) -> type[Any] | None:
+        from openai.types.responses import Response
+
+        return Response
+
+
+def _responses_finish_reason(response: Any) -> str | None:
+    status = getattr(response, "status", None)
+    if status == "completed":
+        return "stop"
+    if status == "incomplete":
+        details = getattr(response, "incomplete_details", None)
+        reason = getattr(details, "reason", None)
+        return "length" if reason == "max_output_tokens" else (reason or "incomplete")
+    if status == "failed":
+        return "error"
+    return None
+
+
+class CompletionsSpec(ApiSpec):
+    operation = A.OP_TEXT_COMPLETION
+    api_type = A.API_COMPLETIONS
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
+        attrs = super().request_attributes(kwargs)
+        _put(attrs, A.REQUEST_MAX_TOKENS, kwargs.get("max_tokens"), int)
+        _put(attrs, A.REQUEST_CHOICE_COUNT, kwargs.get("n"), int)
+        stop = _stop_sequences(kwargs.get("stop"))
+        if stop:
+            attrs[A.REQUEST_STOP_SEQUENCES] = stop
+        return attrs
+
+    def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
+        if given(kwargs.get("stream_options")):
+            return False
+        kwargs["stream_options"] = {"include_usage": True}
+        return True
+
+    def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
+        facts.response_id = getattr(response, "id", None)
+        facts.response_model = getattr(response, "model", None)
+        facts.system_fingerprint = getattr(response, "system_fingerprint", None)
+        choices = getattr(response, "choices", None) or ()
+        facts.finish_reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
+        facts.usage = usage_from_chat(getattr(response, "usage", None))
+        if capture:
+            facts.output_messages = [
+                {"role": "assistant", "content": c.text, "finish_reason": c.finish_reason} for c in choices
+            ]
+
+    def apply_chunk(self, facts: ResponseFacts, chunk: Any) -> bool:
+        if facts.response_id is None:
+            facts.response_id = chunk.id
+            facts.response_model = chunk.model
+        choices = chunk.choices
+        if choices:
+            for choice in choices:
+                if choice.finish_reason is not None:
+                    facts.finish_reasons.append(choice.finish_reason)
+                if choice.text:
+                    facts.output_parts.append(choice.text)
+        usage = chunk.usage
+        if usage is not None:
+            facts.usage = usage_from_chat(usage)
+            return not choices
+        return False
+
+    def estimate(
+        self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts
+    ) -> TokenUsage | None:
+        prompt = kwargs.get("prompt")
+        text = prompt if isinstance(prompt, str) else "".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""  # pyright: ignore[reportUnknownVariableType]
+        input_tokens = counter.count_text(model, text)  # pyright: ignore[reportUnknownArgumentType]
+        output_tokens = counter.count_text(model, "".join(facts.output_parts))
+        if input_tokens is None or output_tokens is None:
+            return None
+        return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+
+    def input_messages(self, kwargs: Mapping[str, Any]) -> Any:
+        return [{"role": "user", "content": kwargs.get("prompt")}]
+
+    def response_type(self) -> type[Any] | None:
+        from openai.types import Completion
+
+        return Completion
+
+
+class EmbeddingsSpec(ApiSpec):
+    operation = A.OP_EMBEDDINGS
+    api_type = A.API_EMBEDDINGS
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
+        attrs: dict[str, AttrValue] = {}
+        fmt = kwargs.get("encoding_format")
+        if isinstance(fmt, str):
+            attrs[A.REQUEST_ENCODING_FORMATS] = (fmt,)
+        return attrs
+
+    def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
+        facts.response_model = getattr(response, "model", None)
+        facts.usage = usage_from_embeddings(getattr(response, "usage", None))
+
+    def apply_chunk(self, facts: ResponseFacts, chunk: Any) -> bool:  # embeddings never stream
+        return False
+
+    def estimate(
+        self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts
+    ) -> TokenUsage | None:
+        raw = kwargs.get("input")
+        texts: list[str] = [raw] if isinstance(raw, str) else [t for t in raw if isinstance(t, str)] if isinstance(raw, list) else []  # pyright: ignore[reportUnknownVariableType]
+        if not texts:
+            return None
+        total = 0
+        for text in texts:
+            count = counter.count_text(model, text)
+            if count is None:
+                return None
+            total += count
+        return TokenUsage(input_tokens=total, output_tokens=0, estimated=True)
+
+    def response_type(self) -> type[Any] | None:
+        from openai.types import CreateEmbeddingResponse
+
+        return CreateEmbeddingResponse
+
+
+CHAT_COMPLETIONS = ChatCompletionsSpec()
+RESPONSES = ResponsesSpec()
+COMPLETIONS = CompletionsSpec()
+EMBEDDINGS = EmbeddingsSpec()
+
+
+def messages_json(messages: Any) -> str | None:
+    """Messages as the JSON string the GenAI conventions record (only with content capture on)."""
+    if messages is None:
+        return None
+    try:
+        return json.dumps(messages, default=_jsonable, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)  # pyright: ignore[reportUnknownArgumentType]
+    return repr(value)

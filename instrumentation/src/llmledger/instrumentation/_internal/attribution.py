@@ -1,0 +1,391 @@
+"""Who a call is billed to, and whether it is a fallback: scopes carried in the OpenTelemetry context.
+
+Attribution lives in the OTel context (a ``ContextVar`` underneath), so it follows asyncio
+tasks automatically, follows threads wherever the context is carried (``contextvars.copy_context``,
+``opentelemetry-instrumentation-threading``, :func:`llmledger.instrumentation.propagate_context`),
+and is visible to every instrumented call below the scope.
+
+Precedence, highest first: the innermost :func:`attribution` scope, then W3C Baggage entries
+with the same keys, then the resource's ``tenant.id``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, cast
+
+from opentelemetry import baggage, context
+from opentelemetry import trace as trace_api
+
+from llmledger.instrumentation._internal import attributes as A
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_ATTRIBUTION_KEY = context.create_key("llmledger.attribution")
+_FALLBACK_KEY = context.create_key("llmledger.fallback_scope")
+_TOTALS_KEY = context.create_key("llmledger.usage_totals")
+
+BAGGAGE_KEYS: tuple[str, ...] = (A.TENANT_ID, A.USER_ID, A.SESSION_ID, A.CONVERSATION_ID, A.FEATURE)
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """The billing identity of the calls in a scope; ``None`` fields are inherited from outer scopes."""
+
+    tenant_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    conversation_id: str | None = None
+    feature: str | None = None
+
+    def merged_over(self, outer: Attribution | None) -> Attribution:
+        if outer is None:
+            return self
+        return Attribution(
+            tenant_id=self.tenant_id if self.tenant_id is not None else outer.tenant_id,
+            user_id=self.user_id if self.user_id is not None else outer.user_id,
+            session_id=self.session_id if self.session_id is not None else outer.session_id,
+            conversation_id=self.conversation_id if self.conversation_id is not None else outer.conversation_id,
+            feature=self.feature if self.feature is not None else outer.feature,
+        )
+
+    def as_attributes(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.tenant_id is not None:
+            out[A.TENANT_ID] = self.tenant_id
+        if self.user_id is not None:
+            out[A.USER_ID] = self.user_id
+        if self.session_id is not None:
+            out[A.SESSION_ID] = self.session_id
+        if self.conversation_id is not None:
+            out[A.CONVERSATION_ID] = self.conversation_id
+        if self.feature is not None:
+            out[A.FEATURE] = self.feature
+        return out
+
+
+class _Scope:
+    """Enter/exit plumbing shared by the public scopes: context manager, decorator, sync and async."""
+
+    def _value(self) -> tuple[object, object]:  # (key, value) to attach
+        raise NotImplementedError
+
+    def __init__(self) -> None:
+        self._tokens: list[object] = []
+
+    def __enter__(self) -> Any:
+        key, value = self._value()
+        self._tokens.append(context.attach(context.set_value(cast(str, key), value)))
+        return value
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        context.detach(cast(Any, self._tokens.pop()))
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _fresh(self) -> _Scope:
+        raise NotImplementedError
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        """Use the scope as a decorator: a fresh scope around every call of ``func``."""
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with self._fresh():
+                    return await func(*args, **kwargs)
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with self._fresh():
+                return func(*args, **kwargs)
+
+        return wrapper
+
+
+class attribution(_Scope):  # noqa: N801 - reads as a statement: `with attribution(tenant_id=...)`
+    """Bill every LLM call inside to a tenant, user, session, conversation and feature.
+
+    Works as ``with``/``async with`` block and as a decorator of sync and async functions.
+    Nested scopes override only the fields they set::
+
+        with attribution(tenant_id="acme", user_id="u-42"):
+            with attribution(feature="lead_scoring"):
+                client.chat.completions.create(...)   # tenant acme, user u-42, lead_scoring
+    """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        conversation_id: str | None = None,
+        feature: str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("tenant_id", tenant_id),
+            ("user_id", user_id),
+            ("session_id", session_id),
+            ("conversation_id", conversation_id),
+            ("feature", feature),
+        ):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"attribution({name}=...) must be a str, got {type(value).__name__}")
+        self._own = Attribution(tenant_id, user_id, session_id, conversation_id, feature)
+
+    def _value(self) -> tuple[object, object]:
+        outer = context.get_value(_ATTRIBUTION_KEY)
+        return _ATTRIBUTION_KEY, self._own.merged_over(outer if isinstance(outer, Attribution) else None)
+
+    def _fresh(self) -> _Scope:
+        own = self._own
+        return attribution(
+            tenant_id=own.tenant_id,
+            user_id=own.user_id,
+            session_id=own.session_id,
+            conversation_id=own.conversation_id,
+            feature=own.feature,
+        )
+
+
+def current_attribution(resource_tenant: str | None = None) -> dict[str, str]:
+    """The attribution attributes for a call made now (scope > baggage > resource)."""
+    attrs: dict[str, str] = {}
+    if resource_tenant is not None:
+        attrs[A.TENANT_ID] = resource_tenant
+    entries = baggage.get_all()
+    if entries:
+        for key in BAGGAGE_KEYS:
+            value = entries.get(key)
+            if isinstance(value, str) and value:
+                attrs[key] = value
+    scope = context.get_value(_ATTRIBUTION_KEY)
+    if isinstance(scope, Attribution):
+        attrs.update(scope.as_attributes())
+    return attrs
+
+
+# --- fallbacks -------------------------------------------------------------------------
+
+
+class FallbackState:
+    """Attempts in one explicit fallback scope: each failed call makes the next one a fallback."""
+
+    __slots__ = ("_lock", "attempts", "failures")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.attempts = 0
+        self.failures = 0
+
+    def begin(self) -> int:
+        with self._lock:
+            self.attempts += 1
+            return self.failures
+
+    def finish(self, failed: bool) -> None:
+        if failed:
+            with self._lock:
+                self.failures += 1
+
+
+class fallbacks(_Scope):  # noqa: N801
+    """Number the attempts of one logical request: every call after a failed one is a fallback.
+
+    ``llmledger.fallback.attempt`` is the number of failed calls before this one in the scope;
+    ``llmledger.fallback`` is true when that is more than zero::
+
+        with fallbacks():
+            for model in ("gpt-4.1", "gpt-4.1-mini"):
+                try:
+                    return client.chat.completions.create(model=model, ...)
+                except openai.APIError:
+                    continue
+    """
+
+    def _value(self) -> tuple[object, object]:
+        return _FALLBACK_KEY, FallbackState()
+
+    def _fresh(self) -> _Scope:
+        return fallbacks()
+
+
+def current_fallback_scope() -> FallbackState | None:
+    value = context.get_value(_FALLBACK_KEY)
+    return value if isinstance(value, FallbackState) else None
+
+
+class AutoFallbackTracker:
+    """The automatic rule, for code that retries without a scope.
+
+    Within one parent span, an LLM call that follows a failed LLM call for the same feature
+    is a fallback; its attempt number counts the consecutive failures before it. A success
+    resets the count. Retries inside the SDK happen within one call and are not fallbacks.
+    Calls without an active parent span are never flagged automatically.
+    """
+
+    def __init__(self, max_parents: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._failures: OrderedDict[tuple[int, int, str | None], int] = OrderedDict()
+        self._max = max_parents
+
+    @staticmethod
+    def key(feature: str | None) -> tuple[int, int, str | None] | None:
+        parent = trace_api.get_current_span().get_span_context()
+        if not parent.is_valid:
+            return None
+        return (parent.trace_id, parent.span_id, feature)
+
+    def attempt(self, key: tuple[int, int, str | None]) -> int:
+        with self._lock:
+            return self._failures.get(key, 0)
+
+    def finish(self, key: tuple[int, int, str | None], failed: bool) -> None:
+        with self._lock:
+            if failed:
+                self._failures[key] = self._failures.get(key, 0) + 1
+                self._failures.move_to_end(key)
+                while len(self._failures) > self._max:
+                    self._failures.popitem(last=False)
+            else:
+                self._failures.pop(key, None)
+
+
+# --- per-request totals ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class UsageTotals:
+    """Tokens and cost of every LLM call finished inside a :func:`usage_totals` block so far.
+
+    ``cost_usd`` sums the priced calls exactly; ``unpriced_calls`` counts the calls whose
+    price is unknown, so a total is never silently short.
+    """
+
+    calls: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    unpriced_calls: int = 0
+    estimated_calls: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(
+        self,
+        *,
+        failed: bool,
+        input_tokens: int | None,
+        cached_input_tokens: int,
+        output_tokens: int | None,
+        reasoning_tokens: int,
+        cost: Decimal | None,
+        priced: bool,
+        estimated: bool,
+    ) -> None:
+        with self._lock:
+            self.calls += 1
+            self.errors += failed
+            self.input_tokens += input_tokens or 0
+            self.cached_input_tokens += cached_input_tokens
+            self.output_tokens += output_tokens or 0
+            self.reasoning_tokens += reasoning_tokens
+            if cost is not None:
+                self.cost_usd += cost
+            elif priced:
+                self.unpriced_calls += 1
+            self.estimated_calls += estimated
+
+    def snapshot(self) -> UsageTotals:
+        with self._lock:
+            return replace(self, _lock=threading.Lock())
+
+    def as_dict(self) -> dict[str, int | str]:
+        """A JSON-ready view, e.g. for an API response's ``token_usage`` (cost as a decimal string)."""
+        snap = self.snapshot()
+        return {
+            "calls": snap.calls,
+            "errors": snap.errors,
+            "input_tokens": snap.input_tokens,
+            "cached_input_tokens": snap.cached_input_tokens,
+            "output_tokens": snap.output_tokens,
+            "reasoning_tokens": snap.reasoning_tokens,
+            "cost_usd": str(snap.cost_usd),
+            "unpriced_calls": snap.unpriced_calls,
+            "estimated_calls": snap.estimated_calls,
+        }
+
+
+class usage_totals(_Scope):  # noqa: N801
+    """Collect the tokens and cost of all LLM calls made inside the block (threads and tasks too)::
+
+        with usage_totals() as totals:
+            answer = run_agent(question)
+        return {"answer": answer, "token_usage": totals.as_dict()}
+
+    Nested blocks each see the calls made inside them.
+    """
+
+    def _value(self) -> tuple[object, object]:
+        outer = context.get_value(_TOTALS_KEY)
+        chain = (*(outer if isinstance(outer, tuple) else ()), UsageTotals())
+        return _TOTALS_KEY, chain
+
+    def __enter__(self) -> UsageTotals:
+        chain = super().__enter__()
+        return cast(tuple[UsageTotals, ...], chain)[-1]
+
+    async def __aenter__(self) -> UsageTotals:
+        return self.__enter__()
+
+    def _fresh(self) -> _Scope:
+        return usage_totals()
+
+
+def current_totals() -> tuple[UsageTotals, ...]:
+    value = context.get_value(_TOTALS_KEY)
+    return cast(tuple[UsageTotals, ...], value) if isinstance(value, tuple) else ()
+
+
+def propagate_context(func: Callable[P, R]) -> Callable[P, R]:
+    """Bind ``func`` to the current context (attribution, totals, fallbacks, the active span),
+    for work handed to threads that do not carry context themselves::
+
+        pool.submit(propagate_context(score_lead), lead)
+    """
+    import contextvars
+
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(func)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return ctx.copy().run(func, *args, **kwargs)
+
+    return run
+
+
+def baggage_attribution(entries: Mapping[str, object]) -> dict[str, str]:
+    """The attribution keys present in a baggage mapping (for gateways setting baggage upstream)."""
+    return {k: v for k in BAGGAGE_KEYS if isinstance(v := entries.get(k), str) and v}

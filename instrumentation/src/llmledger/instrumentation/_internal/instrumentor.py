@@ -1,0 +1,161 @@
+"""``LLMLedgerInstrumentor``: wraps the openai SDK's methods from one table, and unwraps them."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Collection
+from typing import Any, NamedTuple
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # pyright: ignore[reportMissingTypeStubs]
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper  # pyright: ignore[reportUnknownVariableType]
+
+from llmledger.instrumentation._internal import apis
+from llmledger.instrumentation._internal.call import Telemetry
+from llmledger.instrumentation._internal.config import InstrumentationConfig
+from llmledger.instrumentation._internal.errors import internal_error
+from llmledger.instrumentation._internal.patch import (
+    Wrapper,
+    async_retrieve_wrapper,
+    async_wrapper,
+    sync_retrieve_wrapper,
+    sync_wrapper,
+)
+from llmledger.instrumentation.package import _instruments
+from llmledger.instrumentation.version import __version__
+
+logger = logging.getLogger("llmledger.instrumentation")
+
+_CHAT = "openai.resources.chat.completions.completions"
+_RESPONSES = "openai.resources.responses.responses"
+_COMPLETIONS = "openai.resources.completions"
+_EMBEDDINGS = "openai.resources.embeddings"
+
+
+class Target(NamedTuple):
+    module: str
+    cls: str
+    method: str
+    api: apis.ApiSpec | None  # None: responses.retrieve (bills finished background responses)
+
+
+# One table drives instrument and uninstrument. The `.stream()` helpers call `create`
+# and `parse` calls the transport directly, so each API call passes exactly one wrapper.
+TARGETS: tuple[Target, ...] = (
+    Target(_CHAT, "Completions", "create", apis.CHAT_COMPLETIONS),
+    Target(_CHAT, "AsyncCompletions", "create", apis.CHAT_COMPLETIONS),
+    Target(_CHAT, "Completions", "parse", apis.CHAT_COMPLETIONS),
+    Target(_CHAT, "AsyncCompletions", "parse", apis.CHAT_COMPLETIONS),
+    Target(_RESPONSES, "Responses", "create", apis.RESPONSES),
+    Target(_RESPONSES, "AsyncResponses", "create", apis.RESPONSES),
+    Target(_RESPONSES, "Responses", "parse", apis.RESPONSES),
+    Target(_RESPONSES, "AsyncResponses", "parse", apis.RESPONSES),
+    Target(_RESPONSES, "Responses", "retrieve", None),
+    Target(_RESPONSES, "AsyncResponses", "retrieve", None),
+    Target(_COMPLETIONS, "Completions", "create", apis.COMPLETIONS),
+    Target(_COMPLETIONS, "AsyncCompletions", "create", apis.COMPLETIONS),
+    Target(_EMBEDDINGS, "Embeddings", "create", apis.EMBEDDINGS),
+    Target(_EMBEDDINGS, "AsyncEmbeddings", "create", apis.EMBEDDINGS),
+)
+
+
+def _wrapper_for(tel: Telemetry, target: Target) -> Wrapper:
+    # By class, not by inspecting the method: the SDK's overload decorators hide `async def`.
+    is_async = target.cls.startswith("Async")
+    if target.api is None:
+        return async_retrieve_wrapper(tel) if is_async else sync_retrieve_wrapper(tel)
+    return async_wrapper(tel, target.api) if is_async else sync_wrapper(tel, target.api)
+
+
+def _resource_tenant(tracer_provider: Any) -> str | None:
+    resource = getattr(tracer_provider, "resource", None)
+    value = getattr(resource, "attributes", {}).get("tenant.id")
+    return value if isinstance(value, str) and value else None
+
+
+def _load_pricer(config: InstrumentationConfig) -> Any:
+    try:
+        from llmledger.instrumentation._internal.pricing import PriceBook
+    except ImportError:
+        return None
+    return PriceBook.from_config(price_file=config.price_file, azure_deployments=config.azure_deployments)
+
+
+class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedBaseClass]
+    """Instruments the openai SDK (sync and async; chat completions, Responses, completions, embeddings).
+
+    Loaded by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor``
+    entry point ``llmledger``, or by hand::
+
+        LLMLedgerInstrumentor().instrument(tracer_provider=..., meter_provider=...)
+    """
+
+    _telemetry: Telemetry | None = None
+    _wrapped: list[Target]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        # Must never raise: a broken instrumentation may not take the app down with it.
+        try:
+            self._instrument_unsafe(**kwargs)
+        except Exception as exc:
+            internal_error("instrument", exc)
+
+    def _instrument_unsafe(self, **kwargs: Any) -> None:
+        config = kwargs.get("config")
+        if not isinstance(config, InstrumentationConfig):
+            config = InstrumentationConfig.from_env()
+        tracer_provider = kwargs.get("tracer_provider") or trace_api.get_tracer_provider()
+        meter_provider = kwargs.get("meter_provider") or metrics_api.get_meter_provider()
+        tracer = trace_api.get_tracer(
+            "llmledger.instrumentation", __version__, tracer_provider, schema_url="https://opentelemetry.io/schemas/1.37.0"
+        )
+        meter = metrics_api.get_meter(
+            "llmledger.instrumentation", __version__, meter_provider, schema_url="https://opentelemetry.io/schemas/1.37.0"
+        )
+        pricer = kwargs.get("pricer", _MISSING)
+        if pricer is _MISSING:
+            try:
+                pricer = _load_pricer(config)
+            except Exception as exc:  # a bad price file must not stop instrumentation
+                logger.error("llmledger: prices could not be loaded, calls will not be priced: %s", exc)
+                pricer = None
+        tel = Telemetry(tracer, meter, config, pricer, _resource_tenant(tracer_provider))
+        if config.estimate_tokens:
+            from llmledger.instrumentation._internal.estimate import TOKEN_COUNTER
+
+            TOKEN_COUNTER.preload("o200k_base")
+        self._telemetry = tel
+        self._wrapped = []
+        for target in TARGETS:
+            try:
+                module = importlib.import_module(target.module)
+                cls = getattr(module, target.cls)
+                getattr(cls, target.method)
+            except (ImportError, AttributeError):
+                logger.debug("llmledger: %s.%s.%s not found; not instrumented", *target[:3])
+                continue
+            wrap_function_wrapper(cls, target.method, _wrapper_for(tel, target))
+            self._wrapped.append(target)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        tel = self._telemetry
+        if tel is not None:
+            # Wrappers captured earlier (e.g. by a cached `with_raw_response`) become pass-through.
+            tel.active = False
+        for target in getattr(self, "_wrapped", []):
+            try:
+                cls = getattr(importlib.import_module(target.module), target.cls)
+                unwrap(cls, target.method)
+            except Exception as exc:
+                internal_error("uninstrument", exc)
+        self._wrapped = []
+        self._telemetry = None
+
+
+_MISSING = object()

