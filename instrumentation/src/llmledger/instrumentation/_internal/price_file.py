@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from genai_prices.data_units import unit_data
-from genai_prices.types import ModelPrice, TieredPrices, Tier
+from genai_prices.types import ModelPrice, Tier, TieredPrices
 from genai_prices.units import UnitRegistry
 from genai_prices.validation import validate_priced_units
 
@@ -188,17 +188,21 @@ class _Validator:
             provider=provider,
             model=model,
             service_tier=tier,
-            valid_from=cast(date | None, valid_from),
+            valid_from=valid_from,
             prices=ModelPrice(**rates),
             origin=f"{self.name}:{self.line(at)}",
         )
 
-    def text(self, fields: Mapping[str, Any], field: str, at: tuple[str | int, ...], label: str) -> str | None:
+    def text(
+        self, fields: Mapping[str, Any], field: str, at: tuple[str | int, ...], label: str
+    ) -> str | None:
         value = fields.get(field)
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
-            self.error((*at, field), f"{label}: field {field!r}: expected a non-empty string, got {_shown(value)}")
+            self.error(
+                (*at, field), f"{label}: field {field!r}: expected a non-empty string, got {_shown(value)}"
+            )
             return None
         return value.strip()
 
@@ -218,7 +222,9 @@ class _Validator:
                 self.error(path, f"{label}: unknown key {key!r} in tiered rate (expected base, tiers)")
         base = _decimal(value.get("base"))
         if base is None:
-            self.error(path, f"{label}: tiered rate needs 'base', {_RATE_HINT}, got {_shown(value.get('base'))}")
+            self.error(
+                path, f"{label}: tiered rate needs 'base', {_RATE_HINT}, got {_shown(value.get('base'))}"
+            )
         raw_tiers: Any = value.get("tiers")
         tiers: list[Tier] = []
         if not isinstance(raw_tiers, list) or not raw_tiers:
@@ -232,7 +238,9 @@ class _Validator:
                 tier = cast(dict[str, Any], raw)
                 start, price = tier["start"], _decimal(tier["price"])
                 if type(start) is not int or start < 0:
-                    self.error(path, f"{tier_label}.start: expected a non-negative whole number of input tokens")
+                    self.error(
+                        path, f"{tier_label}.start: expected a non-negative whole number of input tokens"
+                    )
                 elif tiers and start <= tiers[-1].start:
                     self.error(path, f"{tier_label}.start: tiers must be in increasing order of start")
                 if price is None:

@@ -49,8 +49,9 @@ from genai_prices.types import (
 from genai_prices.units import UnitDef, UnitRegistry
 from genai_prices.validation import validate_priced_units
 
-from llmledger.instrumentation._internal.price_file import CustomPrice, load_price_file
-from llmledger.instrumentation._internal.usage import TokenUsage
+# Sibling imports are relative: pyright resolves them without the package's py.typed marker.
+from .price_file import CustomPrice, load_price_file
+from .usage import TokenUsage
 
 __all__ = ["PROVIDER_IDS", "CallCost", "PriceBook", "PriceExplanation", "PriceRow", "RateBand"]
 
@@ -193,14 +194,14 @@ class _Band:
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    """A ModelPrice as integer coefficients: cost = Σ coefficient × field, in 10**-scale USD."""
+    """A ModelPrice as integer coefficients: cost = sum of coefficient * field, in 10**-scale USD."""
 
     scale: int
     bands: tuple[_Band, ...]
     """Ascending ``above``; the first is -1 (applies to any input size)."""
     per_call: int
     checks: tuple[tuple[int, ...], ...]
-    """Token counts each priced share of a total must not exceed, as ``Σ coef × field ≥ 0``."""
+    """Token counts each priced share of a total must not exceed, as ``sum(coefficient * field) >= 0``."""
 
     def cost(self, usage: TokenUsage, input_tokens: int, output_tokens: int, source: str) -> CallCost | None:
         inputs = (
@@ -240,7 +241,11 @@ class _Compiled:
         def per_mtok(units: int) -> Decimal:
             amount = Decimal(units).scaleb(6 - self.scale, _EXACT).normalize(_EXACT)
             # normalize() writes 10 as 1E+1; keep whole numbers plain.
-            return amount.quantize(Decimal(1), context=_EXACT) if amount == amount.to_integral_value() else amount
+            return (
+                amount.quantize(Decimal(1), context=_EXACT)
+                if amount == amount.to_integral_value()
+                else amount
+            )
 
         result: list[RateBand] = []
         for band in self.bands:
@@ -303,7 +308,9 @@ def _compile(price: ModelPrice) -> _Compiled:
         if has_descendants:
             checks.append(tuple(leaf))
 
-    starts = sorted({tier.start for _, value in tokens if isinstance(value, TieredPrices) for tier in value.tiers})
+    starts = sorted(
+        {tier.start for _, value in tokens if isinstance(value, TieredPrices) for tier in value.tiers}
+    )
     aboves = [-1, *starts]
 
     def rate_at(value: Decimal | TieredPrices, above: int) -> Decimal:
@@ -328,7 +335,9 @@ def _compile(price: ModelPrice) -> _Compiled:
         coefficients = [0] * _N_FIELDS
         for unit, rate in band:
             units = int(rate * 10**scale)
-            coefficients = [c + units * leaf for c, leaf in zip(coefficients, leaves[unit.usage_key], strict=True)]
+            coefficients = [
+                c + units * leaf for c, leaf in zip(coefficients, leaves[unit.usage_key], strict=True)
+            ]
         bands.append(_Band(above, tuple(coefficients[:_N_INPUT]), tuple(coefficients[_N_INPUT:])))
     return _Compiled(scale, tuple(bands), int(fixed * 10**scale), tuple(checks))
 
@@ -379,7 +388,10 @@ class _Resolution:
         else:
             stamp = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
         day_bounds = self.day_bounds
-        key = (bisect_right(self.date_bounds, stamp), bisect_right(day_bounds, stamp % 86400) if day_bounds else 0)
+        key = (
+            bisect_right(self.date_bounds, stamp),
+            bisect_right(day_bounds, stamp % 86400) if day_bounds else 0,
+        )
         plan = self.cells.get(key)
         if plan is None:
             plan = self.cells[key] = self.plan_at(datetime.fromtimestamp(stamp, UTC), key[0])
@@ -397,7 +409,9 @@ class _Resolution:
                 entry = in_effect[-1]
                 steps.append(f"custom price from {entry.origin} ({entry.provider} / {entry.model})")
                 return _planned(entry.prices, "custom", steps, valid_from, valid_until)
-            steps.append(f"custom price {schedule[0].origin} starts {schedule[0].valid_from}, not yet in effect")
+            steps.append(
+                f"custom price {schedule[0].origin} starts {schedule[0].valid_from}, not yet in effect"
+            )
         if self.bundled is None:
             steps.append("no price for this model in genai-prices' bundled data")
             return _Plan(None, "", tuple(steps), valid_from, valid_until)
@@ -456,8 +470,6 @@ def _price_context(service_tier: str | None) -> PriceContext | None:
         return {"processing": "batch"}
     # ``auto`` is a request value; a response reporting it ran on the default tier.
     return {"service_tier": "default" if tier == "auto" else tier}
-
-
 
 
 class PriceBook:
@@ -547,7 +559,10 @@ class PriceBook:
         if resolution is not _UNKNOWN:
             plan = resolution.plan(moment)
         else:
-            steps = (*self._lookup_steps(provider, model), "no custom price and no price in genai-prices' data")
+            steps = (
+                *self._lookup_steps(provider, model),
+                "no custom price and no price in genai-prices' data",
+            )
             plan = _Plan(None, "", steps, None, None)
         return PriceExplanation(
             provider=provider,
@@ -632,7 +647,9 @@ class PriceBook:
     def _lookup_steps(self, provider: str, model: str) -> list[str]:
         steps: list[str] = []
         if provider in ("azure.ai.openai", "azure.ai.inference") and model.lower() in self._azure:
-            steps.append(f"Azure deployment {model!r} is model {self._azure[model.lower()]!r} (azure_deployments)")
+            steps.append(
+                f"Azure deployment {model!r} is model {self._azure[model.lower()]!r} (azure_deployments)"
+            )
         return steps
 
     def _resolve(
@@ -649,13 +666,18 @@ class PriceBook:
                 if schedule:
                     custom.append(tuple(sorted(schedule, key=lambda e: e.valid_from or date.min)))
             for entry in self._custom_prefix:
-                if entry.provider == provider and name.startswith(entry.match_name):
-                    if entry.service_tier in (service_tier, None):
-                        custom.append((entry,))
+                if (
+                    entry.provider == provider
+                    and name.startswith(entry.match_name)
+                    and entry.service_tier in (service_tier, None)
+                ):
+                    custom.append((entry,))
         bundled = self._find_bundled(provider, names[-1], service_tier)
         result = _UNKNOWN
         if custom or bundled is not None:
-            days: set[date] = {entry.valid_from for schedule in custom for entry in schedule if entry.valid_from}
+            days: set[date] = {
+                entry.valid_from for schedule in custom for entry in schedule if entry.valid_from
+            }
             times: set[float] = set()
             for constraint in _constraints(bundled.model) if bundled is not None else ():
                 if isinstance(constraint, StartDateConstraint):
