@@ -273,7 +273,12 @@ class LLMCall:
         facts = self.facts
         failed = self.error_type is not None
         usage = facts.usage
-        if (usage is None or not usage.known) and not failed and tel.config.estimate_tokens:
+        # Estimate only what was seen to finish: not a call closed unread, not a queued
+        # background response (billed when it completes).
+        saw_response = (facts.response_id is not None or facts.response_model is not None) and (
+            facts.status not in ("queued", "in_progress")
+        )
+        if (usage is None or not usage.known) and saw_response and not failed and tel.config.estimate_tokens:
             usage = self.api.estimate(TOKEN_COUNTER, facts.response_model or self.request_model, self.kwargs, facts)
         model = facts.response_model or self.request_model
 
