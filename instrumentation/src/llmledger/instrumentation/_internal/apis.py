@@ -149,6 +149,16 @@ class ChatCompletionsSpec(ApiSpec):
         choices = getattr(response, "choices", None) or ()
         facts.finish_reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
         facts.usage = usage_from_chat(getattr(response, "usage", None))
+        if facts.usage is None:  # keep the text for a local estimate
+            for choice in choices:
+                message = getattr(choice, "message", None)
+                content = getattr(message, "content", None)
+                if isinstance(content, str):
+                    facts.output_parts.append(content)
+                for call in getattr(message, "tool_calls", None) or ():
+                    function = getattr(call, "function", None)
+                    facts.output_parts.append(str(getattr(function, "name", "")))
+                    facts.output_parts.append(str(getattr(function, "arguments", "")))
         if capture:
             facts.output_messages = [_chat_message(c) for c in choices]
 
@@ -260,6 +270,10 @@ class ResponsesSpec(ApiSpec):
         reason = _responses_finish_reason(response)
         facts.finish_reasons = [reason] if reason else []
         facts.usage = usage_from_responses(getattr(response, "usage", None))
+        if facts.usage is None:
+            text = getattr(response, "output_text", None)
+            if isinstance(text, str):
+                facts.output_parts.append(text)
         if capture:
             text = getattr(response, "output_text", None)
             facts.output_messages = [{"role": "assistant", "content": text, "finish_reason": reason}]
@@ -363,6 +377,8 @@ class CompletionsSpec(ApiSpec):
         choices = getattr(response, "choices", None) or ()
         facts.finish_reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
         facts.usage = usage_from_chat(getattr(response, "usage", None))
+        if facts.usage is None:
+            facts.output_parts.extend(c.text for c in choices if isinstance(getattr(c, "text", None), str))
         if capture:
             facts.output_messages = [
                 {"role": "assistant", "content": c.text, "finish_reason": c.finish_reason} for c in choices
