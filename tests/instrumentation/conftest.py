@@ -55,7 +55,10 @@ class FakeOpenAI:
                 reply = queue.pop(0) if len(queue) > 1 else queue[0]
                 if isinstance(reply, BaseException):
                     raise reply
-                return reply(request) if callable(reply) else reply
+                if callable(reply):
+                    return reply(request)
+                # A fresh response per request: a response object is bound to one client's I/O.
+                return httpx2.Response(reply.status_code, headers=reply.headers, content=reply.content)
         return httpx2.Response(404, json=P.error_body(f"no fake reply for {path}"))
 
 
