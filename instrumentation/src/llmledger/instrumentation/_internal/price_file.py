@@ -105,7 +105,7 @@ class _Validator:
     def __init__(self, name: str, lines: Mapping[tuple[str | int, ...], int]) -> None:
         self.name = name
         self.lines = lines
-        self.errors: list[str] = []
+        self.errors: list[tuple[int, str]] = []
 
     def line(self, path: tuple[str | int, ...]) -> int:
         # The longest recorded prefix: a value inside an inline table is on its key's line.
@@ -114,7 +114,8 @@ class _Validator:
         return self.lines.get(path, 1)
 
     def error(self, path: tuple[str | int, ...], message: str) -> None:
-        self.errors.append(f"{self.name}:{self.line(path)}: {message}")
+        line = self.line(path)
+        self.errors.append((line, f"{self.name}:{line}: {message}"))
 
     def document(self, document: Mapping[str, Any]) -> tuple[CustomPrice, ...]:
         for key in document:
@@ -141,7 +142,10 @@ class _Validator:
                     seen[key] = index
                     prices.append(price)
         if self.errors:
-            raise PriceFileError(self.name, self.errors)
+            # In file order, however the checks ran.
+            raise PriceFileError(
+                self.name, [message for _, message in sorted(self.errors, key=lambda e: e[0])]
+            )
         return tuple(prices)
 
     def entry(self, index: int, entry: Any) -> CustomPrice | None:
@@ -181,7 +185,7 @@ class _Validator:
             try:
                 validate_priced_units([_registry.unit_for_price_key(key) for key in rates], _registry)
             except ValueError as exc:
-                self.error(at, f"{label}: these rates cannot be combined: {exc}")
+                self.error(at, f"{label}: these rates cannot be combined: {_in_file_terms(str(exc))}")
         if len(self.errors) > before or provider is None or model is None:
             return None
         return CustomPrice(
@@ -223,33 +227,46 @@ class _Validator:
         base = _decimal(value.get("base"))
         if base is None:
             self.error(
-                path, f"{label}: tiered rate needs 'base', {_RATE_HINT}, got {_shown(value.get('base'))}"
+                (*path, "base"),
+                f"{label}: tiered rate needs 'base', {_RATE_HINT}, got {_shown(value.get('base'))}",
             )
         raw_tiers: Any = value.get("tiers")
         tiers: list[Tier] = []
         if not isinstance(raw_tiers, list) or not raw_tiers:
-            self.error(path, f"{label}: tiered rate needs 'tiers', a non-empty list of {{ start, price }}")
+            self.error(
+                (*path, "tiers"),
+                f"{label}: tiered rate needs 'tiers', a non-empty list of {{ start, price }}",
+            )
         else:
             for position, raw in enumerate(cast(list[Any], raw_tiers)):
                 tier_label = f"{label}: tiers[{position}]"
+                at = (*path, "tiers", position)
                 if not isinstance(raw, dict) or set(cast(dict[str, Any], raw)) != {"start", "price"}:
-                    self.error(path, f"{tier_label}: expected {{ start = <input tokens>, price = <rate> }}")
+                    self.error(at, f"{tier_label}: expected {{ start = <input tokens>, price = <rate> }}")
                     continue
                 tier = cast(dict[str, Any], raw)
                 start, price = tier["start"], _decimal(tier["price"])
                 if type(start) is not int or start < 0:
                     self.error(
-                        path, f"{tier_label}.start: expected a non-negative whole number of input tokens"
+                        at, f"{tier_label}.start: expected a non-negative whole number of input tokens"
                     )
                 elif tiers and start <= tiers[-1].start:
-                    self.error(path, f"{tier_label}.start: tiers must be in increasing order of start")
+                    self.error(at, f"{tier_label}.start: tiers must be in increasing order of start")
                 if price is None:
-                    self.error(path, f"{tier_label}.price: {_RATE_HINT}, got {_shown(tier['price'])}")
+                    self.error(at, f"{tier_label}.price: {_RATE_HINT}, got {_shown(tier['price'])}")
                 if len(self.errors) == before:
                     tiers.append(Tier(start=cast(int, start), price=cast(Decimal, price)))
         if len(self.errors) > before or base is None:
             return None
         return TieredPrices(base=base, tiers=tiers)
+
+
+def _in_file_terms(message: str) -> str:
+    """genai-prices' validation message with usage keys spelled as this file's fields."""
+    for field, price_key in PRICE_FIELDS.items():
+        usage_key = _registry.unit_for_price_key(price_key).usage_key
+        message = re.sub(rf"\b{usage_key}\b", field, message)
+    return message
 
 
 def _decimal(value: Any) -> Decimal | None:

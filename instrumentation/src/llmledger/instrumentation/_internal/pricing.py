@@ -408,7 +408,8 @@ class _Resolution:
             if in_effect:
                 entry = in_effect[-1]
                 steps.append(f"custom price from {entry.origin} ({entry.provider} / {entry.model})")
-                return _planned(entry.prices, "custom", steps, valid_from, valid_until)
+                later = schedule[len(in_effect)].valid_from if len(in_effect) < len(schedule) else None
+                return _planned(entry.prices, "custom", steps, entry.valid_from, later)
             steps.append(
                 f"custom price {schedule[0].origin} starts {schedule[0].valid_from}, not yet in effect"
             )
