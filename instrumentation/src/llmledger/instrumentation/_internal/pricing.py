@@ -12,6 +12,7 @@ whatever decimal context the application has set.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -79,6 +80,7 @@ PROVIDER_IDS: Mapping[str, str] = {
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _REGISTRY = UnitRegistry(unit_data)
 _ZERO = Decimal(0)
+_multiply = _EXACT.multiply  # exact: the context has the maximum precision
 _CACHE_LIMIT = 10_000
 _SNAPSHOT_DATE = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
@@ -189,6 +191,7 @@ class PriceExplanation:
 class _Band:
     above: int
     input: tuple[int, ...]
+    """Coefficient per usage field (all of them: output fields are 0 here)."""
     output: tuple[int, ...]
 
 
@@ -202,24 +205,29 @@ class _Compiled:
     per_call: int
     checks: tuple[tuple[int, ...], ...]
     """Token counts each priced share of a total must not exceed, as ``sum(coefficient * field) >= 0``."""
+    unit: Decimal = field(init=False)
+    """``10**-scale`` USD: one integer sub-unit."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unit", Decimal(1).scaleb(-self.scale, _EXACT))
 
     def cost(self, usage: TokenUsage, input_tokens: int, output_tokens: int, source: str) -> CallCost | None:
-        inputs = (
+        values = (
             input_tokens,
             usage.cached_input_tokens,
             usage.cache_write_tokens,
             usage.input_audio_tokens,
             usage.cached_audio_tokens,
             usage.input_image_tokens,
+            output_tokens,
+            usage.reasoning_tokens,
+            usage.output_audio_tokens,
         )
-        outputs = (output_tokens, usage.reasoning_tokens, usage.output_audio_tokens)
-        if min(inputs) < 0 or min(outputs) < 0:
+        if min(values) < 0:
             return None
-        if self.checks:
-            values = inputs + outputs
-            for check in self.checks:
-                if sum(map(mul, check, values)) < 0:
-                    return None
+        for check in self.checks:
+            if sum(map(mul, check, values)) < 0:
+                return None
         bands = self.bands
         band = bands[0]
         if len(bands) > 1:
@@ -227,13 +235,13 @@ class _Compiled:
                 if input_tokens > candidate.above:
                     band = candidate
                     break
-        input_units = sum(map(mul, band.input, inputs))
-        output_units = sum(map(mul, band.output, outputs))
-        exponent = -self.scale
+        input_units = sum(map(mul, band.input, values))
+        output_units = sum(map(mul, band.output, values))
+        unit = self.unit
         return CallCost(
-            Decimal(input_units + output_units + self.per_call).scaleb(exponent, _EXACT),
-            Decimal(input_units).scaleb(exponent, _EXACT) if input_units else _ZERO,
-            Decimal(output_units).scaleb(exponent, _EXACT) if output_units else _ZERO,
+            _multiply(input_units + output_units + self.per_call, unit),
+            _multiply(input_units, unit) if input_units else _ZERO,
+            _multiply(output_units, unit) if output_units else _ZERO,
             source,
         )
 
@@ -249,7 +257,7 @@ class _Compiled:
 
         result: list[RateBand] = []
         for band in self.bands:
-            i, o = band.input, band.output
+            i, o = band.input, band.output[_N_INPUT:]
             result.append(
                 RateBand(
                     input_tokens_above=max(band.above, 0),
@@ -338,7 +346,10 @@ def _compile(price: ModelPrice) -> _Compiled:
             coefficients = [
                 c + units * leaf for c, leaf in zip(coefficients, leaves[unit.usage_key], strict=True)
             ]
-        bands.append(_Band(above, tuple(coefficients[:_N_INPUT]), tuple(coefficients[_N_INPUT:])))
+        no_output = [0] * (_N_FIELDS - _N_INPUT)
+        bands.append(
+            _Band(above, (*coefficients[:_N_INPUT], *no_output), (*[0] * _N_INPUT, *coefficients[_N_INPUT:]))
+        )
     return _Compiled(scale, tuple(bands), int(fixed * 10**scale), tuple(checks))
 
 
@@ -379,6 +390,8 @@ class _Resolution:
     """Seconds after UTC midnight where a time-of-day price starts or ends."""
     cells: dict[tuple[int, int], _Plan] = field(default_factory=dict[tuple[int, int], _Plan])
     static: _Plan | None = None
+    recent: tuple[float, float, _Plan | None] = (0.0, 0.0, None)
+    """(from, until, plan) of the date cell last used: one tuple, so threads see it whole."""
 
     def plan(self, at: datetime | None) -> _Plan:
         if self.static is not None:
@@ -387,14 +400,18 @@ class _Resolution:
             stamp = time.time()
         else:
             stamp = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
-        day_bounds = self.day_bounds
-        key = (
-            bisect_right(self.date_bounds, stamp),
-            bisect_right(day_bounds, stamp % 86400) if day_bounds else 0,
-        )
+        start, end, plan = self.recent
+        if start <= stamp < end and plan is not None:
+            return plan
+        bounds, day_bounds = self.date_bounds, self.day_bounds
+        cell = bisect_right(bounds, stamp)
+        key = (cell, bisect_right(day_bounds, stamp % 86400) if day_bounds else 0)
         plan = self.cells.get(key)
         if plan is None:
-            plan = self.cells[key] = self.plan_at(datetime.fromtimestamp(stamp, UTC), key[0])
+            plan = self.cells[key] = self.plan_at(datetime.fromtimestamp(stamp, UTC), cell)
+        if not day_bounds:
+            start = bounds[cell - 1] if cell > 0 else -math.inf
+            self.recent = (start, bounds[cell] if cell < len(bounds) else math.inf, plan)
         return plan
 
     def plan_at(self, moment: datetime, cell: int) -> _Plan:
