@@ -2,7 +2,7 @@
 
 Usage (normally through ``python3 scripts/dev.py bench [args]``)::
 
-    python bench/run.py                  # full run, ~2.5 minutes, rewrites docs/benchmarks.md
+    python bench/run.py                  # full run, 2-3 minutes, rewrites docs/benchmarks.md
     python bench/run.py --quick          # smoke run, prints the table, leaves docs alone
     python bench/run.py --modes none llmledger --only chat
 
@@ -69,9 +69,13 @@ class Job:
 
 def _jobs(modes: Sequence[str], llmledger_everywhere: bool) -> list[Job]:
     jobs: list[Job] = []
-    for mode in modes:
+    # Overheads are only defined against a baseline, so "none" always runs.
+    for mode in dict.fromkeys(("none", *modes)):
         envs = ("project", "compare") if mode == "llmledger" and llmledger_everywhere else _JOB_ENVS[mode]
         jobs += [Job(env, mode) for env in envs]
+    if "none" not in modes:
+        measured = {job.env for job in jobs if job.mode != "none"}
+        jobs = [job for job in jobs if job.mode != "none" or job.env in measured]
     # Baselines first within an environment keeps the table's reading order.
     return sorted(jobs, key=lambda job: (job.env != "project", job.env, MODES.index(job.mode)))
 
@@ -119,7 +123,11 @@ def _git_revision() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return revision
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "instrumentation"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    # The llmledger rows measure the working tree, which may be ahead of the commit.
+    return f"{revision} (instrumentation/ has uncommitted changes)" if dirty else revision
 
 
 def _load() -> str:
@@ -135,9 +143,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=[], help="scenarios (default all)")
-    parser.add_argument("--budget", type=float, default=2.0, help="s per scenario per process (default 2)")
-    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per scenario (default 7)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each process, rotated (default 2)")
+    parser.add_argument("--budget", type=float, default=1.4, help="s per scenario per process (default 1.4)")
+    parser.add_argument("--reps", type=int, default=6, help="timed repetitions per scenario (default 6)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each process, rotated (default 3)")
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="time the table reports: process CPU time (default; robust to other load) or wall",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 0.5 s, docs untouched")
     parser.add_argument(
         "--llmledger-in-compare-env", action="store_true", help="also measure llmledger in .venv-bench"
@@ -167,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, subprocess.CalledProcessError) as exc:
             # Still measure what the project's environment can; the table says what is missing.
             print(f"comparison environment unavailable: {exc}", file=sys.stderr)
-    runs = {job: Run(env=job.env, mode=job.mode) for job in jobs}
+    runs = {job: Run(env=job.env, mode=job.mode, clock=args.clock) for job in jobs}
     started = datetime.datetime.now(datetime.UTC)
     load_before = _load()
     RESULTS.mkdir(parents=True, exist_ok=True)
