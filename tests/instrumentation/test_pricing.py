@@ -242,6 +242,13 @@ def test_prices_follow_the_call_time(book: PriceBook, at: datetime) -> None:
     assert book.price_call("openai", "o3", usage, at=at) == reference("o3", usage, at=at)
 
 
+def test_explanation_gives_the_period_a_price_is_in_effect(book: PriceBook) -> None:
+    before = book.explain("openai", "o3", at=datetime(2025, 1, 1, tzinfo=UTC))
+    after = book.explain("openai", "o3", at=AT)
+    assert (before.valid_from, before.valid_until, before.bands[0].input) == (None, date(2025, 6, 10), 10)
+    assert (after.valid_from, after.valid_until, after.bands[0].input) == (date(2025, 6, 10), None, 2)
+
+
 def test_naive_call_time_is_utc(book: PriceBook) -> None:
     usage = USAGES["plain"]
     naive = datetime(2025, 6, 10, 0, 30)
@@ -256,6 +263,10 @@ def test_time_of_day_prices_match_genai_prices(book: PriceBook, hour: int) -> No
         at = datetime(2026, 11, 1, hour, minute, tzinfo=UTC)
         expected = reference("deepseek-chat", usage, provider_id="deepseek", at=at)
         assert book.price_call("deepseek", "deepseek-chat", usage, at=at) == expected
+    explanation = book.explain("deepseek", "deepseek-chat", at=AT)
+    assert explanation.steps[1] == (
+        "prices change with the time of day (UTC windows 00:30-16:30): the call time decides"
+    )
 
 
 @pytest.mark.parametrize(
@@ -452,12 +463,12 @@ def test_explain_says_which_price_applies_and_why(book: PriceBook) -> None:
         "matches 'gpt-5.4-2026-03-05'",
         "price variant service_tier=priority applies",
     )
-    assert explanation.valid_from == date(2026, 10, 14)
+    assert explanation.valid_from == date(2026, 10, 12)  # when priority got a price of its own
     assert explanation.valid_until is None
     [band] = explanation.bands
     assert (band.input, band.cached_input, band.output) == (Decimal(5), Decimal("0.5"), Decimal(30))
     text = str(explanation)
-    assert "source price_table, in effect from 2026-10-14" in text
+    assert "source price_table, in effect from 2026-10-12 until further notice" in text
     assert "base: input 5, cached input 0.5, cache write 5, output 30" in text
 
     standard = book.explain("openai", "gpt-5.4", at=AT)
@@ -492,7 +503,7 @@ def test_price_rows_enumerate_the_effective_table() -> None:
             None,
             by_tier[(None, None)],
             "price_table",
-            date(2026, 10, 14),
+            None,
         )
         in rows
     )

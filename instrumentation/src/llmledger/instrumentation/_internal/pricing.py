@@ -436,6 +436,21 @@ class _Resolution:
         match = self.bundled
         steps += match.steps
         price = match.model.get_prices(moment, match.context)
+        if not self.day_bounds:
+            # The cell may be narrower than this price's life (another tier's price changed).
+            def price_in(index: int) -> ModelPrice:
+                stamp = bounds[index - 1] if index > 0 else bounds[0] - 86400
+                return match.model.get_prices(datetime.fromtimestamp(stamp, UTC), match.context)
+
+            # A custom price's start is a boundary whatever the data says.
+            fixed = {_midnight(e.valid_from) for schedule in self.custom for e in schedule if e.valid_from}
+            first, last = cell, cell
+            while first > 0 and bounds[first - 1] not in fixed and price_in(first - 1) == price:
+                first -= 1
+            while last < len(bounds) and bounds[last] not in fixed and price_in(last + 1) == price:
+                last += 1
+            valid_from = _day(bounds[first - 1]) if first > 0 else None
+            valid_until = _day(bounds[last]) if last < len(bounds) else None
         if match.context is not None:
             standard = match.model.get_prices(moment)
             wanted = ", ".join(f"{key}={value}" for key, value in match.context.items())
@@ -745,6 +760,10 @@ class PriceBook:
             f"genai-prices {genai_prices.__version__} bundled data: {origin}, "
             f"model {found.id!r} ({found.name or found.id}) matches {model!r}",
         )
+        windows = [c for c in _constraints(found) if isinstance(c, TimeOfDateConstraint)]
+        if windows:
+            spans = ", ".join(f"{c.start_time:%H:%M}-{c.end_time:%H:%M}" for c in windows)
+            steps.append(f"prices change with the time of day (UTC windows {spans}): the call time decides")
         context = _price_context(service_tier)
         if context is not None and not own:
             # genai-prices ignores request context for models found through a fallback provider.
