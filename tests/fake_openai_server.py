@@ -15,7 +15,7 @@ from tests.instrumentation import api_payloads as P
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fake-openai/1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -25,27 +25,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
         model = request.get("model", "")
         if model.startswith("fail-"):
-            self._send(503, json.dumps(P.error_body("overloaded", type="server_error")).encode(), "application/json")
+            self._send(
+                503, json.dumps(P.error_body("overloaded", type="server_error")).encode(), "application/json"
+            )
             return
         if self.path.endswith("/chat/completions"):
             if request.get("stream"):
                 with_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-                events = P.chat_chunks(["Hello", " from", " the", " fake"], model=model, include_usage=with_usage)
+                events = P.chat_chunks(
+                    ["Hello", " from", " the", " fake"], model=model, include_usage=with_usage
+                )
                 self._send(200, P.sse(events), "text/event-stream")
             else:
                 body = P.chat_completion(model=model, usage=P.usage_chat(42, 7, cached=10))
                 self._send(200, json.dumps(body).encode(), "application/json")
         elif self.path.endswith("/embeddings"):
-            self._send(200, json.dumps(P.embedding(model=model, prompt_tokens=5)).encode(), "application/json")
+            self._send(
+                200, json.dumps(P.embedding(model=model, prompt_tokens=5)).encode(), "application/json"
+            )
         elif self.path.endswith("/responses"):
             self._send(200, json.dumps(P.response(model=model)).encode(), "application/json")
         else:
-            self._send(404, json.dumps(P.error_body(f"unknown path {self.path}")).encode(), "application/json")
+            self._send(
+                404, json.dumps(P.error_body(f"unknown path {self.path}")).encode(), "application/json"
+            )
 
 
 @contextmanager

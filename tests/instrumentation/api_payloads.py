@@ -12,7 +12,9 @@ from typing import Any
 CREATED = 1_764_000_000
 
 
-def usage_chat(prompt: int, completion: int, *, cached: int = 0, reasoning: int = 0, audio_in: int = 0) -> dict[str, Any]:
+def usage_chat(
+    prompt: int, completion: int, *, cached: int = 0, reasoning: int = 0, audio_in: int = 0
+) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -37,7 +39,7 @@ def chat_completion(
     refusal: str | None = None,
     service_tier: str | None = "default",
     n: int = 1,
-    id: str = "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",  # noqa: A002
+    id: str = "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": refusal, "annotations": []}
     if tool_calls is not None:
@@ -48,7 +50,8 @@ def chat_completion(
         "created": CREATED,
         "model": model,
         "choices": [
-            {"index": i, "message": message, "logprobs": None, "finish_reason": finish_reason} for i in range(n)
+            {"index": i, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            for i in range(n)
         ],
         "usage": usage if usage is not None else usage_chat(19, 10),
         "service_tier": service_tier,
@@ -70,23 +73,54 @@ def chat_chunks(
 ) -> list[dict[str, Any]]:
     """The chunks of a streamed chat completion; with ``include_usage`` every chunk carries
     ``usage: null`` and a final chunk with empty ``choices`` carries the usage, as the API does."""
-    base = {"id": "chatcmpl-stream-1", "object": "chat.completion.chunk", "created": CREATED, "model": model,
-            "service_tier": "default", "system_fingerprint": "fp_44709d6fcb"}  # fmt: skip
+    base = {
+        "id": "chatcmpl-stream-1",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_44709d6fcb",
+    }
     chunks: list[dict[str, Any]] = [
-        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None},
-                              "logprobs": None, "finish_reason": None}]}  # fmt: skip
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+        }
     ]
     for piece in pieces:
-        chunks.append({**base, "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]})
-    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}]})
+        chunks.append(
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}
+                ],
+            }
+        )
+    chunks.append(
+        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}]}
+    )
     if include_usage:
         for chunk in chunks:
             chunk["usage"] = None
-        chunks.append({**base, "choices": [], "usage": usage if usage is not None else usage_chat(12, len(pieces))})
+        chunks.append(
+            {**base, "choices": [], "usage": usage if usage is not None else usage_chat(12, len(pieces))}
+        )
     return chunks
 
 
-def completion(*, model: str = "gpt-3.5-turbo-instruct", text: str = "\n\nThis is a test.", usage: dict[str, Any] | None = None) -> dict[str, Any]:
+def completion(
+    *,
+    model: str = "gpt-3.5-turbo-instruct",
+    text: str = "\n\nThis is a test.",
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "id": "cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7",
         "object": "text_completion",
@@ -94,27 +128,45 @@ def completion(*, model: str = "gpt-3.5-turbo-instruct", text: str = "\n\nThis i
         "model": model,
         "system_fingerprint": "fp_44709d6fcb",
         "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "length"}],
-        "usage": usage if usage is not None else {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+        "usage": usage
+        if usage is not None
+        else {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
     }
 
 
-def completion_chunks(pieces: list[str], *, model: str = "gpt-3.5-turbo-instruct", include_usage: bool = True) -> list[dict[str, Any]]:
+def completion_chunks(
+    pieces: list[str], *, model: str = "gpt-3.5-turbo-instruct", include_usage: bool = True
+) -> list[dict[str, Any]]:
     base = {"id": "cmpl-stream-1", "object": "text_completion", "created": CREATED, "model": model}
     chunks: list[dict[str, Any]] = [
-        {**base, "choices": [{"text": p, "index": 0, "logprobs": None, "finish_reason": None}]} for p in pieces
+        {**base, "choices": [{"text": p, "index": 0, "logprobs": None, "finish_reason": None}]}
+        for p in pieces
     ]
     chunks.append({**base, "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}]})
     if include_usage:
         for chunk in chunks:
             chunk["usage"] = None
-        chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": len(pieces), "total_tokens": 4 + len(pieces)}})
+        chunks.append(
+            {
+                **base,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 4,
+                    "completion_tokens": len(pieces),
+                    "total_tokens": 4 + len(pieces),
+                },
+            }
+        )
     return chunks
 
 
 def embedding(*, model: str = "text-embedding-3-small", n: int = 1, prompt_tokens: int = 8) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": [0.0023064255, -0.009327292, 0.015797347]} for i in range(n)],
+        "data": [
+            {"object": "embedding", "index": i, "embedding": [0.0023064255, -0.009327292, 0.015797347]}
+            for i in range(n)
+        ],
         "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }
@@ -136,16 +188,21 @@ def response(
     text: str = "In a peaceful grove beneath a silver moon...",
     status: str = "completed",
     usage: dict[str, Any] | None = None,
-    id: str = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",  # noqa: A002
+    id: str = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",
     background: bool = False,
     service_tier: str = "default",
 ) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     if status == "completed":
-        output = [{
-            "type": "message", "id": "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b", "status": "completed",
-            "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-        }]  # fmt: skip
+        output = [
+            {
+                "type": "message",
+                "id": "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+            }
+        ]
     return {
         "id": id,
         "object": "response",
@@ -174,7 +231,9 @@ def response(
     }
 
 
-def response_events(pieces: list[str], *, usage: dict[str, Any] | None = None, model: str = "gpt-4.1-2025-04-14") -> list[dict[str, Any]]:
+def response_events(
+    pieces: list[str], *, usage: dict[str, Any] | None = None, model: str = "gpt-4.1-2025-04-14"
+) -> list[dict[str, Any]]:
     text = "".join(pieces)
     in_progress = response(model=model, status="in_progress")
     done = response(model=model, text=text, usage=usage)
@@ -182,28 +241,73 @@ def response_events(pieces: list[str], *, usage: dict[str, Any] | None = None, m
     events: list[dict[str, Any]] = [
         {"type": "response.created", "sequence_number": 0, "response": in_progress},
         {"type": "response.in_progress", "sequence_number": 1, "response": in_progress},
-        {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
-         "item": {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}},
-        {"type": "response.content_part.added", "sequence_number": 3, "item_id": item_id, "output_index": 0,
-         "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}},
-    ]  # fmt: skip
+        {
+            "type": "response.output_item.added",
+            "sequence_number": 2,
+            "output_index": 0,
+            "item": {
+                "id": item_id,
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            },
+        },
+        {
+            "type": "response.content_part.added",
+            "sequence_number": 3,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+        },
+    ]
     seq = 4
     for piece in pieces:
-        events.append({"type": "response.output_text.delta", "sequence_number": seq, "item_id": item_id,
-                       "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []})  # fmt: skip
+        events.append(
+            {
+                "type": "response.output_text.delta",
+                "sequence_number": seq,
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": piece,
+                "logprobs": [],
+            }
+        )
         seq += 1
     events += [
-        {"type": "response.output_text.done", "sequence_number": seq, "item_id": item_id, "output_index": 0,
-         "content_index": 0, "text": text, "logprobs": []},
-        {"type": "response.content_part.done", "sequence_number": seq + 1, "item_id": item_id, "output_index": 0,
-         "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}},
-        {"type": "response.output_item.done", "sequence_number": seq + 2, "output_index": 0, "item": done["output"][0]},
+        {
+            "type": "response.output_text.done",
+            "sequence_number": seq,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "text": text,
+            "logprobs": [],
+        },
+        {
+            "type": "response.content_part.done",
+            "sequence_number": seq + 1,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []},
+        },
+        {
+            "type": "response.output_item.done",
+            "sequence_number": seq + 2,
+            "output_index": 0,
+            "item": done["output"][0],
+        },
         {"type": "response.completed", "sequence_number": seq + 3, "response": done},
-    ]  # fmt: skip
+    ]
     return events
 
 
-def error_body(message: str, *, type: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:  # noqa: A002
+def error_body(
+    message: str, *, type: str = "invalid_request_error", code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": None, "code": code}}
 
 

@@ -37,10 +37,14 @@ class FakeOpenAI:
     def reply(self, path: str, *replies: Reply) -> None:
         self.replies.setdefault(path, []).extend(replies)
 
-    def json(self, path: str, body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> None:
+    def json(
+        self, path: str, body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
         self.reply(path, httpx2.Response(status, json=body, headers=headers or {"x-request-id": "req_123"}))
 
-    def stream(self, path: str, events: list[dict[str, Any]], *, named: bool = False, done_marker: bool = True) -> None:
+    def stream(
+        self, path: str, events: list[dict[str, Any]], *, named: bool = False, done_marker: bool = True
+    ) -> None:
         body = P.sse(events, named=named, done_marker=done_marker)
         self.reply(path, httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"}))
 
@@ -155,7 +159,9 @@ class Api:
                 return openai.AsyncAzureOpenAI(http_client=httpx2.AsyncClient(transport=transport), **common)
             return openai.AzureOpenAI(http_client=httpx2.Client(transport=transport), **common)
         if self.is_async:
-            return openai.AsyncOpenAI(base_url=self.base_url, http_client=httpx2.AsyncClient(transport=transport), **common)
+            return openai.AsyncOpenAI(
+                base_url=self.base_url, http_client=httpx2.AsyncClient(transport=transport), **common
+            )
         return openai.OpenAI(base_url=self.base_url, http_client=httpx2.Client(transport=transport), **common)
 
     def call(self, fn: Callable[[Any], Any]) -> Any:

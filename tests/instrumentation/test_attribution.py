@@ -7,7 +7,7 @@ import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import httpx2
@@ -17,7 +17,13 @@ from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.resources import Resource
 
-from llmledger.instrumentation import LLMLedgerInstrumentor, attribution, fallbacks, propagate_context, usage_totals
+from llmledger.instrumentation import (
+    LLMLedgerInstrumentor,
+    attribution,
+    fallbacks,
+    propagate_context,
+    usage_totals,
+)
 
 from . import api_payloads as P
 from .conftest import Api, FakeOpenAI, Telemetry, make_telemetry
@@ -49,8 +55,13 @@ def test_nested_scopes_override_only_what_they_set(client: Any, telemetry: Telem
             chat(client)
     chat(client)
     first, second, third = telemetry.finished()
-    assert who(first) == {"tenant.id": "acme", "user.id": "u-1", "session.id": "s-1",
-                          "gen_ai.conversation.id": "conv-9", "llmledger.feature": "lead_scoring"}  # fmt: skip
+    assert who(first) == {
+        "tenant.id": "acme",
+        "user.id": "u-1",
+        "session.id": "s-1",
+        "gen_ai.conversation.id": "conv-9",
+        "llmledger.feature": "lead_scoring",
+    }
     assert who(second) == {"tenant.id": "acme", "user.id": "u-2", "session.id": "s-1"}
     assert who(third) == {}
 
@@ -121,7 +132,9 @@ def test_baggage_then_scope_precedence(client: Any, telemetry: Telemetry) -> Non
 def test_resource_tenant_is_the_default(fake: FakeOpenAI) -> None:
     telemetry = make_telemetry(Resource.create({"tenant.id": "solo-tenant", "service.name": "svc"}))
     instrumentor = LLMLedgerInstrumentor()
-    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
     try:
         fake.json("/chat/completions", P.chat_completion())
         client = Api("sync", fake)._client()
@@ -133,7 +146,9 @@ def test_resource_tenant_is_the_default(fake: FakeOpenAI) -> None:
     assert [who(s).get("tenant.id") for s in telemetry.finished()] == ["solo-tenant", "override"]
 
 
-def test_baggage_from_an_incoming_http_request(fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any) -> None:
+def test_baggage_from_an_incoming_http_request(
+    fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any
+) -> None:
     """A gateway sets baggage upstream; an instrumented server below attributes its LLM calls."""
     fake.json("/chat/completions", P.chat_completion())
     llm = Api("sync", fake)._client()
@@ -144,7 +159,7 @@ def test_baggage_from_an_incoming_http_request(fake: FakeOpenAI, telemetry: Tele
         return [b"ok"]
 
     class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     wrapped = OpenTelemetryMiddleware(app, tracer_provider=telemetry.tracer_provider)
@@ -159,13 +174,17 @@ def test_baggage_from_an_incoming_http_request(fake: FakeOpenAI, telemetry: Tele
                 "baggage": "tenant.id=acme,user.id=alice%40acme.io,llmledger.feature=lead_scoring",
             },
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(request, timeout=10) as response:
             assert response.read() == b"ok"
     finally:
         thread.join(10)
         server.server_close()
     llm_span = next(s for s in telemetry.finished() if s.name == "chat gpt-4o-mini")
-    assert who(llm_span) == {"tenant.id": "acme", "user.id": "alice@acme.io", "llmledger.feature": "lead_scoring"}
+    assert who(llm_span) == {
+        "tenant.id": "acme",
+        "user.id": "alice@acme.io",
+        "llmledger.feature": "lead_scoring",
+    }
     assert llm_span.context is not None
     assert format(llm_span.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
 
@@ -186,8 +205,11 @@ def _flaky(fake: FakeOpenAI, failures: int) -> None:
 
 def _attempts(telemetry: Telemetry) -> list[tuple[str, bool, int]]:
     return [
-        (str((s.attributes or {})["gen_ai.request.model"]), bool((s.attributes or {})["llmledger.fallback"]),
-         int((s.attributes or {})["llmledger.fallback.attempt"]))  # fmt: skip
+        (
+            str((s.attributes or {})["gen_ai.request.model"]),
+            bool((s.attributes or {})["llmledger.fallback"]),
+            cast(int, (s.attributes or {})["llmledger.fallback.attempt"]),
+        )
         for s in telemetry.finished()
         if s.name.startswith("chat")
     ]
@@ -207,7 +229,11 @@ def test_explicit_fallback_scope(fake: FakeOpenAI, telemetry: Telemetry, instrum
     client = Api("sync", fake)._client()
     with fallbacks():
         _try_models(client, ["gpt-4.1", "gpt-4.1-mini", "gpt-4o-mini"])
-    assert _attempts(telemetry) == [("gpt-4.1", False, 0), ("gpt-4.1-mini", True, 1), ("gpt-4o-mini", True, 2)]
+    assert _attempts(telemetry) == [
+        ("gpt-4.1", False, 0),
+        ("gpt-4.1-mini", True, 1),
+        ("gpt-4o-mini", True, 2),
+    ]
 
 
 def test_explicit_scope_async(fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any) -> None:
@@ -227,7 +253,9 @@ def test_explicit_scope_async(fake: FakeOpenAI, telemetry: Telemetry, instrument
     assert _attempts(telemetry) == [("gpt-4.1", False, 0), ("gpt-4o-mini", True, 1)]
 
 
-def test_automatic_rule_within_a_parent_span(fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any) -> None:
+def test_automatic_rule_within_a_parent_span(
+    fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any
+) -> None:
     _flaky(fake, failures=1)
     client = Api("sync", fake)._client()
     tracer = trace.get_tracer("app", tracer_provider=telemetry.tracer_provider)
@@ -237,7 +265,9 @@ def test_automatic_rule_within_a_parent_span(fake: FakeOpenAI, telemetry: Teleme
     assert _attempts(telemetry) == [("gpt-4.1", False, 0), ("gpt-4o-mini", True, 1), ("gpt-4.1", False, 0)]
 
 
-def test_automatic_rule_other_feature_or_no_parent_is_not_fallback(fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any) -> None:
+def test_automatic_rule_other_feature_or_no_parent_is_not_fallback(
+    fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any
+) -> None:
     _flaky(fake, failures=1)
     client = Api("sync", fake)._client()
     tracer = trace.get_tracer("app", tracer_provider=telemetry.tracer_provider)

@@ -22,7 +22,13 @@ def test_chat_span_whole(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> No
     fake.json("/chat/completions", P.chat_completion(usage=P.usage_chat(19, 10, cached=8)))
     result = api.call(
         lambda c: c.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, temperature=0.2, max_tokens=50, top_p=0.9, seed=7, stop=["\n"]
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            temperature=0.2,
+            max_tokens=50,
+            top_p=0.9,
+            seed=7,
+            stop=["\n"],
         )
     )
     assert result.choices[0].message.content == "Hello! How can I help?"
@@ -77,7 +83,11 @@ def test_tool_calls_and_reasoning(api: Api, fake: FakeOpenAI, telemetry: Telemet
         ),
     )
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    api.call(lambda c: c.chat.completions.create(model="o3-mini", messages=MESSAGES, tools=tools, reasoning_effort="low"))
+    api.call(
+        lambda c: c.chat.completions.create(
+            model="o3-mini", messages=MESSAGES, tools=tools, reasoning_effort="low"
+        )
+    )
     attrs = telemetry.only_span().attributes or {}
     assert attrs["gen_ai.response.finish_reasons"] == ("tool_calls",)
     assert attrs["gen_ai.usage.output_tokens"] == 600
@@ -100,8 +110,13 @@ class Answer(BaseModel):
 
 
 def test_parse_structured_output_one_span(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
-    fake.json("/chat/completions", P.chat_completion(content='{"city":"Paris","temperature_c":21.5}', model="gpt-4o-2024-08-06"))
-    result = api.call(lambda c: c.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=Answer))
+    fake.json(
+        "/chat/completions",
+        P.chat_completion(content='{"city":"Paris","temperature_c":21.5}', model="gpt-4o-2024-08-06"),
+    )
+    result = api.call(
+        lambda c: c.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=Answer)
+    )
     assert result.choices[0].message.parsed == Answer(city="Paris", temperature_c=21.5)
     span = telemetry.only_span()
     attrs = span.attributes or {}
@@ -147,7 +162,9 @@ def test_http_errors_pass_through_unchanged(
 def test_same_exception_object_reaches_app(fake: FakeOpenAI, telemetry: Telemetry) -> None:
     boom = httpx2.ConnectError("connection refused")
     fake.reply("/chat/completions", boom)
-    client = openai.OpenAI(api_key="k", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(fake.handler)))
+    client = openai.OpenAI(
+        api_key="k", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(fake.handler))
+    )
     with pytest.raises(openai.APIConnectionError) as info:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
     assert info.value.__cause__ is boom
@@ -167,7 +184,9 @@ def test_sdk_retries_are_one_span(fake: FakeOpenAI, telemetry: Telemetry) -> Non
         httpx2.Response(503, json=P.error_body("busy"), headers={"retry-after-ms": "1"}),
         httpx2.Response(200, json=P.chat_completion()),
     )
-    client = openai.OpenAI(api_key="k", max_retries=2, http_client=httpx2.Client(transport=httpx2.MockTransport(fake.handler)))
+    client = openai.OpenAI(
+        api_key="k", max_retries=2, http_client=httpx2.Client(transport=httpx2.MockTransport(fake.handler))
+    )
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
     assert len(fake.requests) == 2
     span = telemetry.only_span()
@@ -182,16 +201,29 @@ def test_sdk_retries_are_one_span(fake: FakeOpenAI, telemetry: Telemetry) -> Non
         ("https://api.deepseek.com/v1", "deepseek", "api.deepseek.com", 443),
         ("https://api.mistral.ai/v1", "mistral_ai", "api.mistral.ai", 443),
         ("https://api.x.ai/v1", "x_ai", "api.x.ai", 443),
-        ("https://generativelanguage.googleapis.com/v1beta/openai", "gcp.gemini", "generativelanguage.googleapis.com", 443),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            "gcp.gemini",
+            "generativelanguage.googleapis.com",
+            443,
+        ),
         ("https://openrouter.ai/api/v1", "openrouter", "openrouter.ai", 443),
         ("http://localhost:11434/v1", "openai", "localhost", 11434),
     ],
 )
-def test_provider_from_base_url(fake: FakeOpenAI, telemetry: Telemetry, base_url: str, provider: str, address: str, port: int) -> None:
+def test_provider_from_base_url(
+    fake: FakeOpenAI, telemetry: Telemetry, base_url: str, provider: str, address: str, port: int
+) -> None:
     fake.json("/chat/completions", P.chat_completion(model="some-model"))
-    Api("sync", fake, base_url=base_url).call(lambda c: c.chat.completions.create(model="some-model", messages=MESSAGES))
+    Api("sync", fake, base_url=base_url).call(
+        lambda c: c.chat.completions.create(model="some-model", messages=MESSAGES)
+    )
     attrs = telemetry.only_span().attributes or {}
-    assert (attrs["gen_ai.provider.name"], attrs["server.address"], attrs["server.port"]) == (provider, address, port)
+    assert (attrs["gen_ai.provider.name"], attrs["server.address"], attrs["server.port"]) == (
+        provider,
+        address,
+        port,
+    )
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

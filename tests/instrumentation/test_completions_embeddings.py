@@ -12,7 +12,11 @@ pytestmark = pytest.mark.usefixtures("instrumented")
 
 def test_embeddings(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
     fake.json("/embeddings", P.embedding(n=2, prompt_tokens=8))
-    result = api.call(lambda c: c.embeddings.create(model="text-embedding-3-small", input=["a", "b"], encoding_format="float"))
+    result = api.call(
+        lambda c: c.embeddings.create(
+            model="text-embedding-3-small", input=["a", "b"], encoding_format="float"
+        )
+    )
     assert len(result.data) == 2
     span = telemetry.only_span()
     attrs = span.attributes or {}
@@ -28,7 +32,11 @@ def test_embeddings(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
 
 def test_legacy_completion(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
     fake.json("/completions", P.completion())
-    api.call(lambda c: c.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7))
+    api.call(
+        lambda c: c.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7
+        )
+    )
     span = telemetry.only_span()
     attrs = span.attributes or {}
     assert span.name == "text_completion gpt-3.5-turbo-instruct"

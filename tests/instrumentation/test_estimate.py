@@ -38,7 +38,10 @@ def test_chat_input_count_matches_cookbook_formula() -> None:
     counter = TokenCounter()
     assert counter.wait_ready("o200k_base", timeout=30)
     enc = tiktoken.get_encoding("o200k_base")
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there", "name": "bob"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello there", "name": "bob"},
+    ]
     expected = 3 + len(enc.encode("system")) + len(enc.encode("Be brief."))
     expected += 3 + len(enc.encode("user")) + len(enc.encode("Hello there")) + len(enc.encode("bob")) + 1
     expected += 3
@@ -51,7 +54,11 @@ def test_non_stream_without_usage_is_estimated(api: Api, fake: FakeOpenAI, telem
     body = P.chat_completion(content="Hi there, friend")
     del body["usage"]
     fake.json("/chat/completions", body)
-    api.call(lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]))
+    api.call(
+        lambda c: c.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
+        )
+    )
     attrs = telemetry.only_span().attributes or {}
     enc = tiktoken.get_encoding("o200k_base")
     assert attrs["llmledger.usage.estimated"] is True
@@ -74,7 +81,11 @@ def test_embeddings_without_usage_estimated(api: Api, fake: FakeOpenAI, telemetr
 
 
 def test_requests_never_wait_for_a_hung_download(
-    monkeypatch: pytest.MonkeyPatch, instrument: Any, fake: FakeOpenAI, telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch,
+    instrument: Any,
+    fake: FakeOpenAI,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     release = threading.Event()
     started = threading.Event()
@@ -95,7 +106,9 @@ def test_requests_never_wait_for_a_hung_download(
             for _ in range(2):
                 chunks = Api("sync", fake).stream(
                     lambda c: c.chat.completions.create(
-                        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True,
+                        model="gpt-4o-mini",
+                        messages=[{"role": "user", "content": "x"}],
+                        stream=True,
                         stream_options={"include_obfuscation": False},
                     )
                 )

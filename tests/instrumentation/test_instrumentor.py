@@ -6,7 +6,6 @@ import importlib.metadata
 import logging
 from typing import Any
 
-import openai
 import pytest
 import wrapt
 from opentelemetry import context, trace
@@ -37,7 +36,11 @@ def _originals() -> dict[tuple[str, str, str], Any]:
 
 
 def test_entry_point_registered() -> None:
-    (ep,) = [e for e in importlib.metadata.entry_points(group="opentelemetry_instrumentor") if e.name == "llmledger"]
+    (ep,) = [
+        e
+        for e in importlib.metadata.entry_points(group="opentelemetry_instrumentor")
+        if e.name == "llmledger"
+    ]
     assert ep.load() is LLMLedgerInstrumentor
 
 
@@ -45,7 +48,9 @@ def test_instruments_range_matches_extra() -> None:
     from packaging.requirements import Requirement
 
     requires = [Requirement(r) for r in importlib.metadata.requires("llmledger-instrumentation") or []]
-    extra = [(r.name, r.specifier) for r in requires if r.marker and r.marker.evaluate({"extra": "instruments"})]
+    extra = [
+        (r.name, r.specifier) for r in requires if r.marker and r.marker.evaluate({"extra": "instruments"})
+    ]
     assert extra == [(Requirement(i).name, Requirement(i).specifier) for i in _instruments]
     assert LLMLedgerInstrumentor().instrumentation_dependencies() == _instruments
 
@@ -53,7 +58,9 @@ def test_instruments_range_matches_extra() -> None:
 def test_uninstrument_restores_every_original(telemetry: Telemetry) -> None:
     before = _originals()
     instrumentor = LLMLedgerInstrumentor()
-    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
     during = _originals()
     assert all(isinstance(during[k], wrapt.FunctionWrapper) for k in during)
     instrumentor.uninstrument()
@@ -62,7 +69,10 @@ def test_uninstrument_restores_every_original(telemetry: Telemetry) -> None:
 
 def test_instrument_twice_one_span(fake: FakeOpenAI, telemetry: Telemetry) -> None:
     instrumentor = LLMLedgerInstrumentor()
-    kwargs: dict[str, Any] = {"tracer_provider": telemetry.tracer_provider, "meter_provider": telemetry.meter_provider}
+    kwargs: dict[str, Any] = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+    }
     instrumentor.instrument(**kwargs)
     instrumentor.instrument(**kwargs)  # no-op: BaseInstrumentor guards it
     try:
@@ -75,7 +85,9 @@ def test_instrument_twice_one_span(fake: FakeOpenAI, telemetry: Telemetry) -> No
 
 def test_captured_raw_wrapper_is_inert_after_uninstrument(fake: FakeOpenAI, telemetry: Telemetry) -> None:
     instrumentor = LLMLedgerInstrumentor()
-    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
     client = Api("sync", fake)._client()
     raw = client.chat.completions.with_raw_response  # binds the wrapped method now
     instrumentor.uninstrument()
@@ -92,12 +104,15 @@ def test_other_instrumentation_on_same_methods(fake: FakeOpenAI, telemetry: Tele
         with other.start_as_current_span("other chat"):
             return wrapped(*args, **kwargs)
 
+    from openai.resources.chat.completions import Completions
     from opentelemetry.instrumentation.utils import unwrap
 
-    cls = openai.resources.chat.completions.Completions
+    cls = Completions
     wrapt.wrap_function_wrapper(cls, "create", other_wrapper)
     instrumentor = LLMLedgerInstrumentor()
-    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
     try:
         fake.json("/chat/completions", P.chat_completion())
         Api("sync", fake).call(lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
@@ -162,12 +177,16 @@ def test_internal_error_contained_app_unaffected(
 
     monkeypatch.setattr(apis.ChatCompletionsSpec, "apply_response", broken)
     instrumentor = LLMLedgerInstrumentor()
-    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
     try:
         fake.json("/chat/completions", P.chat_completion())
         with caplog.at_level(logging.WARNING, logger="llmledger.instrumentation"):
             for _ in range(3):
-                result = Api("sync", fake).call(lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+                result = Api("sync", fake).call(
+                    lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                )
                 assert result.id == "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"
         assert caplog.text.count("internal error in chat_completions.response") == 1
         assert errors.internal_error_counts()["chat_completions.response"] == 3
@@ -177,7 +196,9 @@ def test_internal_error_contained_app_unaffected(
         instrumentor.uninstrument()
 
 
-def test_wrong_price_never_stops_a_request(monkeypatch: pytest.MonkeyPatch, fake: FakeOpenAI, telemetry: Telemetry) -> None:
+def test_wrong_price_never_stops_a_request(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeOpenAI, telemetry: Telemetry
+) -> None:
     monkeypatch.setenv("LLMLEDGER_RAISE_INTERNAL_ERRORS", "0")
 
     class ExplodingPrices:
@@ -186,7 +207,9 @@ def test_wrong_price_never_stops_a_request(monkeypatch: pytest.MonkeyPatch, fake
 
     instrumentor = LLMLedgerInstrumentor()
     instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, pricer=ExplodingPrices()
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        pricer=ExplodingPrices(),
     )
     try:
         fake.json("/chat/completions", P.chat_completion())

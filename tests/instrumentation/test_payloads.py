@@ -14,9 +14,17 @@ from . import api_payloads as P
 
 CASES: list[tuple[str, type[Any] | Any, Any]] = [
     ("chat", ChatCompletion, P.chat_completion()),
-    ("chat-tools", ChatCompletion, P.chat_completion(content=None, finish_reason="tool_calls", tool_calls=[P.tool_call()])),
+    (
+        "chat-tools",
+        ChatCompletion,
+        P.chat_completion(content=None, finish_reason="tool_calls", tool_calls=[P.tool_call()]),
+    ),
     ("chat-refusal", ChatCompletion, P.chat_completion(content=None, refusal="I can't help with that.")),
-    ("chat-reasoning", ChatCompletion, P.chat_completion(model="o3-mini-2025-01-31", usage=P.usage_chat(100, 500, reasoning=384))),
+    (
+        "chat-reasoning",
+        ChatCompletion,
+        P.chat_completion(model="o3-mini-2025-01-31", usage=P.usage_chat(100, 500, reasoning=384)),
+    ),
     ("completion", Completion, P.completion()),
     ("embedding", CreateEmbeddingResponse, P.embedding(n=2)),
     ("response", Response, P.response()),
@@ -37,7 +45,10 @@ def test_stream_items_validate() -> None:
     for chunk in P.completion_chunks(["a", "b"]):
         # The API streams `finish_reason: null` until the last chunk; the SDK's type (used
         # for whole completions) is stricter than the stream, so only that field is relaxed.
-        relaxed = {**chunk, "choices": [{**c, "finish_reason": c["finish_reason"] or "stop"} for c in chunk["choices"]]}
+        relaxed = {
+            **chunk,
+            "choices": [{**c, "finish_reason": c["finish_reason"] or "stop"} for c in chunk["choices"]],
+        }
         Completion.model_validate(relaxed)
     adapter = TypeAdapter[Any](ResponseStreamEvent)
     for event in P.response_events(["Hel", "lo"]):

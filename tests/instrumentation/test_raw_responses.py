@@ -35,11 +35,15 @@ def test_with_raw_response_stream(api: Api, fake: FakeOpenAI, telemetry: Telemet
     fake.stream("/chat/completions", P.chat_chunks(["a", "b"]))
 
     def flow(client: Any) -> list[Any]:
-        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
         return list(raw.parse())
 
     async def async_flow(client: Any) -> list[Any]:
-        raw = await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
         return [chunk async for chunk in raw.parse()]
 
     chunks = api.run(flow, async_flow)
@@ -51,11 +55,15 @@ def test_with_streaming_response_parse(api: Api, fake: FakeOpenAI, telemetry: Te
     fake.json("/chat/completions", P.chat_completion(usage=P.usage_chat(7, 3)))
 
     def flow(client: Any) -> Any:
-        with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as resp:
+        with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        ) as resp:
             return resp.parse()
 
     async def async_flow(client: Any) -> Any:
-        async with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as resp:
+        async with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        ) as resp:
             return await resp.parse()
 
     assert api.run(flow, async_flow).usage.prompt_tokens == 7
@@ -66,11 +74,15 @@ def test_with_streaming_response_read_bytes(api: Api, fake: FakeOpenAI, telemetr
     fake.json("/embeddings", P.embedding(prompt_tokens=11))
 
     def flow(client: Any) -> bytes:
-        with client.embeddings.with_streaming_response.create(model="text-embedding-3-small", input="x") as resp:
+        with client.embeddings.with_streaming_response.create(
+            model="text-embedding-3-small", input="x"
+        ) as resp:
             return resp.read()
 
     async def async_flow(client: Any) -> bytes:
-        async with client.embeddings.with_streaming_response.create(model="text-embedding-3-small", input="x") as resp:
+        async with client.embeddings.with_streaming_response.create(
+            model="text-embedding-3-small", input="x"
+        ) as resp:
             return await resp.read()
 
     assert b'"prompt_tokens":11' in api.run(flow, async_flow)
@@ -100,14 +112,20 @@ def test_with_streaming_response_closed_unread(api: Api, fake: FakeOpenAI, telem
     fake.json("/chat/completions", P.chat_completion())
 
     def flow(client: Any) -> int:
-        with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as resp:
+        with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        ) as resp:
             return resp.status_code
 
     async def async_flow(client: Any) -> int:
-        async with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MESSAGES) as resp:
+        async with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        ) as resp:
             return resp.status_code
 
     assert api.run(flow, async_flow) == 200
     attrs = telemetry.only_span().attributes or {}
     # Nothing was read: no counts, and no guess about an output nobody saw.
-    assert not {"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "llmledger.usage.estimated"} & set(attrs)
+    assert not {"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "llmledger.usage.estimated"} & set(
+        attrs
+    )

@@ -61,7 +61,7 @@ def test_user_stream_options_respected(api: Api, fake: FakeOpenAI, telemetry: Te
     attrs = telemetry.only_span().attributes or {}
     # No usage from the API: counted locally and flagged.
     assert attrs["llmledger.usage.estimated"] is True
-    assert attrs["gen_ai.usage.output_tokens"] == _o200k(("".join(PIECES)))
+    assert attrs["gen_ai.usage.output_tokens"] == _o200k("".join(PIECES))
 
 
 def _o200k(text: str) -> int:
@@ -70,7 +70,9 @@ def _o200k(text: str) -> int:
     return len(tiktoken.get_encoding("o200k_base").encode(text))
 
 
-def test_stream_usage_injection_can_be_turned_off(instrument: Any, api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
+def test_stream_usage_injection_can_be_turned_off(
+    instrument: Any, api: Api, fake: FakeOpenAI, telemetry: Telemetry
+) -> None:
     instrument(stream_usage=False)
     fake.stream("/chat/completions", P.chat_chunks(PIECES, include_usage=False))
     api.stream(_create())
@@ -104,7 +106,9 @@ def test_with_block_exit_ends_span(api: Api, fake: FakeOpenAI, telemetry: Teleme
         assert len(telemetry.finished()) == 1
 
     async def async_flow(client: Any) -> None:
-        async with await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True) as stream:
+        async with await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        ) as stream:
             await stream.__anext__()
         assert len(telemetry.finished()) == 1
 
@@ -130,8 +134,13 @@ def test_garbage_collected_stream_ends_span(fake: FakeOpenAI, telemetry: Telemet
 @pytest.mark.usefixtures("instrumented")
 def test_error_mid_stream(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
     chunks = P.chat_chunks(PIECES)[:3]
-    body = P.sse(chunks, done_marker=False) + b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
-    fake.reply("/chat/completions", httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"}))
+    body = (
+        P.sse(chunks, done_marker=False)
+        + b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+    )
+    fake.reply(
+        "/chat/completions", httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+    )
     with pytest.raises(openai.APIError) as info:
         api.stream(_create())
     assert "overloaded" in str(info.value)
@@ -163,7 +172,9 @@ def test_stream_helper_one_span(api: Api, fake: FakeOpenAI, telemetry: Telemetry
 
 
 @pytest.mark.usefixtures("instrumented")
-def test_stream_helper_closed_early_ends_span_at_close(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
+def test_stream_helper_closed_early_ends_span_at_close(
+    api: Api, fake: FakeOpenAI, telemetry: Telemetry
+) -> None:
     fake.stream("/chat/completions", P.chat_chunks(PIECES))
 
     def sync_flow(client: Any) -> None:
@@ -197,7 +208,9 @@ def test_stream_response_attribute_passes_through(fake: FakeOpenAI, telemetry: T
 @pytest.mark.usefixtures("instrumented")
 def test_legacy_completions_stream(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
     fake.stream("/completions", P.completion_chunks(["Hello", " there"]))
-    chunks = api.stream(lambda c: c.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi", stream=True))
+    chunks = api.stream(
+        lambda c: c.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi", stream=True)
+    )
     assert [c.choices[0].text for c in chunks] == ["Hello", " there", ""]
     attrs = telemetry.only_span().attributes or {}
     assert attrs["gen_ai.operation.name"] == "text_completion"

@@ -8,8 +8,8 @@ wrappers in ``patch.py`` only start the span, call, apply these, and end.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, cast
 
 from llmledger.instrumentation._internal import attributes as A
 from llmledger.instrumentation._internal.estimate import TokenCounter
@@ -38,13 +38,13 @@ class ResponseFacts:
 
     __slots__ = (
         "finish_reasons",
-        "output_parts",
         "output_messages",
+        "output_parts",
         "response_id",
         "response_model",
         "service_tier",
-        "system_fingerprint",
         "status",
+        "system_fingerprint",
         "usage",
     )
 
@@ -92,7 +92,9 @@ class ApiSpec:
         """Fold one stream item into ``facts``; True when it is a usage-only chunk."""
         raise NotImplementedError
 
-    def estimate(self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts) -> TokenUsage | None:
+    def estimate(
+        self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts
+    ) -> TokenUsage | None:
         return None
 
     def input_messages(self, kwargs: Mapping[str, Any]) -> Any:
@@ -225,7 +227,10 @@ def _output_type(response_format: Any) -> str | None:
 
 def _chat_message(choice: Any) -> dict[str, Any]:
     message = getattr(choice, "message", None)
-    out: dict[str, Any] = {"role": getattr(message, "role", "assistant"), "finish_reason": choice.finish_reason}
+    out: dict[str, Any] = {
+        "role": getattr(message, "role", "assistant"),
+        "finish_reason": choice.finish_reason,
+    }
     content = getattr(message, "content", None)
     if content is not None:
         out["content"] = content
@@ -235,7 +240,11 @@ def _chat_message(choice: Any) -> dict[str, Any]:
     tool_calls = getattr(message, "tool_calls", None)
     if tool_calls:
         out["tool_calls"] = [
-            {"id": t.id, "name": getattr(t.function, "name", None), "arguments": getattr(t.function, "arguments", None)}
+            {
+                "id": t.id,
+                "name": getattr(t.function, "name", None),
+                "arguments": getattr(t.function, "arguments", None),
+            }
             for t in tool_calls
             if getattr(t, "function", None) is not None
         ]
@@ -404,9 +413,8 @@ class CompletionsSpec(ApiSpec):
     def estimate(
         self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts
     ) -> TokenUsage | None:
-        prompt = kwargs.get("prompt")
-        text = prompt if isinstance(prompt, str) else "".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""  # pyright: ignore[reportUnknownVariableType]
-        input_tokens = counter.count_text(model, text)  # pyright: ignore[reportUnknownArgumentType]
+        text = "".join(_strings(kwargs.get("prompt")))
+        input_tokens = counter.count_text(model, text)
         output_tokens = counter.count_text(model, "".join(facts.output_parts))
         if input_tokens is None or output_tokens is None:
             return None
@@ -442,8 +450,7 @@ class EmbeddingsSpec(ApiSpec):
     def estimate(
         self, counter: TokenCounter, model: str | None, kwargs: Mapping[str, Any], facts: ResponseFacts
     ) -> TokenUsage | None:
-        raw = kwargs.get("input")
-        texts: list[str] = [raw] if isinstance(raw, str) else [t for t in raw if isinstance(t, str)] if isinstance(raw, list) else []  # pyright: ignore[reportUnknownVariableType]
+        texts = _strings(kwargs.get("input"))
         if not texts:
             return None
         total = 0
@@ -481,5 +488,14 @@ def _jsonable(value: Any) -> Any:
     if callable(dump):
         return dump(mode="json")
     if isinstance(value, (set, frozenset, tuple)):
-        return list(value)  # pyright: ignore[reportUnknownArgumentType]
+        return list(cast("Iterable[Any]", value))
     return repr(value)
+
+
+def _strings(value: Any) -> list[str]:
+    """The text items of a prompt/input that may be a string or a list (token-id lists are skipped)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in cast("list[Any]", value) if isinstance(item, str)]
+    return []

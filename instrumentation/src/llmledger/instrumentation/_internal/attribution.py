@@ -53,7 +53,9 @@ class Attribution:
             tenant_id=self.tenant_id if self.tenant_id is not None else outer.tenant_id,
             user_id=self.user_id if self.user_id is not None else outer.user_id,
             session_id=self.session_id if self.session_id is not None else outer.session_id,
-            conversation_id=self.conversation_id if self.conversation_id is not None else outer.conversation_id,
+            conversation_id=self.conversation_id
+            if self.conversation_id is not None
+            else outer.conversation_id,
             feature=self.feature if self.feature is not None else outer.feature,
         )
 
@@ -121,7 +123,7 @@ class _Scope:
         return wrapper
 
 
-class attribution(_Scope):  # noqa: N801 - reads as a statement: `with attribution(tenant_id=...)`
+class attribution(_Scope):
     """Bill every LLM call inside to a tenant, user, session, conversation and feature.
 
     Works as ``with``/``async with`` block and as a decorator of sync and async functions.
@@ -149,7 +151,7 @@ class attribution(_Scope):  # noqa: N801 - reads as a statement: `with attributi
             ("conversation_id", conversation_id),
             ("feature", feature),
         ):
-            if value is not None and not isinstance(value, str):
+            if value is not None and not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance] - untyped callers
                 raise TypeError(f"attribution({name}=...) must be a str, got {type(value).__name__}")
         self._own = Attribution(tenant_id, user_id, session_id, conversation_id, feature)
 
@@ -209,7 +211,7 @@ class FallbackState:
                 self.failures += 1
 
 
-class fallbacks(_Scope):  # noqa: N801
+class fallbacks(_Scope):
     """Number the attempts of one logical request: every call after a failed one is a fallback.
 
     ``llmledger.fallback.attempt`` is the number of failed calls before this one in the scope;
@@ -338,7 +340,7 @@ class UsageTotals:
         }
 
 
-class usage_totals(_Scope):  # noqa: N801
+class usage_totals(_Scope):
     """Collect the tokens and cost of all LLM calls made inside the block (threads and tasks too)::
 
         with usage_totals() as totals:
@@ -349,8 +351,7 @@ class usage_totals(_Scope):  # noqa: N801
     """
 
     def _value(self) -> tuple[object, object]:
-        outer = context.get_value(_TOTALS_KEY)
-        chain = (*(outer if isinstance(outer, tuple) else ()), UsageTotals())
+        chain = (*current_totals(), UsageTotals())
         return _TOTALS_KEY, chain
 
     def __enter__(self) -> UsageTotals:

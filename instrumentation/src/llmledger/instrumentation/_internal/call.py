@@ -9,8 +9,8 @@ arrives, ``fail()`` on the app's exception, and ``end()`` exactly once.
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -182,9 +182,7 @@ class LLMCall:
             attrs[A.CONVERSATION_ID] = conversation
         elif isinstance(conversation, Mapping) and isinstance(conversation.get("id"), str):  # pyright: ignore[reportUnknownMemberType]
             attrs[A.CONVERSATION_ID] = conversation["id"]  # pyright: ignore[reportUnknownArgumentType]
-        self.attribution = (
-            current_attribution(tel.resource_tenant) if attribution is None else attribution
-        )
+        self.attribution = current_attribution(tel.resource_tenant) if attribution is None else attribution
         attrs.update(self.attribution)
 
         # Fallback numbering: the explicit scope wins over the automatic rule.
@@ -279,7 +277,9 @@ class LLMCall:
             facts.status not in ("queued", "in_progress")
         )
         if (usage is None or not usage.known) and saw_response and not failed and tel.config.estimate_tokens:
-            usage = self.api.estimate(TOKEN_COUNTER, facts.response_model or self.request_model, self.kwargs, facts)
+            usage = self.api.estimate(
+                TOKEN_COUNTER, facts.response_model or self.request_model, self.kwargs, facts
+            )
         model = facts.response_model or self.request_model
 
         cost: CallCost | None = None
@@ -288,7 +288,11 @@ class LLMCall:
             priced = True
             try:
                 cost = tel.pricer.price_call(
-                    self.endpoint.provider, model, usage, service_tier=facts.service_tier, at=datetime.now(UTC)
+                    self.endpoint.provider,
+                    model,
+                    usage,
+                    service_tier=facts.service_tier,
+                    at=datetime.now(UTC),
                 )
             except Exception as exc:  # a wrong price must never stop a request
                 internal_error("pricing", exc)

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 logger = logging.getLogger("llmledger.instrumentation")
 
@@ -63,7 +63,9 @@ class TokenCounter:
             if name in self._encodings or name in self._loading or name in self._failed:
                 return
             self._loading.add(name)
-        thread = threading.Thread(target=self._load, args=(name,), name=f"llmledger-tiktoken-{name}", daemon=True)
+        thread = threading.Thread(
+            target=self._load, args=(name,), name=f"llmledger-tiktoken-{name}", daemon=True
+        )
         thread.start()
 
     def _load(self, name: str) -> None:
@@ -138,7 +140,9 @@ class TokenCounter:
         total += _REPLY_PRIMING
         if tools:
             # The API renders tool definitions into the prompt; their JSON is a close bound.
-            total += len(encoding.encode(json.dumps(_plain(tools), separators=(",", ":")), disallowed_special=()))
+            total += len(
+                encoding.encode(json.dumps(_plain(tools), separators=(",", ":")), disallowed_special=())
+            )
         return total
 
 
@@ -162,9 +166,9 @@ def _text_of(value: Any) -> str:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+        return {str(k): _plain(v) for k, v in cast("Mapping[Any, Any]", value).items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]  # pyright: ignore[reportUnknownVariableType]
+        return [_plain(v) for v in cast("Iterable[Any]", value)]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     dump = getattr(value, "model_dump", None)

@@ -24,7 +24,7 @@ from llmledger.instrumentation._internal.patch import (
     sync_retrieve_wrapper,
     sync_wrapper,
 )
-from llmledger.instrumentation.package import _instruments
+from llmledger.instrumentation.package import _instruments  # pyright: ignore[reportPrivateUsage]
 from llmledger.instrumentation.version import __version__
 
 logger = logging.getLogger("llmledger.instrumentation")
@@ -113,10 +113,16 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
         tracer_provider = kwargs.get("tracer_provider") or trace_api.get_tracer_provider()
         meter_provider = kwargs.get("meter_provider") or metrics_api.get_meter_provider()
         tracer = trace_api.get_tracer(
-            "llmledger.instrumentation", __version__, tracer_provider, schema_url="https://opentelemetry.io/schemas/1.37.0"
+            "llmledger.instrumentation",
+            __version__,
+            tracer_provider,
+            schema_url="https://opentelemetry.io/schemas/1.37.0",
         )
         meter = metrics_api.get_meter(
-            "llmledger.instrumentation", __version__, meter_provider, schema_url="https://opentelemetry.io/schemas/1.37.0"
+            "llmledger.instrumentation",
+            __version__,
+            meter_provider,
+            schema_url="https://opentelemetry.io/schemas/1.37.0",
         )
         pricer = kwargs.get("pricer", _MISSING)
         if pricer is _MISSING:

@@ -100,7 +100,9 @@ def _fail(call: LLMCall, exc: BaseException) -> None:
 
 
 def sync_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if not tel.active or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
         call = _start(tel, api, instance, kwargs)
@@ -137,12 +139,22 @@ def async_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
     return wrapper
 
 
-def _bill_retrieved(tel: Telemetry, instance: Any, response_id: str, model: Any, attribution: dict[str, str], result: Any, start: tuple[int, int]) -> None:
+def _bill_retrieved(
+    tel: Telemetry,
+    instance: Any,
+    response_id: str,
+    model: Any,
+    attribution: dict[str, str],
+    result: Any,
+    start: tuple[int, int],
+) -> None:
     if getattr(result, "status", None) not in _BACKGROUND_TERMINAL:
         return
     try:
         tel.background.done(response_id)
-        call = LLMCall(tel, RESPONSES, _endpoint(instance), {"model": model}, attribution=attribution, start=start)
+        call = LLMCall(
+            tel, RESPONSES, _endpoint(instance), {"model": model}, attribution=attribution, start=start
+        )
         call.response(result)
         call.end()
     except Exception as exc:
@@ -150,10 +162,12 @@ def _bill_retrieved(tel: Telemetry, instance: Any, response_id: str, model: Any,
 
 
 def sync_retrieve_wrapper(tel: Telemetry) -> Wrapper:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         response_id = args[0] if args else kwargs.get("response_id")
         pending = tel.background.pending(response_id) if tel.active else None
-        if pending is None or kwargs.get("stream") is True:
+        if pending is None or not isinstance(response_id, str) or kwargs.get("stream") is True:
             return wrapped(*args, **kwargs)
         start = LLMCall.now()
         result = wrapped(*args, **kwargs)
@@ -169,7 +183,7 @@ def async_retrieve_wrapper(tel: Telemetry) -> Wrapper:
     ) -> Any:
         response_id = args[0] if args else kwargs.get("response_id")
         pending = tel.background.pending(response_id) if tel.active else None
-        if pending is None or kwargs.get("stream") is True:
+        if pending is None or not isinstance(response_id, str) or kwargs.get("stream") is True:
             return await wrapped(*args, **kwargs)
         start = LLMCall.now()
         result = await wrapped(*args, **kwargs)

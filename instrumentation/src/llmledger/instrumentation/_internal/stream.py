@@ -10,17 +10,27 @@ closing the underlying HTTP response, or garbage collection.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wrapt
 
 from llmledger.instrumentation._internal.call import LLMCall
 from llmledger.instrumentation._internal.errors import internal_error
 
-# ruff: noqa: N807 - dunder methods of the proxies
+if TYPE_CHECKING:
+
+    class _Proxy:
+        """What the type checker sees of ``wrapt.ObjectProxy``: it wraps anything."""
+
+        __wrapped__: Any
+
+        def __init__(self, wrapped: Any) -> None: ...
+
+else:
+    _Proxy = wrapt.ObjectProxy
 
 
-class _ResponseCloseHook(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+class _ResponseCloseHook(_Proxy):
     """The stream's HTTP response: the SDK's stream helpers close it directly."""
 
     def __init__(self, response: Any, call: LLMCall) -> None:
@@ -40,7 +50,7 @@ class _ResponseCloseHook(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTyp
             self._self_call.end()
 
 
-class _StreamProxyBase(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+class _StreamProxyBase(_Proxy):
     def __init__(self, stream: Any, call: LLMCall) -> None:
         super().__init__(stream)
         self._self_call = call
@@ -164,7 +174,7 @@ def apply_body(call: LLMCall, http_response: Any) -> None:
         call.response(model_type.construct(**data))
 
 
-class _RawResponseProxyBase(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+class _RawResponseProxyBase(_Proxy):
     def __init__(self, raw: Any, call: LLMCall) -> None:
         super().__init__(raw)
         self._self_call = call
