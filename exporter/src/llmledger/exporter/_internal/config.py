@@ -1,0 +1,189 @@
+"""The one typed store configuration: where spans land and how the schema is laid out.
+
+Built from the environment (``LLMLEDGER_CLICKHOUSE_URL`` …) and overridden by CLI flags,
+then validated once with every problem reported together, the way the Collector's
+``clickhouseexporter`` validates its config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "ENV_CLICKHOUSE_URL",
+    "ConfigError",
+    "StoreConfig",
+    "default_store_path",
+]
+
+ENV_CLICKHOUSE_URL: Final = "LLMLEDGER_CLICKHOUSE_URL"
+ENV_DATABASE: Final = "LLMLEDGER_CLICKHOUSE_DATABASE"
+ENV_CLUSTER: Final = "LLMLEDGER_CLICKHOUSE_CLUSTER"
+ENV_SPANS_TTL_DAYS: Final = "LLMLEDGER_SPANS_TTL_DAYS"
+ENV_CALLS_TTL_DAYS: Final = "LLMLEDGER_CALLS_TTL_DAYS"
+ENV_ROLLUP_TTL_DAYS: Final = "LLMLEDGER_ROLLUP_TTL_DAYS"
+
+DEFAULT_DATABASE: Final = "llmledger"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_SCHEMES: Final = ("http", "https", "chdb")
+
+
+class ConfigError(ValueError):
+    """The configuration has one or more problems; ``problems`` lists each of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid llmledger store configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def default_store_path(env: Mapping[str, str] | None = None) -> Path:
+    """The embedded store in the user's data directory (XDG base directories)."""
+    env = os.environ if env is None else env
+    data_home = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "llmledger" / "store"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the store is and how its schema is laid out.
+
+    ``url`` is ``http(s)://user:pass@host:port/db`` for a server or ``chdb:///path`` for the
+    embedded engine. A database in the URL path is used unless ``database`` is given. TTLs
+    are in days, 0 meaning "keep forever"; raw spans should not outlive the rollups built
+    from them.
+    """
+
+    url: str
+    database: str = DEFAULT_DATABASE
+    cluster: str | None = None
+    spans_ttl_days: int = 0
+    calls_ttl_days: int = 0
+    rollup_ttl_days: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> StoreConfig:
+        """Build from the environment, then apply non-``None`` overrides (CLI flags) and validate."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+        url = env.get(ENV_CLICKHOUSE_URL) or f"chdb://{default_store_path(env)}"
+        values: dict[str, object] = {
+            "url": url,
+            "database": env.get(ENV_DATABASE) or _database_from_url(url) or DEFAULT_DATABASE,
+            "cluster": env.get(ENV_CLUSTER) or None,
+        }
+        for name, var in (
+            ("spans_ttl_days", ENV_SPANS_TTL_DAYS),
+            ("calls_ttl_days", ENV_CALLS_TTL_DAYS),
+            ("rollup_ttl_days", ENV_ROLLUP_TTL_DAYS),
+        ):
+            raw = env.get(var)
+            if raw:
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    problems.append(f"{var}={raw!r} is not a whole number of days")
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+        if "url" in overrides and overrides["url"] is not None and "database" not in overrides:
+            values["database"] = _database_from_url(str(overrides["url"])) or values["database"]
+        config = cls(**values)  # type: ignore[arg-type]
+        config.validate(problems)
+        return config
+
+    def replace(self, **changes: object) -> StoreConfig:
+        """A copy with ``changes`` applied and validated."""
+        config = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        config.validate()
+        return config
+
+    def validate(self, problems: list[str] | None = None) -> None:
+        """Raise :class:`ConfigError` listing every problem, or return when there is none."""
+        problems = [] if problems is None else problems
+        parts = urlsplit(self.url)
+        if parts.scheme not in _SCHEMES:
+            problems.append(
+                f"store URL {self.url!r} must start with http://, https:// or chdb:// "
+                f"(set {ENV_CLICKHOUSE_URL} or pass --url)"
+            )
+        elif parts.scheme == "chdb" and not self.embedded_path:
+            problems.append(f"embedded store URL {self.url!r} needs a path: chdb:///path/to/store")
+        elif parts.scheme != "chdb" and not parts.hostname:
+            problems.append(f"server URL {self.url!r} has no host")
+        if not _IDENTIFIER.match(self.database):
+            problems.append(
+                f"database name {self.database!r} must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"
+            )
+        if self.cluster is not None and not _IDENTIFIER.match(self.cluster):
+            problems.append(f"cluster name {self.cluster!r} must be a plain identifier")
+        if self.cluster is not None and parts.scheme == "chdb":
+            problems.append("cluster mode needs a ClickHouse server; the embedded store is a single node")
+        for name in ("spans_ttl_days", "calls_ttl_days", "rollup_ttl_days"):
+            days = getattr(self, name)
+            if not isinstance(days, int) or days < 0:
+                problems.append(
+                    f"{name} must be a whole number of days >= 0 (0 keeps data forever), got {days!r}"
+                )
+        if not problems:
+            problems.extend(self._ttl_order_problems())
+        if problems:
+            raise ConfigError(problems)
+
+    def _ttl_order_problems(self) -> list[str]:
+        # A TTL of 0 means forever, so it sorts last.
+        def span(days: int) -> float:
+            return days or float("inf")
+
+        problems: list[str] = []
+        if span(self.spans_ttl_days) > span(self.calls_ttl_days):
+            problems.append(
+                "spans_ttl_days must not exceed calls_ttl_days: raw spans are kept shorter than calls"
+            )
+        if span(self.calls_ttl_days) > span(self.rollup_ttl_days):
+            problems.append(
+                "calls_ttl_days must not exceed rollup_ttl_days: rollups outlive the rows they sum"
+            )
+        return problems
+
+    @property
+    def embedded(self) -> bool:
+        """True for the in-process chDB store."""
+        return self.url.startswith("chdb:")
+
+    @property
+    def embedded_path(self) -> Path | None:
+        """The embedded store's directory, or ``None`` for a server."""
+        if not self.embedded:
+            return None
+        parts = urlsplit(self.url)
+        path = (
+            unquote(parts.netloc + parts.path)
+            if parts.netloc not in ("", "localhost")
+            else unquote(parts.path)
+        )
+        return Path(path) if path else None
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked, for messages and logs."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+
+
+def _database_from_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        name = parts.path.strip("/")
+        return unquote(name) if name else None
+    return None

@@ -1,0 +1,193 @@
+"""Versioned, idempotent schema migrations kept as ``.sql`` files in ``schema/``.
+
+Each file ``NNNN_name.sql`` holds one or more statements separated by ``;`` at a line end.
+Only identifiers and fixed clauses are substituted into them (database, ``ON CLUSTER``,
+engine names, TTL clauses, the deduplication-window setting), each validated or built
+here from validated numbers; values never are. A ledger table records what was applied,
+so applying twice changes nothing, and a later migration applies over an earlier one
+with the data kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Final
+
+from clickhouse_connect.driver.client import Client
+
+from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.store import run_command, run_query
+
+__all__ = [
+    "LEDGER_TABLE",
+    "Migration",
+    "MigrationStatus",
+    "apply_migrations",
+    "load_migrations",
+    "migration_status",
+]
+
+LEDGER_TABLE: Final = "llmledger_schema_migrations"
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Retried inserts are recognised by their token within this many recent blocks; replicated
+# tables have it by default (replicated_deduplication_window).
+_DEDUP_WINDOW: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: its number, name, SQL template and checksum of that template."""
+
+    version: int
+    name: str
+    template: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.template.encode()).hexdigest()[:16]
+
+    def statements(self, config: StoreConfig) -> list[str]:
+        """The migration's statements with identifiers and clauses for ``config`` substituted."""
+        sql = string.Template(self.template).substitute(_substitutions(config))
+        return [statement for statement in _split_statements(sql) if statement]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """A migration and, when applied, when that happened."""
+
+    migration: Migration
+    applied_at: datetime | None
+    applied_checksum: str | None
+
+    @property
+    def applied(self) -> bool:
+        return self.applied_at is not None
+
+
+def load_migrations() -> list[Migration]:
+    """Every migration shipped with this version, in order."""
+    migrations: list[Migration] = []
+    for entry in resources.files("llmledger.exporter._internal").joinpath("schema").iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if match:
+            migrations.append(
+                Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8"))
+            )
+    migrations.sort(key=lambda m: m.version)
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions in {versions}")
+    return migrations
+
+
+def _engine(name: str, replicated: bool) -> str:
+    # With no arguments a Replicated engine takes the server's default_replica_path /
+    # default_replica_name ('/clickhouse/tables/{uuid}/{shard}', '{replica}').
+    return f"Replicated{name}" if replicated else name
+
+
+def _ttl(column: str, days: int) -> str:
+    return f"TTL toDateTime({column}) + toIntervalDay({int(days)})" if days else ""
+
+
+def _substitutions(config: StoreConfig) -> dict[str, str]:
+    replicated = config.cluster is not None
+    return {
+        "db": _quote(config.database),
+        "on_cluster": f"ON CLUSTER {_quote(config.cluster)}" if config.cluster else "",
+        "merge_tree": _engine("MergeTree", replicated) + "()",
+        "replacing_merge_tree": _engine("ReplacingMergeTree", replicated),
+        "aggregating_merge_tree": _engine("AggregatingMergeTree", replicated) + "()",
+        "dedup_window": "" if replicated else f", non_replicated_deduplication_window = {_DEDUP_WINDOW}",
+        "spans_ttl": _ttl("Timestamp", config.spans_ttl_days),
+        "trace_id_ts_ttl": _ttl("Start", config.spans_ttl_days),
+        "calls_ttl": _ttl("Timestamp", config.calls_ttl_days),
+        "rollup_ttl": _ttl("hour", config.rollup_ttl_days),
+    }
+
+
+def _quote(identifier: str | None) -> str:
+    if identifier is None or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", identifier):
+        raise ValueError(f"not a plain identifier: {identifier!r}")
+    return f"`{identifier}`"
+
+
+def _split_statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return [part.strip() for part in re.split(r";\s*(?:\n|$)", "\n".join(lines))]
+
+
+def _ledger_ddl(config: StoreConfig) -> list[str]:
+    sub = _substitutions(config)
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {sub['db']} {sub['on_cluster']}",
+        f"""CREATE TABLE IF NOT EXISTS {sub["db"]}.{LEDGER_TABLE} {sub["on_cluster"]} (
+            version UInt32,
+            name String,
+            checksum String,
+            applied_at DateTime64(3, 'UTC')
+        ) ENGINE = {_engine("ReplacingMergeTree", config.cluster is not None)}(applied_at)
+        ORDER BY version""",
+    ]
+
+
+def _applied(client: Client, config: StoreConfig) -> dict[int, tuple[str, datetime]]:
+    rows = run_query(
+        client,
+        f"SELECT version, argMax(checksum, applied_at), max(applied_at) "
+        f"FROM {_quote(config.database)}.{LEDGER_TABLE} GROUP BY version",
+    ).result_rows
+    return {int(v): (str(c), a) for v, c, a in rows if isinstance(v, int) and isinstance(a, datetime)}
+
+
+def migration_status(client: Client, config: StoreConfig) -> list[MigrationStatus]:
+    """Every shipped migration and whether it is applied to the store."""
+    exists = run_query(
+        client,
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+        parameters={"db": config.database, "table": LEDGER_TABLE},
+    ).result_rows[0][0]
+    applied = _applied(client, config) if exists else {}
+    return [
+        MigrationStatus(
+            m, applied[m.version][1] if m.version in applied else None, applied.get(m.version, (None,))[0]
+        )
+        for m in load_migrations()
+    ]
+
+
+def apply_migrations(client: Client, config: StoreConfig, target: int | None = None) -> list[Migration]:
+    """Apply every pending migration up to ``target`` (all when ``None``); return those applied."""
+    for ddl in _ledger_ddl(config):
+        run_command(client, ddl)
+    applied = _applied(client, config)
+    done: list[Migration] = []
+    for migration in load_migrations():
+        if migration.version in applied or (target is not None and migration.version > target):
+            continue
+        for statement in migration.statements(config):
+            # A fixed token makes a re-run of a half-applied migration's backfill a no-op.
+            run_command(
+                client,
+                statement,
+                settings={"insert_deduplication_token": f"llmledger-migration-{migration.version}"},
+            )
+        run_command(
+            client,
+            f"INSERT INTO {_quote(config.database)}.{LEDGER_TABLE} (version, name, checksum, applied_at) "
+            "VALUES ({version:UInt32}, {name:String}, {checksum:String}, {applied_at:DateTime64(3)})",
+            parameters={
+                "version": migration.version,
+                "name": migration.name,
+                "checksum": migration.checksum,
+                "applied_at": datetime.now(UTC).replace(tzinfo=None),
+            },
+        )
+        done.append(migration)
+    return done

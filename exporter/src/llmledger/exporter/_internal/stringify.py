@@ -1,0 +1,190 @@
+"""Attribute values as strings, byte for byte as the Collector's ``clickhouse`` exporter writes them.
+
+That exporter stores every attribute in ``Map(LowCardinality(String), String)`` through
+pdata's ``Value.AsString()``: strings as they are, bools ``true``/``false``, ints in
+decimal, doubles in the ES6 / Go ``encoding/json`` number format (``0.000435``,
+``1e-7``, ``1e+21``, ``3``), bytes as standard base64, and arrays and maps as Go
+``json.Marshal`` output (compact, HTML characters escaped, map keys sorted). Matching it
+exactly means a span lands with the same bytes whichever writer carried it, so the
+``llm_calls`` view parses both alike.
+
+Two entry points: :func:`stringify` for OpenTelemetry SDK attribute values and
+:func:`stringify_any_value` for OTLP protobuf ``AnyValue`` messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+__all__ = ["BY_TYPE", "go_float", "stringify", "stringify_any_value"]
+
+# Go's json encoder escapes these on top of what Python's does (HTML safety, JS line breaks).
+_GO_EXTRA_ESCAPES: Final = {
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+_NEEDS_GO_ESCAPE: Final = re.compile("[<>&\u2028\u2029]")
+_NEEDS_JSON_ESCAPE: Final = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029]')
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def go_float(value: float) -> str:
+    """A double as Go's ``encoding/json`` (and pdata ``AsString``) writes it.
+
+    Shortest round-trip digits; fixed notation for 1e-6 <= |x| < 1e21, otherwise
+    exponent notation with no zero-padding of the exponent (``1e-7``, ``1.5e+21``).
+    """
+    text = repr(value)
+    if "e" not in text:
+        # repr uses fixed notation only for 1e-4 <= |x| < 1e16, inside Go's fixed range.
+        if text.endswith(".0"):
+            return text[:-2]
+        if text[-1] in "nf":  # nan, inf, -inf: what pdata returns for values JSON cannot hold
+            return "json: unsupported value: " + {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[text]
+        return text
+    mantissa, _, exponent = text.partition("e")
+    exp = int(exponent)
+    if -7 < exp < 21:
+        return _fixed(mantissa, exp)
+    return f"{mantissa}e{'-' if exp < 0 else '+'}{abs(exp)}"
+
+
+def _fixed(mantissa: str, exponent: int) -> str:
+    sign = "-" if mantissa.startswith("-") else ""
+    digits = mantissa.lstrip("-").replace(".", "")
+    point = exponent + 1
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def _go_json_string(text: str) -> str:
+    encoded = _json_string(text)
+    if _NEEDS_GO_ESCAPE.search(text):
+        encoded = encoded.translate(_GO_EXTRA_ESCAPES)
+    return encoded
+
+
+def _go_json(value: Any) -> str | None:
+    """Go ``json.Marshal`` of a pdata raw value; ``None`` where Go fails (NaN, Inf)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return None if math.isinf(value) or math.isnan(value) else go_float(value)
+    if isinstance(value, str):
+        return _go_json_string(value)
+    if isinstance(value, bytes | bytearray):
+        return '"' + base64.b64encode(value).decode("ascii") + '"'
+    if isinstance(value, Mapping):
+        parts: list[str] = []
+        for key in sorted(value):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+            item = _go_json(value[key])
+            if item is None:
+                return None
+            parts.append(_go_json_string(str(key)) + ":" + item)  # pyright: ignore[reportUnknownArgumentType]
+        return "{" + ",".join(parts) + "}"
+    if isinstance(value, Sequence):
+        items: list[str] = []
+        for element in value:  # pyright: ignore[reportUnknownVariableType]
+            item = _go_json(element)
+            if item is None:
+                return None
+            items.append(item)
+        return "[" + ",".join(items) + "]"
+    return _go_json_string(str(value))
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _bytes(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _sequence(value: Sequence[Any]) -> str:
+    # The common case, a few plain strings (finish reasons), skips the general encoder.
+    if all(type(item) is str for item in value):
+        joined = '","'.join(value)
+        if not _NEEDS_JSON_ESCAPE.search(joined):
+            return f'["{joined}"]'
+    # A failed marshal (NaN in an array) yields "", as pdata ignores the error.
+    return _go_json(value) or ""
+
+
+# Exact types first: one dict lookup instead of an isinstance chain on the hot path.
+BY_TYPE: Final[dict[type, Callable[[Any], str]]] = {
+    str: str,
+    bool: _bool,
+    int: int.__repr__,
+    float: go_float,
+    bytes: _bytes,
+    tuple: _sequence,
+    list: _sequence,
+}
+
+
+def stringify(value: object) -> str:
+    """An OpenTelemetry SDK attribute value as the Collector's exporter stores it."""
+    convert = BY_TYPE.get(type(value))
+    if convert is not None:
+        return convert(value)
+    if value is None:
+        return ""
+    if isinstance(value, str):  # str and int subclasses (enums) by their plain value
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return _bool(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return go_float(float(value))
+    if isinstance(value, bytes | bytearray):
+        return _bytes(bytes(value))
+    return _go_json(value) or ""
+
+
+def _any_value_raw(value: AnyValue) -> Any:
+    """pdata's ``AsRaw`` of an OTLP ``AnyValue``."""
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which == "bool_value":
+        return value.bool_value
+    if which == "int_value":
+        return value.int_value
+    if which == "double_value":
+        return value.double_value
+    if which == "bytes_value":
+        return value.bytes_value
+    if which == "array_value":
+        return [_any_value_raw(item) for item in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _any_value_raw(kv.value) for kv in value.kvlist_value.values}
+    return None
+
+
+def stringify_any_value(value: AnyValue) -> str:
+    """An OTLP protobuf ``AnyValue`` as the Collector's exporter stores it."""
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which is None:
+        return ""
+    return stringify(_any_value_raw(value))

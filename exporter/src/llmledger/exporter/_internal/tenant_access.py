@@ -1,0 +1,65 @@
+"""Read-only ClickHouse access for one tenant: a user whose queries see only that tenant's rows.
+
+For per-tenant Grafana organisations on a shared server. Every table holding tenant data
+gets a RESTRICTIVE row policy for the user (``tenant_id = '<tenant>'``; on ``otel_traces``
+the span's or resource's ``tenant.id``), plus one permissive ``USING 1`` policy for
+everyone else, because in ClickHouse a table with any row policy hides all rows from
+users no permissive policy covers. ``otel_traces_trace_id_ts`` carries no tenant, so it
+is not granted; ``model_prices`` holds no tenant data and is granted whole.
+
+The user is ``readonly = 2``: it cannot write or change grants but may set query
+settings, which Grafana's ClickHouse data source does on every query.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from clickhouse_connect.driver.binding import format_str, quote_identifier
+
+__all__ = ["TENANT_TABLES", "tenant_access_statements"]
+
+# Table -> the condition selecting one tenant's rows ({tenant} is a quoted literal).
+TENANT_TABLES: Final[dict[str, str]] = {
+    "llm_calls": "tenant_id = {tenant}",
+    "llm_usage_hourly": "tenant_id = {tenant}",
+    "budgets": "tenant_id = {tenant}",
+    "otel_traces": "SpanAttributes['tenant.id'] = {tenant} "
+    "OR (SpanAttributes['tenant.id'] = '' AND ResourceAttributes['tenant.id'] = {tenant})",
+}
+_SHARED_TABLES: Final = ("model_prices",)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def tenant_access_statements(
+    database: str, tenant: str, user: str, password: str, cluster: str | None = None
+) -> list[str]:
+    """The statements creating (or updating) ``user`` with read access to ``tenant``'s rows only."""
+    for label, name in (("database", database), ("user", user), ("cluster", cluster)):
+        if name is not None and not _IDENTIFIER.match(name):
+            raise ValueError(f"{label} {name!r} must be a plain identifier")
+    if not tenant:
+        raise ValueError("tenant must not be empty")
+    db = quote_identifier(database)
+    who = quote_identifier(user)
+    on_cluster = f" ON CLUSTER {quote_identifier(cluster)}" if cluster else ""
+    literal = format_str(tenant)
+    identified = f"IDENTIFIED WITH sha256_password BY {format_str(password)} SETTINGS readonly = 2"
+    policy = quote_identifier(f"llmledger_tenant_{user}")
+    statements = [
+        f"CREATE USER IF NOT EXISTS {who}{on_cluster} {identified}",
+        f"ALTER USER {who}{on_cluster} {identified}",
+        f"REVOKE{on_cluster} ALL ON *.* FROM {who}",
+    ]
+    for table, condition in TENANT_TABLES.items():
+        target = f"{db}.{quote_identifier(table)}"
+        statements += [
+            f"CREATE ROW POLICY IF NOT EXISTS llmledger_all_rows{on_cluster} ON {target} "
+            "AS PERMISSIVE USING 1 TO ALL",
+            f"CREATE ROW POLICY OR REPLACE {policy}{on_cluster} ON {target} "
+            f"AS RESTRICTIVE USING {condition.format(tenant=literal)} TO {who}",
+            f"GRANT{on_cluster} SELECT ON {target} TO {who}",
+        ]
+    statements += [f"GRANT{on_cluster} SELECT ON {db}.{quote_identifier(t)} TO {who}" for t in _SHARED_TABLES]
+    return statements

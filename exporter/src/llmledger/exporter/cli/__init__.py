@@ -1,0 +1,57 @@
+"""The ``llmledger`` command line: one module per subcommand, registered in :data:`COMMANDS`.
+
+Adding a subcommand is one module with a ``register(subparsers)`` function and one line
+in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Final
+
+from llmledger.exporter._internal.config import ConfigError
+from llmledger.exporter._internal.store import StoreError
+from llmledger.exporter.cli import _prices, _schema, _sql, _tenant_user
+from llmledger.exporter.version import __version__
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS: Final[tuple[ModuleType, ...]] = (
+    _schema,
+    _sql,
+    _prices,
+    _tenant_user,
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, every registered subcommand included."""
+    parser = argparse.ArgumentParser(
+        prog="llmledger",
+        description="Measure, price and attribute LLM calls; land them in ClickHouse.",
+        epilog="The store is LLMLEDGER_CLICKHOUSE_URL (http(s)://user:pass@host:8123/db or chdb:///path); "
+        "without it, the embedded store in $XDG_DATA_HOME/llmledger/store.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmledger {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit code."""
+    logging.basicConfig(level=logging.WARNING, format="llmledger: %(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, StoreError) as exc:
+        print(f"llmledger: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,85 @@
+"""``llmledger sql``: a read-only query against the store, printed as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TextIO
+
+from llmledger.exporter._internal.store import open_store, run_query
+from llmledger.exporter.cli._common import add_store_options, store_config
+
+__all__ = ["register", "write_result"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # pyright: ignore[reportPrivateUsage]
+    parser = subparsers.add_parser(
+        "sql",
+        help="run a read-only SQL query against the store",
+        description="Run one read-only query (readonly=1) in the store's database, e.g. "
+        'llmledger sql "SELECT tenant_id, sum(cost_usd) FROM llm_calls GROUP BY tenant_id". '
+        "Use - to read the query from stdin.",
+    )
+    parser.add_argument("query", help="the SQL query, or - for stdin")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    add_store_options(parser)
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    query: str = sys.stdin.read() if args.query == "-" else args.query
+    config = store_config(args)
+    client = open_store(config)
+    try:
+        result = run_query(client, query, settings={"readonly": 1})
+        write_result(result.column_names, result.result_rows, args.format, sys.stdout)
+    finally:
+        client.close()
+    return 0
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime | date):
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    # Decimals stay exact: written as strings, not rounded through float.
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]  # pyright: ignore[reportUnknownVariableType]
+    return value
+
+
+def write_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out: TextIO) -> None:
+    """Print a result as an aligned ``table``, ``csv`` with a header, or a ``json`` array of objects."""
+    if fmt == "json":
+        json.dump([dict(zip(columns, map(_json_value, row), strict=True)) for row in rows], out, indent=2)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else _text(v) for v in row] for row in rows])
+    else:
+        cells = [[_text(v) for v in row] for row in rows]
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+        out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")
+        out.write("  ".join("-" * w for w in widths) + "\n")
+        for row in cells:
+            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
