@@ -6,6 +6,7 @@ Needs only Python 3.11+ (``python3 -m venv`` and pip). Usage::
     python3 scripts/dev.py demo     # install and run `llmledger demo` on the embedded store
     python3 scripts/dev.py test     # install with test tooling and run the test suite
     python3 scripts/dev.py lint     # ruff + pyright (strict for src/)
+    python3 scripts/dev.py test-oldest  # instrumentation tests on the oldest openai we claim
     python3 scripts/dev.py bench    # benchmarks, see docs/benchmarks.md
 
 The environment lives in ``.venv`` (``LLMLEDGER_VENV`` overrides). Installation is skipped
@@ -29,30 +30,39 @@ PY = BIN / "python"
 RUNTIME = ["-e", str(ROOT / "instrumentation"), "-e", f"{ROOT / 'exporter'}[embedded]"]
 DEV = ["-r", str(ROOT / "requirements-dev.txt")]
 STAMP_INPUTS = ["instrumentation/pyproject.toml", "exporter/pyproject.toml", "requirements-dev.txt"]
+# The oldest openai release the instrumentation claims (package.py `_instruments`).
+OLDEST_OPENAI = "openai==3.0.0"
 
 
-def _stamp(with_dev: bool) -> str:
-    digest = hashlib.sha256(str(with_dev).encode())
+def _stamp(extra: str) -> str:
+    digest = hashlib.sha256(extra.encode())
     for rel in STAMP_INPUTS:
         digest.update((ROOT / rel).read_bytes())
     return digest.hexdigest()
 
 
-def ensure_env(with_dev: bool) -> None:
+def _python(env_dir: Path) -> Path:
+    return env_dir / ("Scripts" if os.name == "nt" else "bin") / "python"
+
+
+def ensure_env(with_dev: bool, env_dir: Path = VENV, packages: list[str] | None = None) -> None:
+    """Create ``env_dir`` if needed and install ``packages`` unless the stamp says they are there."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this script may be run by an older python3
         sys.exit(f"llmledger needs Python 3.11 or newer; this is {sys.version.split()[0]}")
-    if not PY.exists():
-        print(f"creating virtual environment in {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-        subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    stamp_file = VENV / ".llmledger-stamp"
-    wanted = _stamp(with_dev)
+    py = _python(env_dir)
+    if not py.exists():
+        print(f"creating virtual environment in {env_dir}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(env_dir)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    specs = list(RUNTIME if packages is None else packages)
+    stamp_file = env_dir / ".llmledger-stamp"
+    wanted = _stamp(f"{with_dev}{specs}")
     have = stamp_file.read_text() if stamp_file.exists() else ""
     # A dev install is a superset of the runtime one.
-    if have == wanted or (not with_dev and have == _stamp(True)):
+    if have == wanted or (not with_dev and have == _stamp(f"{True}{specs}")):
         return
-    print("installing llmledger and its dependencies (first run takes a minute)", flush=True)
-    args = [str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", *RUNTIME]
+    print(f"installing into {env_dir.name} (first run takes a minute)", flush=True)
+    args = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *specs]
     if with_dev:
         args += DEV
     subprocess.run(args, check=True)
@@ -72,6 +82,12 @@ def main() -> int:
     if job == "test":
         ensure_env(with_dev=True)
         return run([str(PY), "-m", "pytest", *rest])
+    if job == "test-oldest":
+        oldest = ROOT / ".venv-oldest"
+        ensure_env(
+            with_dev=True, env_dir=oldest, packages=["-e", str(ROOT / "instrumentation"), OLDEST_OPENAI]
+        )
+        return run([str(_python(oldest)), "-m", "pytest", "tests/instrumentation", *rest])
     if job == "lint":
         ensure_env(with_dev=True)
         status = run([str(BIN / "ruff"), "check", "."])
