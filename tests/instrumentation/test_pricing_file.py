@@ -30,7 +30,7 @@ output = 8
 [[price]]
 provider = "openai"
 model = "gpt-4o"
-service_tier = "priority"
+service_tier = "Priority"
 input = 3.5
 output = 14
 
@@ -92,6 +92,7 @@ def custom(total: str, input: str, output: str) -> CallCost:
         ("openai", "GPT-4o", "default", AT, custom("0.024", "0.016", "0.008")),
         # A tier of its own: no cached rate given, so cached input costs what input costs.
         ("openai", "gpt-4o", "priority", AT, custom("0.049", "0.035", "0.014")),
+        ("openai", "gpt-4o", "PRIORITY", AT, custom("0.049", "0.035", "0.014")),
         # A tier without a custom price of its own takes the model's custom price, not the data's.
         ("openai", "gpt-4o", "flex", AT, custom("0.024", "0.016", "0.008")),
         ("openai", "ft:gpt-4o-mini:acme::abc123", None, AT, custom("0.0036", "0.0024", "0.0012")),

@@ -168,6 +168,7 @@ class _Validator:
         if model is not None and "*" in model.rstrip("*"):
             self.error((*at, "model"), f"{label}: field 'model': '*' may only end the name (a prefix match)")
         tier = self.text(fields, "service_tier", at, label)
+        tier = tier.lower() if tier is not None else None
         valid_from = fields.get("valid_from")
         if valid_from is not None and (isinstance(valid_from, datetime) or not isinstance(valid_from, date)):
             self.error(

@@ -51,10 +51,18 @@ from genai_prices.units import UnitDef, UnitRegistry
 from genai_prices.validation import validate_priced_units
 
 # Sibling imports are relative: pyright resolves them without the package's py.typed marker.
-from .price_file import CustomPrice, load_price_file
+from .price_file import CustomPrice, PriceFileError, load_price_file
 from .usage import TokenUsage
 
-__all__ = ["PROVIDER_IDS", "CallCost", "PriceBook", "PriceExplanation", "PriceRow", "RateBand"]
+__all__ = [
+    "PROVIDER_IDS",
+    "CallCost",
+    "PriceBook",
+    "PriceExplanation",
+    "PriceFileError",
+    "PriceRow",
+    "RateBand",
+]
 
 logger = logging.getLogger("llmledger.instrumentation")
 
@@ -689,20 +697,21 @@ class PriceBook:
         self, provider: str, model: str, service_tier: str | None, *, cache: bool = True
     ) -> _Resolution:
         steps = self._lookup_steps(provider, model)
+        tier = service_tier.lower() if service_tier is not None else None
         names = [model.lower()]
         if steps:
             names.append(self._azure[model.lower()].lower())
         custom: list[tuple[CustomPrice, ...]] = []
         for name in names:
-            for tier in (service_tier, None) if service_tier is not None else (None,):
-                schedule = self._custom_exact.get((provider, name, tier))
+            for wanted in (tier, None) if tier is not None else (None,):
+                schedule = self._custom_exact.get((provider, name, wanted))
                 if schedule:
                     custom.append(tuple(sorted(schedule, key=lambda e: e.valid_from or date.min)))
             for entry in self._custom_prefix:
                 if (
                     entry.provider == provider
                     and name.startswith(entry.match_name)
-                    and entry.service_tier in (service_tier, None)
+                    and entry.service_tier in (tier, None)
                 ):
                     custom.append((entry,))
         bundled = self._find_bundled(provider, names[-1], service_tier)
