@@ -1,7 +1,18 @@
-"""Time openai SDK calls in one process under one instrumentation mode.
+"""A worker process that times openai SDK calls under one instrumentation mode.
 
-Run by ``bench/run.py``, once per mode and round, with the interpreter of the environment
-the mode lives in; writes its results as JSON to ``--out``. Modes:
+``bench/run.py`` starts one per (environment, mode) with that environment's interpreter and
+drives them all over stdin/stdout, one JSON object per line, so that their timed
+repetitions interleave: every mode sees the same load from the rest of this shared machine
+within a second of the others. Requests and replies:
+
+- (on start) -> ``{"status": "ok" | "unavailable" | "error", "reason", "python", "packages"}``
+- ``{"op": "prepare", "scenario", "warmup_s", "rep_s"}`` -> one checked call, then warm-up,
+  then the batch size that makes one repetition last ``rep_s``:
+  ``{"calls_per_rep", "chunks_seen", "chunks_expected", "spans_per_call"}`` or ``{"error"}``
+- ``{"op": "time", "scenario"}`` -> one repetition, per call: ``{"wall_ns", "cpu_ns"}``
+- ``{"op": "finish"}`` -> ``{"metric_names"}``, and the worker exits.
+
+Modes:
 
 - ``none``: the SDK with no instrumentation (the baseline of its environment);
 - ``llmledger``: ``llmledger.instrumentation.LLMLedgerInstrumentor``;
@@ -14,25 +25,24 @@ whose ``SimpleSpanProcessor`` hands each span to an exporter that only counts it
 at zero and the same for everyone (no queue, no background thread competing for the GIL as
 a ``BatchSpanProcessor`` would), so what differs between modes is the instrumentation.
 
-A mode that cannot be imported or instrumented is reported ``unavailable`` with the reason
-rather than failing the run.
+A mode that cannot be imported or instrumented is reported ``unavailable`` with the reason,
+and a call that fails is reported as that scenario's error, rather than failing the run.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import importlib
 import json
+import os
 import platform
 import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from pathlib import Path
+from typing import Any, TextIO
 
 import httpx2
 import openai
@@ -82,33 +92,6 @@ class CountingSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.spans += len(spans)
         return SpanExportResult.SUCCESS
-
-
-@dataclass
-class ScenarioResult:
-    scenario: str
-    wall_ns: list[float]
-    """Wall-clock nanoseconds per call, one sample per timed repetition."""
-    cpu_ns: list[float]
-    """The same repetitions in this process's CPU time (all its threads)."""
-    calls_per_sample: int
-    chunks_seen: int
-    """Chunks the app iterated in one call (0 for non-streaming calls)."""
-    chunks_expected: int
-    spans_per_call: float
-    error: str | None = None
-
-
-@dataclass
-class ModeResult:
-    mode: str
-    status: str
-    """``ok``, ``unavailable`` (could not import or instrument) or ``error``."""
-    reason: str = ""
-    python: str = field(default_factory=lambda: platform.python_version())
-    packages: dict[str, str] = field(default_factory=dict)
-    metric_names: list[str] = field(default_factory=list)
-    scenarios: list[ScenarioResult] = field(default_factory=list)
 
 
 def _package_versions() -> dict[str, str]:
@@ -180,81 +163,6 @@ def async_scenarios(client: openai.AsyncOpenAI) -> dict[str, AsyncCall]:
     return {"async_chat": chat}
 
 
-def measure(
-    run_batch: Callable[[int], int], budget_s: float, reps: int
-) -> tuple[list[float], list[float], int]:
-    """Warm up, size batches to the budget, then time ``reps`` batches with GC off.
-
-    Returns wall-clock and CPU nanoseconds per call for each batch, and the batch size.
-    """
-    warmup_ns = budget_s * 0.2 * 1e9
-    calls = 0
-    started = time.perf_counter_ns()
-    batch = 1
-    while True:
-        run_batch(batch)
-        calls += batch
-        elapsed = time.perf_counter_ns() - started
-        if elapsed >= warmup_ns and calls >= 5:
-            break
-        batch = min(batch * 2, 64)
-    per_call_ns = elapsed / calls
-    batch = max(3, int(budget_s * 0.8 * 1e9 / reps / per_call_ns))
-    wall: list[float] = []
-    cpu: list[float] = []
-    for _ in range(reps):
-        gc.collect()
-        gc.disable()
-        try:
-            wall0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
-            run_batch(batch)
-            cpu.append((time.process_time_ns() - cpu0) / batch)
-            wall.append((time.perf_counter_ns() - wall0) / batch)
-        finally:
-            gc.enable()
-    return wall, cpu, batch
-
-
-def run_mode(mode: str, budget_s: float, reps: int, only: Sequence[str]) -> ModeResult:
-    exporter = CountingSpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    metric_reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[metric_reader])
-    result = ModeResult(mode=mode, status="ok", packages=_package_versions())
-
-    unavailable = instrument(mode, tracer_provider, meter_provider)
-    if unavailable is not None:
-        result.status, result.reason = "unavailable", unavailable
-        return result
-
-    transport = api_transport()
-    client = openai.OpenAI(api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=transport))
-    async_client = openai.AsyncOpenAI(
-        api_key="sk-bench", max_retries=0, http_client=httpx2.AsyncClient(transport=transport)
-    )
-    runner = asyncio.Runner()
-    batches: dict[str, Callable[[int], int]] = {}
-    for name, call in sync_scenarios(client).items():
-        batches[name] = _sync_batch(call)
-    for name, acall in async_scenarios(async_client).items():
-        batches[name] = _async_batch(runner, acall)
-
-    try:
-        for name, run_batch in batches.items():
-            if only and name not in only:
-                continue
-            result.scenarios.append(_run_scenario(name, run_batch, exporter, budget_s, reps))
-    finally:
-        runner.close()
-    data = metric_reader.get_metrics_data()
-    if data is not None:
-        result.metric_names = sorted(
-            {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-        )
-    return result
-
-
 def _sync_batch(call: SyncCall) -> Callable[[int], int]:
     def run_batch(n: int) -> int:
         chunks = 0
@@ -276,36 +184,123 @@ def _async_batch(runner: asyncio.Runner, call: AsyncCall) -> Callable[[int], int
     return lambda n: runner.run(batch(n))
 
 
-def _run_scenario(
-    name: str, run_batch: Callable[[int], int], exporter: CountingSpanExporter, budget_s: float, reps: int
-) -> ScenarioResult:
-    expected = _EXPECTED_CHUNKS.get(name, 0)
+def measure_once(run_batch: Callable[[int], int], calls: int) -> dict[str, float]:
+    """Time one repetition of ``calls`` calls with GC off; nanoseconds per call."""
+    gc.collect()
+    gc.disable()
     try:
-        before = exporter.spans
-        chunks_seen = run_batch(1)
-        spans_per_call = float(exporter.spans - before)
-        wall, cpu, batch = measure(run_batch, budget_s, reps)
-    except Exception as exc:
-        # An instrumentation that breaks a call is a finding, not a crash of the benchmark.
-        return ScenarioResult(name, [], [], 0, 0, expected, 0.0, error=f"{type(exc).__name__}: {exc}")
-    return ScenarioResult(name, wall, cpu, batch, chunks_seen, expected, spans_per_call)
+        wall0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
+        run_batch(calls)
+        cpu = time.process_time_ns() - cpu0
+        wall = time.perf_counter_ns() - wall0
+    finally:
+        gc.enable()
+    return {"wall_ns": wall / calls, "cpu_ns": cpu / calls}
+
+
+def prepare(
+    name: str, run_batch: Callable[[int], int], exporter: CountingSpanExporter, warmup_s: float, rep_s: float
+) -> dict[str, Any]:
+    """Check one call, warm up for ``warmup_s``, and size a repetition to ``rep_s`` of CPU time."""
+    before = exporter.spans
+    chunks_seen = run_batch(1)
+    spans_per_call = exporter.spans - before
+    calls, batch = 0, 1
+    started = time.process_time_ns()
+    while True:
+        run_batch(batch)
+        calls += batch
+        elapsed = time.process_time_ns() - started
+        if elapsed >= warmup_s * 1e9 and calls >= 5:
+            break
+        batch = min(batch * 2, 64)
+    return {
+        "calls_per_rep": max(3, round(rep_s * 1e9 * calls / elapsed)),
+        "chunks_seen": chunks_seen,
+        "chunks_expected": _EXPECTED_CHUNKS.get(name, 0),
+        "spans_per_call": spans_per_call,
+    }
+
+
+class Worker:
+    """One instrumentation mode, its providers and clients, answering the driver's requests."""
+
+    def __init__(self, mode: str) -> None:
+        self.exporter = CountingSpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.metric_reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.metric_reader])
+        self.unavailable = instrument(mode, self.tracer_provider, self.meter_provider)
+        transport = api_transport()
+        client = openai.OpenAI(
+            api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=transport)
+        )
+        async_client = openai.AsyncOpenAI(
+            api_key="sk-bench", max_retries=0, http_client=httpx2.AsyncClient(transport=transport)
+        )
+        self.runner = asyncio.Runner()
+        self.batches: dict[str, Callable[[int], int]] = {
+            name: _sync_batch(call) for name, call in sync_scenarios(client).items()
+        }
+        for name, acall in async_scenarios(async_client).items():
+            self.batches[name] = _async_batch(self.runner, acall)
+        self.calls_per_rep: dict[str, int] = {}
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op, name = request["op"], request.get("scenario", "")
+        if op == "finish":
+            self.runner.close()
+            return {"metric_names": self.metric_names()}
+        run_batch = self.batches[name]
+        try:
+            if op == "prepare":
+                reply = prepare(name, run_batch, self.exporter, request["warmup_s"], request["rep_s"])
+                self.calls_per_rep[name] = reply["calls_per_rep"]
+                return reply
+            return measure_once(run_batch, self.calls_per_rep[name])
+        except Exception as exc:
+            # An instrumentation that breaks a call is a finding, not a crash of the benchmark.
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def metric_names(self) -> list[str]:
+        data = self.metric_reader.get_metrics_data()
+        if data is None:
+            return []
+        return sorted({m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics})
+
+
+def serve(mode: str, requests: TextIO, replies: TextIO) -> None:
+    def reply(message: dict[str, Any]) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    hello: dict[str, Any] = {"python": platform.python_version(), "packages": _package_versions()}
+    try:
+        worker = Worker(mode)
+    except Exception:
+        reply({**hello, "status": "error", "reason": traceback.format_exc(limit=3)})
+        return
+    if worker.unavailable is not None:
+        reply({**hello, "status": "unavailable", "reason": worker.unavailable})
+        return
+    reply({**hello, "status": "ok", "reason": ""})
+    for line in requests:
+        request = json.loads(line)
+        reply(worker.handle(request))
+        if request["op"] == "finish":
+            return
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--mode", choices=MODES, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
-    parser.add_argument("--budget", type=float, default=1.4, help="seconds per scenario (default 1.4)")
-    parser.add_argument("--reps", type=int, default=6, help="timed repetitions per scenario (default 6)")
-    parser.add_argument("--only", nargs="*", default=[], help="run only these scenarios")
-    args = parser.parse_args(argv)
-    try:
-        result = run_mode(args.mode, args.budget, args.reps, args.only)
-    except Exception:
-        result = ModeResult(mode=args.mode, status="error", reason=traceback.format_exc(limit=3))
-    args.out.write_text(json.dumps(asdict(result), indent=1))
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1 or args[0] not in MODES:
+        print(f"usage: bench_overhead.py {{{','.join(MODES)}}}  (driven by bench/run.py)", file=sys.stderr)
+        return 2
+    # Replies get a private copy of stdout; anything an instrumentation prints goes to stderr.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(args[0], sys.stdin, replies)
     return 0
 
 

@@ -27,42 +27,46 @@ STREAM_CHUNKS = 200
 
 @dataclass
 class Run:
-    """Every process of one (environment, mode) pair, merged across rounds."""
+    """What one worker process (one environment and mode) reported."""
 
     env: str
     mode: str
+    clock: str = "cpu"
+    """Which of the worker's clocks the table uses: ``cpu`` or ``wall``."""
     status: str = "ok"
+    """``ok``, ``unavailable`` (could not import or instrument) or ``error``."""
     reason: str = ""
     python: str = ""
     packages: dict[str, str] = field(default_factory=dict)
     metric_names: list[str] = field(default_factory=list)
-    clock: str = "cpu"
-    """Which of the child's clocks the table uses: ``cpu`` or ``wall``."""
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per scenario, the worker's answer to ``prepare``: spans per call, chunks seen, error."""
     samples_ns: dict[str, list[float]] = field(default_factory=dict)
+    """Per scenario, nanoseconds per call on ``clock``, one per repetition."""
     wall_over_cpu: list[float] = field(default_factory=list)
     """Per repetition, wall-clock time over CPU time: how much the process had to wait."""
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per scenario: spans_per_call, chunks_seen, chunks_expected, error (first round's)."""
 
     @property
     def label(self) -> str:
         return f"{self.mode} ({self.env})"
 
-    def add(self, result: dict[str, Any]) -> None:
-        """Merge one process's JSON result into this run."""
-        if result["status"] != "ok":
-            self.status, self.reason = result["status"], result["reason"]
+    def start(self, hello: dict[str, Any]) -> None:
+        self.status, self.reason = hello["status"], hello["reason"]
+        self.python, self.packages = hello["python"], hello["packages"]
+
+    def fail(self, reason: str) -> None:
+        self.status, self.reason = "error", reason
+
+    def add_sample(self, scenario: str, sample: dict[str, Any]) -> None:
+        if "error" in sample:
+            self.checks[scenario]["error"] = sample["error"]
             return
-        self.python = result["python"]
-        self.packages = result["packages"]
-        self.metric_names = result["metric_names"]
-        for scenario in result["scenarios"]:
-            name = scenario["scenario"]
-            self.samples_ns.setdefault(name, []).extend(scenario[f"{self.clock}_ns"])
-            self.wall_over_cpu += [
-                w / c for w, c in zip(scenario["wall_ns"], scenario["cpu_ns"], strict=True) if c
-            ]
-            self.checks.setdefault(name, scenario)
+        self.samples_ns.setdefault(scenario, []).append(sample[f"{self.clock}_ns"])
+        if sample["cpu_ns"]:
+            self.wall_over_cpu.append(sample["wall_ns"] / sample["cpu_ns"])
+
+    def usable(self, scenario: str) -> bool:
+        return self.status == "ok" and "error" not in self.checks.get(scenario, {"error": "not prepared"})
 
     def median_us(self, scenario: str) -> float | None:
         samples = self.samples_ns.get(scenario)
@@ -81,7 +85,7 @@ def _problems(run: Run, scenario: str) -> list[str]:
     if check is None:
         return []
     notes: list[str] = []
-    if check.get("error"):
+    if "error" in check:
         notes.append(f"call failed: {check['error']}")
     if run.mode != "none" and check["spans_per_call"] != 1:
         notes.append(f"{check['spans_per_call']:g} spans per call")
@@ -172,16 +176,16 @@ def render_goal(runs: Sequence[Run]) -> str:
 def _clock_text(runs: Sequence[Run]) -> str:
     if runs and runs[0].clock == "wall":
         return (
-            "- µs/call: median over all timed repetitions of every round (± half the interquartile\n"
-            "  range); each repetition is a batch of calls timed together in wall-clock time\n"
+            "- µs/call: median over the timed repetitions (± half the interquartile range); each\n"
+            "  repetition is a batch of calls timed together in wall-clock time\n"
             "  (`perf_counter_ns`) with garbage collection off."
         )
     return (
-        "- µs/call: median over all timed repetitions of every round (± half the interquartile\n"
-        "  range); each repetition is a batch of calls timed together with garbage collection\n"
-        "  off, in the process's CPU time (`process_time_ns`). The transport does no I/O, so on\n"
-        "  an idle machine CPU time is wall time; on this shared one it leaves out the time\n"
-        "  other work holds the core (wall-clock samples are kept in the raw results)."
+        "- µs/call: median over the timed repetitions (± half the interquartile range); each\n"
+        "  repetition is a batch of calls timed together, garbage collection off, in the\n"
+        "  process's CPU time (`process_time_ns`). The transport does no I/O, so on an idle\n"
+        "  machine CPU time is wall time; on this shared one it leaves out the time other work\n"
+        "  holds the core (wall-clock samples are kept in the raw results, `--clock wall`)."
     )
 
 
@@ -212,7 +216,10 @@ def render_section(
         "",
         "What one openai SDK call costs with each instrumentation, over an in-process",
         "`httpx2.MockTransport` that returns API-shaped bodies (`bench/fake_openai_api.py`), so",
-        "no network time hides the instrumentation's. Each mode runs in its own process.",
+        "no network time hides the instrumentation's. Each mode runs in its own process; the",
+        "processes take turns, one timed repetition each, so load from other work on the",
+        "machine falls on every mode alike.",
+        "",
         "Every mode, `none` included, has a real OpenTelemetry SDK `TracerProvider` with a",
         "`SimpleSpanProcessor` into an exporter that only counts spans, and a `MeterProvider`",
         "with an `InMemoryMetricReader`: spans are built and ended exactly as in production, but",

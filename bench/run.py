@@ -14,9 +14,9 @@ Each (environment, mode) pair runs in its own process (``bench/bench_overhead.py
   ``llmledger`` too with ``--llmledger-in-compare-env``.
 
 ``none`` runs in both so each instrumentation is compared with the bare SDK of its own
-environment. The processes run in several rounds, in a rotated order, and every round's
-repetitions are pooled before taking medians: a burst of load from elsewhere on this shared
-machine then smears over all modes instead of landing on one. The markdown table is printed
+environment. The processes run side by side and take turns, one timed repetition each
+(``bench/overhead_workers.py``), so a burst of load from elsewhere on this shared machine
+falls on all modes alike instead of landing on one. The markdown table is printed
 and, for a full run, written under ``## Instrumentation overhead`` in ``docs/benchmarks.md``.
 Standard library only.
 """
@@ -32,11 +32,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compare_env import ensure_compare_env
 from overhead_report import SCENARIO_LABELS, Run, render_section, render_table, replace_section
+from overhead_workers import Settings, measure_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -57,8 +58,6 @@ _JOB_ENVS = {
     "openllmetry": ("compare",),
     "contrib": ("compare",),
 }
-# Variables that would change an instrumentation's defaults or the SDK's behaviour.
-_SCRUBBED_ENV_PREFIXES = ("OTEL_", "TRACELOOP_", "OPENAI_", "LLMLEDGER_")
 
 
 @dataclass(frozen=True)
@@ -78,32 +77,6 @@ def _jobs(modes: Sequence[str], llmledger_everywhere: bool) -> list[Job]:
         jobs = [job for job in jobs if job.mode != "none" or job.env in measured]
     # Baselines first within an environment keeps the table's reading order.
     return sorted(jobs, key=lambda job: (job.env != "project", job.env, MODES.index(job.mode)))
-
-
-def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
-    env["PYTHONHASHSEED"] = "0"
-    return env
-
-
-def _run_job(
-    job: Job, python: Path, args: argparse.Namespace, out_dir: Path, round_no: int
-) -> dict[str, object]:
-    out = out_dir / f"{job.env}-{job.mode}-{round_no}.json"
-    command = [str(python), str(BENCH / "bench_overhead.py"), "--mode", job.mode, "--out", str(out)]
-    command += ["--budget", str(args.budget), "--reps", str(args.reps), "--only", *args.only]
-    timeout = 60 + 4 * args.budget * len(args.only or SCENARIOS)
-    print(f"  round {round_no + 1}: {job.mode} in {job.env} env", file=sys.stderr, flush=True)
-    try:
-        completed = subprocess.run(
-            command, cwd=BENCH, env=_child_env(), capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return {"status": "error", "reason": f"timed out after {timeout:.0f} s"}
-    if completed.returncode != 0 or not out.exists():
-        tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
-        return {"status": "error", "reason": f"exit {completed.returncode}: {' / '.join(tail)}"}
-    return json.loads(out.read_text())
 
 
 def _cpu_model() -> str:
@@ -143,16 +116,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=[], help="scenarios (default all)")
-    parser.add_argument("--budget", type=float, default=1.4, help="s per scenario per process (default 1.4)")
-    parser.add_argument("--reps", type=int, default=6, help="timed repetitions per scenario (default 6)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each process, rotated (default 3)")
+    parser.add_argument(
+        "--reps", type=int, default=16, help="timed repetitions per scenario and mode (default 16)"
+    )
+    parser.add_argument(
+        "--rep-seconds", type=float, default=0.15, help="CPU seconds per repetition (default 0.15)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=0.4, help="warm-up seconds per scenario and mode (default 0.4)"
+    )
     parser.add_argument(
         "--clock",
         choices=("cpu", "wall"),
         default="cpu",
         help="time the table reports: process CPU time (default; robust to other load) or wall",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 0.5 s, docs untouched")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: few short repetitions, docs untouched"
+    )
     parser.add_argument(
         "--llmledger-in-compare-env", action="store_true", help="also measure llmledger in .venv-bench"
     )
@@ -164,7 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.budget, args.reps = 1, 0.5, 5
+        args.reps, args.rep_seconds, args.warmup = 5, 0.05, 0.1
     if args.write_docs is None:
         # Only a complete run may replace the published table.
         args.write_docs = not args.quick and not args.only and set(args.modes) == set(MODES)
@@ -181,25 +162,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, subprocess.CalledProcessError) as exc:
             # Still measure what the project's environment can; the table says what is missing.
             print(f"comparison environment unavailable: {exc}", file=sys.stderr)
-    runs = {job: Run(env=job.env, mode=job.mode, clock=args.clock) for job in jobs}
+    runs = [Run(env=job.env, mode=job.mode, clock=args.clock) for job in jobs]
+    scenarios = [s for s in SCENARIOS if not args.only or s in args.only]
+    settings = Settings(scenarios=scenarios, reps=args.reps, rep_s=args.rep_seconds, warmup_s=args.warmup)
     started = datetime.datetime.now(datetime.UTC)
     load_before = _load()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out_dir = Path(tempfile.mkdtemp(prefix="overhead-", dir=RESULTS))
-    print(f"running {len(jobs)} processes x {args.rounds} rounds; raw results in {out_dir}", file=sys.stderr)
-    for round_no in range(args.rounds):
-        shift = round_no % len(jobs)
-        for job in jobs[shift:] + jobs[:shift]:
-            python = pythons.get(job.env)
-            if python is None:
-                runs[job].add({"status": "unavailable", "reason": f"no {job.env} environment"})
-                continue
-            runs[job].add(_run_job(job, python, args, out_dir, round_no))
+    out_dir = Path(tempfile.mkdtemp(prefix=started.strftime("overhead-%Y%m%dT%H%M%S-"), dir=RESULTS))
+    print(
+        f"{len(jobs)} worker processes, {len(scenarios)} scenarios; logs and raw results in {out_dir}",
+        file=sys.stderr,
+    )
+    measure_interleaved(pythons, runs, settings, out_dir)
     elapsed = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+    (out_dir / "runs.json").write_text(json.dumps([asdict(run) for run in runs], indent=1))
 
-    ordered = [runs[job] for job in jobs]
-    scenarios = [s for s in SCENARIOS if not args.only or s in args.only]
-    print(render_table(ordered, scenarios))
+    print(render_table(runs, scenarios))
     if not args.write_docs:
         return 0
     machine = {
@@ -210,11 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commit": _git_revision(),
         "run time": f"{elapsed:.0f} s",
     }
-    settings = (
-        f"{args.rounds} rounds x {args.reps} repetitions, ~{args.budget:g} s per scenario per process "
-        "(20% of it warm-up)"
+    described = (
+        f"per scenario and mode, {args.warmup:g} s warm-up, then {args.reps} timed repetitions of "
+        f"~{args.rep_seconds:g} s CPU each, taken in turns with the other modes"
     )
-    section = render_section(ordered, scenarios, machine, settings, ENV_DESCRIPTIONS)
+    section = render_section(runs, scenarios, machine, described, ENV_DESCRIPTIONS)
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     document = DOCS.read_text() if DOCS.exists() else ""
     DOCS.write_text(replace_section(document, section))

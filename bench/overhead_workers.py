@@ -1,0 +1,181 @@
+"""Drive one ``bench_overhead.py`` worker process per (environment, mode), interleaved.
+
+All workers start together and are then asked in turn for one timed repetition each, in an
+order rotated every repetition, so a burst of load from elsewhere on this shared machine
+falls on every mode alike instead of on whichever process happened to be running. A worker
+that dies, hangs or reports an error is recorded on its ``Run`` and dropped; the others go
+on. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from overhead_report import Run
+
+BENCH = Path(__file__).resolve().parent
+# Variables that would change an instrumentation's defaults or the SDK's behaviour.
+_SCRUBBED_ENV_PREFIXES = ("OTEL_", "TRACELOOP_", "OPENAI_", "LLMLEDGER_")
+_START_TIMEOUT_S = 120.0
+"""Importing openai and an instrumentation on a loaded 2-core machine can take a while."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    scenarios: Sequence[str]
+    reps: int
+    """Timed repetitions per scenario and mode."""
+    rep_s: float
+    """CPU seconds one repetition should take (its batch size is derived from the warm-up)."""
+    warmup_s: float
+
+
+class WorkerDiedError(Exception):
+    """The worker exited, hung, or answered something that is not a reply."""
+
+
+class WorkerProcess:
+    """One worker: requests go to its stdin, replies come from a reader thread."""
+
+    def __init__(self, python: Path, mode: str, log: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
+        env["PYTHONHASHSEED"] = "0"
+        self._log_path = log
+        self._log = log.open("w")
+        self._process = subprocess.Popen(
+            [str(python), str(BENCH / "bench_overhead.py"), mode],
+            cwd=BENCH,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self._replies: queue.Queue[str | None] = queue.Queue()
+        assert self._process.stdout is not None
+        threading.Thread(target=self._read, args=(self._process.stdout,), daemon=True).start()
+
+    def _read(self, stream: TextIO) -> None:
+        for line in stream:
+            self._replies.put(line)
+        self._replies.put(None)
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            raise WorkerDiedError(f"no reply within {timeout:.0f} s") from None
+        if line is None:
+            self._process.wait()
+            raise WorkerDiedError(f"exited with {self._process.returncode}: {self._stderr_tail()}")
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise WorkerDiedError(f"unreadable reply {line[:200]!r}") from None
+
+    def request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(json.dumps(message) + "\n")
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerDiedError(f"gone: {self._stderr_tail()}") from None
+        return self.receive(timeout)
+
+    def _stderr_tail(self) -> str:
+        self._log.flush()
+        lines = self._log_path.read_text(errors="replace").strip().splitlines()
+        return " / ".join(lines[-3:]) or "no output"
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._log.close()
+
+
+def measure_interleaved(
+    pythons: dict[str, Path], runs: Sequence[Run], settings: Settings, logs: Path
+) -> None:
+    """Fill ``runs`` in place: start a worker for each, prepare each scenario, take turns timing."""
+    workers: dict[int, WorkerProcess] = {}
+    try:
+        for index, run in enumerate(runs):
+            python = pythons.get(run.env)
+            if python is None:
+                run.start(
+                    {
+                        "status": "unavailable",
+                        "reason": f"no {run.env} environment",
+                        "python": "",
+                        "packages": {},
+                    }
+                )
+            else:
+                workers[index] = WorkerProcess(python, run.mode, logs / f"{run.env}-{run.mode}.log")
+        # All workers import at once; then each says whether its mode is available.
+        for index in list(workers):
+            hello = _ask(runs, workers, index, None, _START_TIMEOUT_S)
+            if hello is not None:
+                runs[index].start(hello)
+                if runs[index].status != "ok":
+                    _drop(workers, index)
+        rep_timeout = 30 + 20 * settings.rep_s
+        for scenario in settings.scenarios:
+            print(f"  {scenario}", file=sys.stderr, flush=True)
+            prepare = {
+                "op": "prepare",
+                "scenario": scenario,
+                "warmup_s": settings.warmup_s,
+                "rep_s": settings.rep_s,
+            }
+            for index in list(workers):
+                check = _ask(runs, workers, index, prepare, rep_timeout + 20 * settings.warmup_s)
+                if check is not None:
+                    runs[index].checks[scenario] = check
+            timed = [index for index in workers if runs[index].usable(scenario)]
+            for rep in range(settings.reps):
+                shift = rep % len(timed) if timed else 0
+                for index in timed[shift:] + timed[:shift]:
+                    if index not in workers:
+                        continue
+                    sample = _ask(runs, workers, index, {"op": "time", "scenario": scenario}, rep_timeout)
+                    if sample is not None:
+                        runs[index].add_sample(scenario, sample)
+        for index in list(workers):
+            goodbye = _ask(runs, workers, index, {"op": "finish"}, 30)
+            if goodbye is not None:
+                runs[index].metric_names = goodbye["metric_names"]
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+
+def _ask(
+    runs: Sequence[Run],
+    workers: dict[int, WorkerProcess],
+    index: int,
+    message: dict[str, Any] | None,
+    timeout: float,
+) -> dict[str, Any] | None:
+    """The worker's reply to ``message`` (or its greeting); None once a failed worker is dropped."""
+    try:
+        worker = workers[index]
+        return worker.receive(timeout) if message is None else worker.request(message, timeout)
+    except WorkerDiedError as exc:
+        runs[index].fail(f"worker failed: {exc}")
+        _drop(workers, index)
+        return None
+
+
+def _drop(workers: dict[int, WorkerProcess], index: int) -> None:
+    workers.pop(index).close()
