@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from fractions import Fraction
-from operator import mul
+from operator import attrgetter, mul
 from pathlib import Path
 
 import genai_prices
@@ -107,6 +107,7 @@ _OUTPUT_FIELDS = (
     ("output_audio_tokens", "output_audio_tokens"),
 )
 _FIELD_INDEX = {usage_key: index for index, (_, usage_key) in enumerate(_INPUT_FIELDS + _OUTPUT_FIELDS)}
+_usage_values = attrgetter(*(name for name, _ in _INPUT_FIELDS + _OUTPUT_FIELDS))
 _N_INPUT = len(_INPUT_FIELDS)
 _N_FIELDS = _N_INPUT + len(_OUTPUT_FIELDS)
 
@@ -219,18 +220,10 @@ class _Compiled:
     def __post_init__(self) -> None:
         object.__setattr__(self, "unit", Decimal(1).scaleb(-self.scale, _EXACT))
 
-    def cost(self, usage: TokenUsage, input_tokens: int, output_tokens: int, source: str) -> CallCost | None:
-        values = (
-            input_tokens,
-            usage.cached_input_tokens,
-            usage.cache_write_tokens,
-            usage.input_audio_tokens,
-            usage.cached_audio_tokens,
-            usage.input_image_tokens,
-            output_tokens,
-            usage.reasoning_tokens,
-            usage.output_audio_tokens,
-        )
+    def cost(self, usage: TokenUsage, source: str) -> CallCost | None:
+        """Cost of ``usage``, whose input and output totals are known; None if its counts do not add up."""
+        values: tuple[int, ...] = _usage_values(usage)
+        input_tokens = values[0]
         if min(values) < 0:
             return None
         for check in self.checks:
@@ -571,9 +564,7 @@ class PriceBook:
         at: datetime | None = None,
     ) -> CallCost | None:
         """None when the price is unknown (never a zero cost); also when usage is unknown."""
-        input_tokens = usage.input_tokens
-        output_tokens = usage.output_tokens
-        if input_tokens is None or output_tokens is None:
+        if usage.input_tokens is None or usage.output_tokens is None:
             return None
         resolution = self._resolved.get((provider, model, service_tier))
         if resolution is None:
@@ -586,7 +577,7 @@ class PriceBook:
         if compiled is None:
             self._count_unpriced(provider, model, plan.steps[-1])
             return None
-        cost = compiled.cost(usage, input_tokens, output_tokens, plan.source)
+        cost = compiled.cost(usage, plan.source)
         if cost is None:
             self._count_unpriced(provider, model, f"token counts do not add up: {usage}")
         return cost
