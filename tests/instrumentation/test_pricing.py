@@ -8,6 +8,7 @@ PriceBook.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, localcontext
@@ -247,6 +248,42 @@ def test_explanation_gives_the_period_a_price_is_in_effect(book: PriceBook) -> N
     after = book.explain("openai", "o3", at=AT)
     assert (before.valid_from, before.valid_until, before.bands[0].input) == (None, date(2025, 6, 10), 10)
     assert (after.valid_from, after.valid_until, after.bands[0].input) == (date(2025, 6, 10), None, 2)
+
+
+def test_one_book_prices_concurrent_calls_at_different_times_consistently() -> None:
+    book = PriceBook()
+    times = [datetime(2025, 1, 1, tzinfo=UTC), AT, datetime(2025, 6, 10, tzinfo=UTC), None]
+    calls = [
+        (model, USAGES[shape], tier, times[i % len(times)])
+        for i, (model, shape, tier) in enumerate(
+            (model, shape, tier)
+            for model in ["o3", "gpt-5", "gpt-5.4", "deepseek-chat"]
+            for shape in ("plain", "cached+reasoning", "long context")
+            for tier in (None, "priority", "flex")
+        )
+    ]
+
+    def price_all(_: int) -> list[CallCost | None]:
+        return [
+            book.price_call(
+                "deepseek" if model.startswith("deepseek") else "openai", model, u, service_tier=t, at=at
+            )
+            for model, u, t, at in calls * 20
+        ]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(price_all, range(8)))
+    fresh = PriceBook()
+    expected = [
+        fresh.price_call(
+            "deepseek" if model.startswith("deepseek") else "openai", model, u, service_tier=t, at=at
+        )
+        for model, u, t, at in calls * 20
+        if at is not None
+    ]
+    for result in results:
+        assert [cost for cost, (*_, at) in zip(result, calls * 20, strict=True) if at is not None] == expected
+        assert all(cost is not None for cost in result)
 
 
 def test_naive_call_time_is_utc(book: PriceBook) -> None:
