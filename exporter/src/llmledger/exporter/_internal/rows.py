@@ -81,7 +81,8 @@ def _sdk_attributes(attributes: Mapping[str, Any] | None) -> dict[str, str]:
         else attributes.items()
     )
     return {
-        key: value if type(value) is str else _by_type(type(value), stringify)(value) for key, value in items
+        key: value if type(value) is str else _by_type(type(value), stringify)(value)  # pyright: ignore[reportUnknownArgumentType]
+        for key, value in items
     }
 
 

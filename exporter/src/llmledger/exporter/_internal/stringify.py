@@ -120,7 +120,7 @@ def _bytes(value: bytes) -> str:
 
 def _sequence(value: Sequence[Any]) -> str:
     # The common case, a few plain strings (finish reasons), skips the general encoder.
-    if all(type(item) is str for item in value):
+    if value and all(type(item) is str for item in value):
         joined = '","'.join(value)
         if not _NEEDS_JSON_ESCAPE.search(joined):
             return f'["{joined}"]'
