@@ -8,7 +8,8 @@ within a second of the others. Requests and replies:
 - (on start) -> ``{"status": "ok" | "unavailable" | "error", "reason", "python", "packages"}``
 - ``{"op": "prepare", "scenario", "warmup_s", "rep_s"}`` -> one checked call, then warm-up,
   then the batch size that makes one repetition last ``rep_s``:
-  ``{"calls_per_rep", "chunks_seen", "chunks_expected", "spans_per_call"}`` or ``{"error"}``
+  ``{"calls_per_rep", "chunks_seen", "chunks_expected", "spans_per_call", "span_attributes",
+  "span_events"}`` or ``{"error"}``
 - ``{"op": "time", "scenario"}`` -> one repetition, per call: ``{"wall_ns", "cpu_ns"}``
 - ``{"op": "finish"}`` -> ``{"metric_names"}``, and the worker exits.
 
@@ -84,13 +85,16 @@ _EMBEDDING_INPUT = "Invoice 2026-0419 from ACME GmbH, net 1,079.41 EUR, VAT 19%,
 
 
 class CountingSpanExporter(SpanExporter):
-    """Receives every finished span and keeps only a count: export costs nothing."""
+    """Receives every finished span and keeps only a count and the last one: export is free."""
 
     def __init__(self) -> None:
         self.spans = 0
+        self.last: ReadableSpan | None = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.spans += len(spans)
+        if spans:
+            self.last = spans[-1]
         return SpanExportResult.SUCCESS
 
 
@@ -202,9 +206,13 @@ def prepare(
     name: str, run_batch: Callable[[int], int], exporter: CountingSpanExporter, warmup_s: float, rep_s: float
 ) -> dict[str, Any]:
     """Check one call, warm up for ``warmup_s``, and size a repetition to ``rep_s`` of CPU time."""
-    before = exporter.spans
+    before, exporter.last = exporter.spans, None
     chunks_seen = run_batch(1)
     spans_per_call = exporter.spans - before
+    # What the span carries, to show what each mode does for its cost.
+    span = exporter.last
+    span_attributes = len(span.attributes or {}) if span is not None else 0
+    span_events = len(span.events) if span is not None else 0
     calls, batch = 0, 1
     started = time.process_time_ns()
     while True:
@@ -219,6 +227,8 @@ def prepare(
         "chunks_seen": chunks_seen,
         "chunks_expected": _EXPECTED_CHUNKS.get(name, 0),
         "spans_per_call": spans_per_call,
+        "span_attributes": span_attributes,
+        "span_events": span_events,
     }
 
 

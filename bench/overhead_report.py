@@ -139,6 +139,21 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:400]
 
 
+def render_recorded(runs: Sequence[Run]) -> str:
+    """What each instrumentation records for its cost: the chat span's size and the metrics."""
+    lines: list[str] = []
+    for run in runs:
+        check = run.checks.get("chat", {})
+        if run.mode == "none" or run.status != "ok" or "span_attributes" not in check:
+            continue
+        metrics = ", ".join(f"`{name}`" for name in run.metric_names) or "none"
+        lines.append(
+            f"- {run.label}: {check['span_attributes']} attributes and {check['span_events']} events "
+            f"on the chat span; metrics {metrics}"
+        )
+    return "\n".join(lines)
+
+
 def render_environments(runs: Sequence[Run], envs: dict[str, str]) -> str:
     by_env: dict[str, Run] = {}
     for run in runs:
@@ -242,6 +257,9 @@ def render_section(
     ]
     if unavailable:
         parts += ["Not measured:", "", unavailable, ""]
+    recorded = render_recorded(runs)
+    if recorded:
+        parts += ["What each mode recorded:", "", recorded, ""]
     parts += [
         "Environments:",
         "",
