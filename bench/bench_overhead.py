@@ -18,7 +18,8 @@ Modes:
 - ``none``: the SDK with no instrumentation (the baseline of its environment);
 - ``llmledger``: ``llmledger.instrumentation.LLMLedgerInstrumentor``;
 - ``openllmetry``: ``opentelemetry-instrumentation-openai``;
-- ``contrib``: ``opentelemetry-instrumentation-openai-v2``.
+- ``contrib``: ``opentelemetry-instrumentation-openai-v2``;
+- ``llmledger-unsampled``: llmledger under an ``ALWAYS_OFF`` sampler (spans not recorded).
 
 Every mode, ``none`` included, runs with the same real SDK providers: a ``TracerProvider``
 whose ``SimpleSpanProcessor`` hands each span to an exporter that only counts it, and a
@@ -53,8 +54,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-MODES = ("none", "llmledger", "openllmetry", "contrib")
+MODES = ("none", "llmledger", "openllmetry", "contrib", "llmledger-unsampled")
+UNSAMPLED_SUFFIX = "-unsampled"
+"""The mode's instrumentation under an ALWAYS_OFF sampler: what a call costs when not traced."""
 _INSTRUMENTORS = {
     "llmledger": ("llmledger.instrumentation", "LLMLedgerInstrumentor"),
     "openllmetry": ("opentelemetry.instrumentation.openai", "OpenAIInstrumentor"),
@@ -112,7 +116,7 @@ def instrument(mode: str, tracer_provider: TracerProvider, meter_provider: Meter
     """Turn ``mode`` on; the reason it is unavailable, or None once instrumented."""
     if mode == "none":
         return None
-    module_name, class_name = _INSTRUMENTORS[mode]
+    module_name, class_name = _INSTRUMENTORS[mode.removesuffix(UNSAMPLED_SUFFIX)]
     try:
         # Imported by name: the comparison packages are absent from the project's environment.
         instrumentor_class = getattr(importlib.import_module(module_name), class_name)
@@ -237,7 +241,8 @@ class Worker:
 
     def __init__(self, mode: str) -> None:
         self.exporter = CountingSpanExporter()
-        self.tracer_provider = TracerProvider()
+        unsampled = mode.endswith(UNSAMPLED_SUFFIX)
+        self.tracer_provider = TracerProvider(sampler=ALWAYS_OFF) if unsampled else TracerProvider()
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.metric_reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.metric_reader])

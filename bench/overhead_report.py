@@ -87,7 +87,8 @@ def _problems(run: Run, scenario: str) -> list[str]:
     notes: list[str] = []
     if "error" in check:
         notes.append(f"call failed: {check['error']}")
-    if run.mode != "none" and check["spans_per_call"] != 1:
+    expected_spans = 0 if run.mode == "none" or run.mode.endswith("-unsampled") else 1
+    if check["spans_per_call"] != expected_spans:
         notes.append(f"{check['spans_per_call']:g} spans per call")
     if check["chunks_seen"] != check["chunks_expected"]:
         notes.append(f"app saw {check['chunks_seen']} chunks, expected {check['chunks_expected']}")

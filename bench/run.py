@@ -48,7 +48,9 @@ ENV_DESCRIPTIONS = {
     "project": "the project's `.venv` (llmledger installed editable)",
     "compare": "`.venv-bench`, from `bench/requirements-compare.txt` (OpenLLMetry, contrib)",
 }
-MODES = ("none", "llmledger", "openllmetry", "contrib")
+DEFAULT_MODES = ("none", "llmledger", "openllmetry", "contrib")
+# Not run by default: what llmledger costs when the sampler drops the span.
+MODES = (*DEFAULT_MODES, "llmledger-unsampled")
 SCENARIOS = tuple(SCENARIO_LABELS)
 # Comparison instrumentations must not touch the project's environment, and llmledger is
 # measured where users will run it; --llmledger-in-compare-env adds it to the other side too.
@@ -57,6 +59,7 @@ _JOB_ENVS = {
     "llmledger": ("project",),
     "openllmetry": ("compare",),
     "contrib": ("compare",),
+    "llmledger-unsampled": ("project",),
 }
 
 
@@ -114,7 +117,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(DEFAULT_MODES), help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--unsampled", action="store_true", help="add llmledger-unsampled (ALWAYS_OFF sampler) to the modes"
+    )
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=[], help="scenarios (default all)")
     parser.add_argument(
         "--reps", type=int, default=16, help="timed repetitions per scenario and mode (default 16)"
@@ -148,7 +156,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.reps, args.rep_seconds, args.warmup = 5, 0.05, 0.1
     if args.write_docs is None:
         # Only a complete run may replace the published table.
-        args.write_docs = not args.quick and not args.only and set(args.modes) == set(MODES)
+        args.write_docs = not args.quick and not args.only and set(DEFAULT_MODES) <= set(args.modes)
+    if args.unsampled and "llmledger-unsampled" not in args.modes:
+        args.modes.append("llmledger-unsampled")
     return args
 
 
