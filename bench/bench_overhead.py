@@ -11,6 +11,8 @@ within a second of the others. Requests and replies:
   ``{"calls_per_rep", "chunks_seen", "chunks_expected", "spans_per_call", "span_attributes",
   "span_events"}`` or ``{"error"}``
 - ``{"op": "time", "scenario"}`` -> one repetition, per call: ``{"wall_ns", "cpu_ns"}``
+- ``{"op": "profile", "scenario", "path"}`` -> one repetition under cProfile, stats written
+  to ``path``: ``{"path"}``
 - ``{"op": "finish"}`` -> ``{"metric_names"}``, and the worker exits.
 
 Modes:
@@ -34,6 +36,7 @@ and a call that fails is reported as that scenario's error, rather than failing 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
 import importlib
 import json
@@ -206,6 +209,14 @@ def measure_once(run_batch: Callable[[int], int], calls: int) -> dict[str, float
     return {"wall_ns": wall / calls, "cpu_ns": cpu / calls}
 
 
+def profile_once(run_batch: Callable[[int], int], calls: int, path: str) -> dict[str, Any]:
+    """Run one repetition under cProfile and write the stats to ``path`` (for ``pstats``)."""
+    profiler = cProfile.Profile()
+    profiler.runcall(run_batch, calls)
+    profiler.dump_stats(path)
+    return {"path": path}
+
+
 def prepare(
     name: str, run_batch: Callable[[int], int], exporter: CountingSpanExporter, warmup_s: float, rep_s: float
 ) -> dict[str, Any]:
@@ -273,6 +284,8 @@ class Worker:
                 reply = prepare(name, run_batch, self.exporter, request["warmup_s"], request["rep_s"])
                 self.calls_per_rep[name] = reply["calls_per_rep"]
                 return reply
+            if op == "profile":
+                return profile_once(run_batch, self.calls_per_rep[name], request["path"])
             return measure_once(run_batch, self.calls_per_rep[name])
         except Exception as exc:
             # An instrumentation that breaks a call is a finding, not a crash of the benchmark.

@@ -37,6 +37,8 @@ class Settings:
     rep_s: float
     """CPU seconds one repetition should take (its batch size is derived from the warm-up)."""
     warmup_s: float
+    profile_dir: Path | None = None
+    """Where to write a cProfile of one repetition per scenario and mode, if anywhere."""
 
 
 class WorkerDiedError(Exception):
@@ -120,8 +122,11 @@ def measure_interleaved(
                         "packages": {},
                     }
                 )
-            else:
+                continue
+            try:
                 workers[index] = WorkerProcess(python, run.mode, logs / f"{run.env}-{run.mode}.log")
+            except OSError as exc:
+                run.fail(f"cannot start {python}: {exc}")
         # All workers import at once; then each says whether its mode is available.
         for index in list(workers):
             hello = _ask(runs, workers, index, None, _START_TIMEOUT_S)
@@ -151,6 +156,17 @@ def measure_interleaved(
                     sample = _ask(runs, workers, index, {"op": "time", "scenario": scenario}, rep_timeout)
                     if sample is not None:
                         runs[index].add_sample(scenario, sample)
+            if settings.profile_dir is not None:
+                for index in timed:
+                    if index in workers:
+                        path = settings.profile_dir / f"{runs[index].env}-{runs[index].mode}-{scenario}.prof"
+                        _ask(
+                            runs,
+                            workers,
+                            index,
+                            {"op": "profile", "scenario": scenario, "path": str(path)},
+                            rep_timeout * 5,
+                        )
         for index in list(workers):
             goodbye = _ask(runs, workers, index, {"op": "finish"}, 30)
             if goodbye is not None:

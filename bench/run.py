@@ -140,6 +140,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="time the table reports: process CPU time (default; robust to other load) or wall",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after timing, write a cProfile of one repetition per scenario and mode (read with pstats)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: few short repetitions, docs untouched"
     )
     parser.add_argument(
@@ -174,11 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"comparison environment unavailable: {exc}", file=sys.stderr)
     runs = [Run(env=job.env, mode=job.mode, clock=args.clock) for job in jobs]
     scenarios = [s for s in SCENARIOS if not args.only or s in args.only]
-    settings = Settings(scenarios=scenarios, reps=args.reps, rep_s=args.rep_seconds, warmup_s=args.warmup)
     started = datetime.datetime.now(datetime.UTC)
     load_before = _load()
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_dir = Path(tempfile.mkdtemp(prefix=started.strftime("overhead-%Y%m%dT%H%M%S-"), dir=RESULTS))
+    settings = Settings(
+        scenarios=scenarios,
+        reps=args.reps,
+        rep_s=args.rep_seconds,
+        warmup_s=args.warmup,
+        profile_dir=out_dir if args.profile else None,
+    )
     print(
         f"{len(jobs)} worker processes, {len(scenarios)} scenarios; logs and raw results in {out_dir}",
         file=sys.stderr,
@@ -188,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out_dir / "runs.json").write_text(json.dumps([asdict(run) for run in runs], indent=1))
 
     print(render_table(runs, scenarios))
+    if args.profile:
+        print(f"\nprofiles: {out_dir}/*.prof (python -m pstats FILE)", file=sys.stderr)
     if not args.write_docs:
         return 0
     machine = {
