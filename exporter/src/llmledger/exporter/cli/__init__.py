@@ -15,12 +15,14 @@ from typing import Final
 
 from llmledger.exporter._internal.config import ConfigError
 from llmledger.exporter._internal.store import StoreError
-from llmledger.exporter.cli import _prices, _schema, _sql, _tenant_user
+from llmledger.exporter.cli import _demo, _prices, _report, _schema, _sql, _tenant_user
 from llmledger.exporter.version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: Final[tuple[ModuleType, ...]] = (
+    _demo,
+    _report,
     _schema,
     _sql,
     _prices,

@@ -11,7 +11,8 @@ CREATE TABLE IF NOT EXISTS ${db}.model_prices ${on_cluster} (
     source LowCardinality(String),
     updated_at DateTime64(3, 'UTC')
 ) ENGINE = ${replacing_merge_tree}(updated_at)
-ORDER BY (provider, model, source);
+ORDER BY (provider, model, source)
+SETTINGS index_granularity = 8192${dedup_window};
 
 -- Spend limits per tenant (user_id = '') or per user of a tenant, per period.
 CREATE TABLE IF NOT EXISTS ${db}.budgets ${on_cluster} (
@@ -22,4 +23,5 @@ CREATE TABLE IF NOT EXISTS ${db}.budgets ${on_cluster} (
     enforcement Enum8('soft' = 1, 'hard' = 2),
     updated_at DateTime64(3, 'UTC')
 ) ENGINE = ${replacing_merge_tree}(updated_at)
-ORDER BY (tenant_id, user_id, period);
+ORDER BY (tenant_id, user_id, period)
+SETTINGS index_granularity = 8192${dedup_window};

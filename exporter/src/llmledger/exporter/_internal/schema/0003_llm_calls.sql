@@ -97,6 +97,7 @@ FROM (
             nullIf(a['user.id'], ''),
             nullIf(a['traceloop.association.properties.user_id'], ''),
             nullIf(a['langfuse.user.id'], ''),
+            nullIf(a['gen_ai.request.user'], ''),
             a['llm.user']
         ) AS user_id,
         coalesce(

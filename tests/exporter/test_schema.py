@@ -1,0 +1,188 @@
+"""Schema migrations: the Collector's layout, idempotent apply, upgrades that keep data, layout options."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from llmledger.exporter import ConfigError, StoreConfig
+from llmledger.exporter._internal.migrations import apply_migrations, load_migrations, migration_status
+from llmledger.exporter._internal.rows import SpanRows
+from llmledger.exporter._internal.writer import SpanWriter
+
+# The Collector (contrib) clickhouse exporter's otel_traces, as ClickHouse reports it.
+COLLECTOR_OTEL_TRACES = [
+    ("Timestamp", "DateTime64(9)"),
+    ("TraceId", "String"),
+    ("SpanId", "String"),
+    ("ParentSpanId", "String"),
+    ("TraceState", "String"),
+    ("SpanName", "LowCardinality(String)"),
+    ("SpanKind", "LowCardinality(String)"),
+    ("ServiceName", "LowCardinality(String)"),
+    ("ResourceAttributes", "Map(LowCardinality(String), String)"),
+    ("ScopeName", "String"),
+    ("ScopeVersion", "String"),
+    ("SpanAttributes", "Map(LowCardinality(String), String)"),
+    ("Duration", "UInt64"),
+    ("StatusCode", "LowCardinality(String)"),
+    ("StatusMessage", "String"),
+    ("Events.Timestamp", "Array(DateTime64(9))"),
+    ("Events.Name", "Array(LowCardinality(String))"),
+    ("Events.Attributes", "Array(Map(LowCardinality(String), String))"),
+    ("Links.TraceId", "Array(String)"),
+    ("Links.SpanId", "Array(String)"),
+    ("Links.TraceState", "Array(String)"),
+    ("Links.Attributes", "Array(Map(LowCardinality(String), String))"),
+]
+# shared/ARCHITECTURE.md's llm_calls, in order.
+LLM_CALLS_COLUMNS = (
+    "Timestamp TraceId SpanId ServiceName tenant_id user_id session_id conversation_id feature provider operation "
+    "request_model response_model input_tokens cached_input_tokens output_tokens reasoning_tokens cost_usd "
+    "cost_source tokens_estimated is_fallback fallback_attempt success error_type duration_ns ttft_ns stream"
+).split()
+
+
+def columns(query, database: str, table: str) -> list[tuple[str, str]]:
+    rows = query(
+        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} ORDER BY position",
+        db=database,
+        t=table,
+    )
+    return [(r["name"], r["type"]) for r in rows]
+
+
+def create_statements(query, database: str) -> dict[str, str]:
+    rows = query(
+        "SELECT name, create_table_query FROM system.tables WHERE database = {db:String}", db=database
+    )
+    return {r["name"]: r["create_table_query"] for r in rows}
+
+
+def test_otel_traces_has_the_collector_layout(config: StoreConfig, query) -> None:
+    assert columns(query, config.database, "otel_traces") == COLLECTOR_OTEL_TRACES
+    assert columns(query, config.database, "otel_traces_trace_id_ts") == [
+        ("TraceId", "String"),
+        ("Start", "DateTime"),
+        ("End", "DateTime"),
+    ]
+    (table,) = query(
+        "SELECT sorting_key, partition_key FROM system.tables WHERE database = {db:String} "
+        "AND name = 'otel_traces'",
+        db=config.database,
+    )
+    assert table == {
+        "sorting_key": "ServiceName, SpanName, toDateTime(Timestamp)",
+        "partition_key": "toDate(Timestamp)",
+    }
+    assert "otel_traces_trace_id_ts_mv" in create_statements(query, config.database)
+
+
+def test_llm_calls_has_the_contract_columns_and_tenant_first(config: StoreConfig, query) -> None:
+    assert [name for name, _ in columns(query, config.database, "llm_calls")] == LLM_CALLS_COLUMNS
+    types = dict(columns(query, config.database, "llm_calls"))
+    assert types["cost_usd"] == "Nullable(Decimal(38, 12))"
+    (table,) = query(
+        "SELECT sorting_key FROM system.tables WHERE database = {db:String} AND name = 'llm_calls'",
+        db=config.database,
+    )
+    assert table["sorting_key"].startswith("tenant_id,")
+
+
+def test_applying_twice_changes_nothing(blank_config: StoreConfig, store_client: Client, query) -> None:
+    first = apply_migrations(store_client, blank_config)
+    assert [m.version for m in first] == [m.version for m in load_migrations()]
+    before = create_statements(query, blank_config.database)
+    assert apply_migrations(store_client, blank_config) == []
+    assert create_statements(query, blank_config.database) == before
+    assert all(status.applied for status in migration_status(store_client, blank_config))
+
+
+def test_a_later_migration_applies_over_an_earlier_one_keeping_data(
+    blank_config: StoreConfig, store_client: Client, recorder, query
+) -> None:
+    last = load_migrations()[-1].version
+    apply_migrations(store_client, blank_config, target=last - 1)
+    statuses = migration_status(store_client, blank_config)
+    assert [s.applied for s in statuses] == [True] * (len(statuses) - 1) + [False]
+
+    for i in range(20):
+        recorder.call(
+            "chat",
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.usage.input_tokens": i,
+                "gen_ai.usage.cost": 0.001,
+                "tenant.id": "acme",
+            },
+        )
+    rows = SpanRows()
+    rows.add_sdk_spans(recorder.finished())
+    SpanWriter(store_client, blank_config.database).write(rows)
+
+    applied = apply_migrations(store_client, blank_config)
+    assert [m.version for m in applied] == [last]
+    db = blank_config.database
+    (counts,) = query(f"""SELECT (SELECT count() FROM {db}.otel_traces) AS spans,
+                                 (SELECT count() FROM {db}.llm_calls) AS calls,
+                                 (SELECT sum(calls) FROM {db}.llm_usage_hourly) AS rolled_up,
+                                 (SELECT sum(input_tokens) FROM {db}.llm_usage_hourly) AS tokens""")
+    assert counts == {"spans": 20, "calls": 20, "rolled_up": 20, "tokens": sum(range(20))}
+
+
+def test_ttls_keep_raw_spans_shorter_than_rollups(
+    blank_config: StoreConfig, store_client: Client, query
+) -> None:
+    config = dataclasses.replace(blank_config, spans_ttl_days=7, calls_ttl_days=90, rollup_ttl_days=730)
+    apply_migrations(store_client, config)
+    tables = create_statements(query, config.database)
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(7)" in tables["otel_traces"]
+    assert "TTL toDateTime(Start) + toIntervalDay(7)" in tables["otel_traces_trace_id_ts"]
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(90)" in tables["llm_calls"]
+    assert "TTL toDateTime(hour) + toIntervalDay(730)" in tables["llm_usage_hourly"]
+
+
+def test_cluster_mode_emits_on_cluster_and_replicated_engines() -> None:
+    config = StoreConfig(url="http://ch:8123", database="ledger", cluster="prod")
+    statements = [s for m in load_migrations() for s in m.statements(config)]
+    creates = [s for s in statements if s.startswith("CREATE")]
+    assert creates and all("ON CLUSTER `prod`" in s for s in creates)
+    tables = [s for s in creates if s.startswith("CREATE TABLE")]
+    assert all("ENGINE = Replicated" in s for s in tables), "every table replicated"
+    assert not any("non_replicated_deduplication_window" in s for s in statements)
+    single = [s for m in load_migrations() for s in m.statements(StoreConfig(url="http://ch:8123"))]
+    assert not any("ON CLUSTER" in s or "Replicated" in s for s in single)
+    assert all("non_replicated_deduplication_window" in s for s in single if s.startswith("CREATE TABLE"))
+
+
+def test_config_reports_every_problem_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        StoreConfig.from_env(
+            {"LLMLEDGER_CLICKHOUSE_URL": "ftp://x", "LLMLEDGER_SPANS_TTL_DAYS": "soon"},
+            database="bad-name;",
+            cluster="a b",
+        )
+    problems = caught.value.problems
+    assert len(problems) == 4
+    assert any("ftp://x" in p for p in problems)
+    assert any("soon" in p for p in problems)
+    assert any("bad-name;" in p for p in problems)
+    assert any("'a b'" in p for p in problems)
+
+
+def test_ttl_order_is_validated() -> None:
+    with pytest.raises(ConfigError, match="spans_ttl_days must not exceed calls_ttl_days"):
+        StoreConfig.from_env({}, url="chdb:///tmp/x", spans_ttl_days=30, calls_ttl_days=7)
+
+
+def test_default_store_is_in_the_users_data_dir(tmp_path) -> None:
+    config = StoreConfig.from_env({"XDG_DATA_HOME": str(tmp_path)})
+    assert config.embedded_path == tmp_path / "llmledger" / "store"
+    assert config.database == "llmledger"
+    server = StoreConfig.from_env({"LLMLEDGER_CLICKHOUSE_URL": "https://u:secret@ch.example:8443/ledger"})
+    assert (server.embedded, server.database) == (False, "ledger")
+    assert "secret" not in server.display_url
