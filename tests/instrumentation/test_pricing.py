@@ -315,6 +315,8 @@ def test_time_of_day_prices_match_genai_prices(book: PriceBook, hour: int) -> No
         ("gcp.gemini", "gemini-2.5-pro", "google"),
         ("gcp.vertex_ai", "gemini-2.0-flash", "google"),
         ("anthropic", "claude-sonnet-4-5", "anthropic"),
+        ("perplexity", "sonar-pro", "perplexity"),  # a fee per request on top of tokens
+        ("perplexity", "sonar-deep-research", "perplexity"),  # reasoning at its own rate
         ("azure.ai.openai", "o1", "azure"),
         ("azure.ai.openai", "gpt-4o", "azure"),
     ],
@@ -322,7 +324,7 @@ def test_time_of_day_prices_match_genai_prices(book: PriceBook, hour: int) -> No
 def test_other_providers_map_to_genai_prices_ids(
     book: PriceBook, provider: str, model: str, provider_id: str
 ) -> None:
-    for usage in (USAGES["plain"], USAGES["long context"]):
+    for usage in (USAGES["plain"], USAGES["cached+reasoning"], USAGES["long context"]):
         expected = reference(model, usage, provider_id=provider_id)
         assert book.price_call(provider, model, usage, at=AT) == expected
 

@@ -117,6 +117,7 @@ class CallCost:
     """USD cost of one call, exact."""
 
     total: Decimal
+    """``input + output``, plus a per-request fee for the few models that charge one."""
     input: Decimal
     """Input tokens, cached input at its own rate included."""
     output: Decimal
@@ -298,7 +299,7 @@ def _compile(price: ModelPrice) -> _Compiled:
     if not tokens:
         units = ", ".join(sorted(unit.price_key for unit, _ in priced)) or "nothing"
         raise _Unpriceable(f"priced per {units}, not per token")
-    per_request = [value for unit, value in priced if unit.usage_key == "requests"]
+    per_request = [(unit, value) for unit, value in priced if unit.usage_key == "requests"]
 
     # Each priced unit is billed for its *leaf* count: its tokens minus those of more
     # specific priced units (genai-prices' decomposition), a linear form over our fields.
@@ -334,11 +335,15 @@ def _compile(price: ModelPrice) -> _Compiled:
     per_token = [
         [(unit, Fraction(rate_at(value, above)) / unit.per) for unit, value in tokens] for above in aboves
     ]
-    fixed = sum((Fraction(value) / 1000 for value in per_request if isinstance(value, Decimal)), Fraction(0))
+    fixed = sum(
+        (Fraction(value) / unit.per for unit, value in per_request if isinstance(value, Decimal)), Fraction(0)
+    )
     fractions = [rate for band in per_token for _, rate in band] + [fixed]
     scale = 0
     while any((rate * 10**scale).denominator != 1 for rate in fractions):
         scale += 1
+        if scale > 60:  # only a unit counted per 60 or 3600 (never a token) could get here
+            raise _Unpriceable("a rate is not a whole number of any decimal sub-unit of USD")
     bands: list[_Band] = []
     for above, band in zip(aboves, per_token, strict=True):
         coefficients = [0] * _N_FIELDS
