@@ -27,7 +27,7 @@ VENV = Path(os.environ.get("LLMLEDGER_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 
-RUNTIME = ["-e", str(ROOT / "instrumentation"), "-e", f"{ROOT / 'exporter'}[embedded]"]
+RUNTIME = ["-e", str(ROOT / "instrumentation"), "-e", f"{ROOT / 'exporter'}[embedded,demo]"]
 DEV = ["-r", str(ROOT / "requirements-dev.txt")]
 STAMP_INPUTS = ["instrumentation/pyproject.toml", "exporter/pyproject.toml", "requirements-dev.txt"]
 # The oldest openai release the instrumentation claims (package.py `_instruments`).
