@@ -50,9 +50,8 @@ from genai_prices.types import (
 from genai_prices.units import UnitDef, UnitRegistry
 from genai_prices.validation import validate_priced_units
 
-# Sibling imports are relative: pyright resolves them without the package's py.typed marker.
-from .price_file import CustomPrice, PriceFileError, load_price_file
-from .usage import TokenUsage
+from llmledger.instrumentation._internal.price_file import CustomPrice, PriceFileError, load_price_file
+from llmledger.instrumentation._internal.usage import TokenUsage
 
 __all__ = [
     "PROVIDER_IDS",
