@@ -340,3 +340,48 @@ def test_from_config_refuses_a_bad_file(tmp_path: Path) -> None:
         f"{path}:1: [[price]] #1: missing required field 'input'",
         f"{path}:1: [[price]] #1: missing required field 'output' (write output = 0 for embeddings)",
     )
+
+
+TRICKY = """\
+# A comment with "quotes", 'apostrophes' and [[price]] in it.
+[[price]]
+provider = 'openai'  # literal string
+model = "gpt-\\"quoted\\""
+notes = '''
+  input = "not a key"
+  [[price]]
+'''
+input = 1
+output = 1
+
+[[price]]
+"provider" = "openai"
+model.name = "x"
+input = [
+  1,  # ] not the end
+  "]",
+]
+output = \"\"\"
+not a number\"\"\"
+cached_input = { base = 1, tiers = [{ start = 10, price = "x" }] }
+"""
+
+
+def line_of(text: str, marker: str) -> int:
+    return text[: text.index(marker)].count("\n") + 1
+
+
+def test_lines_are_found_past_strings_comments_and_multi_line_values() -> None:
+    with pytest.raises(PriceFileError) as caught:
+        parse_price_file(TRICKY, "p.toml")
+    number = "expected a non-negative number of USD per million tokens"
+    assert caught.value.errors == (
+        f"p.toml:{line_of(TRICKY, 'notes')}: [[price]] #1: unknown field 'notes' (known fields: {FIELDS})",
+        f"p.toml:{line_of(TRICKY, 'model.name')}: [[price]] #2: field 'model': expected a non-empty string, "
+        "got a table",
+        f"p.toml:{line_of(TRICKY, 'input = [')}: [[price]] #2: field 'input': {number}, got an array",
+        f"p.toml:{line_of(TRICKY, 'output = ' + chr(34))}: [[price]] #2: field 'output': {number}, "
+        "got 'not a number'",
+        f"p.toml:{line_of(TRICKY, 'cached_input')}: [[price]] #2: field 'cached_input': tiers[0].price: "
+        f"{number}, got 'x'",
+    )

@@ -330,7 +330,8 @@ def _locate_keys(text: str) -> dict[tuple[str | int, ...], int]:
             table = _resolve(tuple(scanner.keys("]")), arrays)
         else:
             keys = scanner.keys("=")
-            lines.setdefault((*table, *keys), line)
+            for depth in range(1, len(keys) + 1):  # ``a.b = 1`` also defines ``a`` here
+                lines.setdefault((*table, *keys[:depth]), line)
             scanner.skip_value()
             continue
         lines.setdefault(table, line)
