@@ -38,11 +38,35 @@ COLLECTOR_OTEL_TRACES = [
     ("Links.Attributes", "Array(Map(LowCardinality(String), String))"),
 ]
 # shared/ARCHITECTURE.md's llm_calls, in order.
-LLM_CALLS_COLUMNS = (
-    "Timestamp TraceId SpanId ServiceName tenant_id user_id session_id conversation_id feature provider operation "
-    "request_model response_model input_tokens cached_input_tokens output_tokens reasoning_tokens cost_usd "
-    "cost_source tokens_estimated is_fallback fallback_attempt success error_type duration_ns ttft_ns stream"
-).split()
+LLM_CALLS_COLUMNS = [
+    "Timestamp",
+    "TraceId",
+    "SpanId",
+    "ServiceName",
+    "tenant_id",
+    "user_id",
+    "session_id",
+    "conversation_id",
+    "feature",
+    "provider",
+    "operation",
+    "request_model",
+    "response_model",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "cost_source",
+    "tokens_estimated",
+    "is_fallback",
+    "fallback_attempt",
+    "success",
+    "error_type",
+    "duration_ns",
+    "ttft_ns",
+    "stream",
+]
 
 
 def columns(query, database: str, table: str) -> list[tuple[str, str]]:
@@ -150,7 +174,8 @@ def test_cluster_mode_emits_on_cluster_and_replicated_engines() -> None:
     config = StoreConfig(url="http://ch:8123", database="ledger", cluster="prod")
     statements = [s for m in load_migrations() for s in m.statements(config)]
     creates = [s for s in statements if s.startswith("CREATE")]
-    assert creates and all("ON CLUSTER `prod`" in s for s in creates)
+    assert creates
+    assert all("ON CLUSTER `prod`" in s for s in creates)
     tables = [s for s in creates if s.startswith("CREATE TABLE")]
     assert all("ENGINE = Replicated" in s for s in tables), "every table replicated"
     assert not any("non_replicated_deduplication_window" in s for s in statements)
