@@ -59,7 +59,7 @@ class Run:
 
     def add_sample(self, scenario: str, sample: dict[str, Any]) -> None:
         if "error" in sample:
-            self.checks[scenario]["error"] = sample["error"]
+            self.checks.setdefault(scenario, {})["error"] = sample["error"]
             return
         self.samples_ns.setdefault(scenario, []).append(sample[f"{self.clock}_ns"])
         if sample["cpu_ns"]:
@@ -84,9 +84,9 @@ def _problems(run: Run, scenario: str) -> list[str]:
     check = run.checks.get(scenario)
     if check is None:
         return []
-    notes: list[str] = []
     if "error" in check:
-        notes.append(f"call failed: {check['error']}")
+        return [f"call failed: {_one_line(check['error'])}"]
+    notes: list[str] = []
     expected_spans = 0 if run.mode == "none" or run.mode.endswith("-unsampled") else 1
     if check["spans_per_call"] != expected_spans:
         notes.append(f"{check['spans_per_call']:g} spans per call")
@@ -137,7 +137,8 @@ def render_unavailable(runs: Sequence[Run]) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:400]
+    """A reason or error fit for one markdown table cell or list item."""
+    return " ".join(text.split())[:400].replace("|", "\\|")
 
 
 def render_recorded(runs: Sequence[Run]) -> str:

@@ -53,15 +53,19 @@ class WorkerProcess:
         env["PYTHONHASHSEED"] = "0"
         self._log_path = log
         self._log = log.open("w")
-        self._process = subprocess.Popen(
-            [str(python), str(BENCH / "bench_overhead.py"), mode],
-            cwd=BENCH,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [str(python), str(BENCH / "bench_overhead.py"), mode],
+                cwd=BENCH,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                text=True,
+            )
+        except OSError:
+            self._log.close()
+            raise
         self._replies: queue.Queue[str | None] = queue.Queue()
         assert self._process.stdout is not None
         threading.Thread(target=self._read, args=(self._process.stdout,), daemon=True).start()
@@ -109,31 +113,9 @@ def measure_interleaved(
     pythons: dict[str, Path], runs: Sequence[Run], settings: Settings, logs: Path
 ) -> None:
     """Fill ``runs`` in place: start a worker for each, prepare each scenario, take turns timing."""
-    workers: dict[int, WorkerProcess] = {}
+    pool = _Pool(runs)
     try:
-        for index, run in enumerate(runs):
-            python = pythons.get(run.env)
-            if python is None:
-                run.start(
-                    {
-                        "status": "unavailable",
-                        "reason": f"no {run.env} environment",
-                        "python": "",
-                        "packages": {},
-                    }
-                )
-                continue
-            try:
-                workers[index] = WorkerProcess(python, run.mode, logs / f"{run.env}-{run.mode}.log")
-            except OSError as exc:
-                run.fail(f"cannot start {python}: {exc}")
-        # All workers import at once; then each says whether its mode is available.
-        for index in list(workers):
-            hello = _ask(runs, workers, index, None, _START_TIMEOUT_S)
-            if hello is not None:
-                runs[index].start(hello)
-                if runs[index].status != "ok":
-                    _drop(workers, index)
+        pool.start(pythons, logs)
         rep_timeout = 30 + 20 * settings.rep_s
         for scenario in settings.scenarios:
             print(f"  {scenario}", file=sys.stderr, flush=True)
@@ -143,55 +125,77 @@ def measure_interleaved(
                 "warmup_s": settings.warmup_s,
                 "rep_s": settings.rep_s,
             }
-            for index in list(workers):
-                check = _ask(runs, workers, index, prepare, rep_timeout + 20 * settings.warmup_s)
+            for index in pool.live():
+                check = pool.ask(index, prepare, rep_timeout + 20 * settings.warmup_s)
                 if check is not None:
                     runs[index].checks[scenario] = check
-            timed = [index for index in workers if runs[index].usable(scenario)]
+            timed = [index for index in pool.live() if runs[index].usable(scenario)]
             for rep in range(settings.reps):
                 shift = rep % len(timed) if timed else 0
                 for index in timed[shift:] + timed[:shift]:
-                    if index not in workers:
-                        continue
-                    sample = _ask(runs, workers, index, {"op": "time", "scenario": scenario}, rep_timeout)
-                    if sample is not None:
-                        runs[index].add_sample(scenario, sample)
+                    if pool.alive(index) and runs[index].usable(scenario):
+                        sample = pool.ask(index, {"op": "time", "scenario": scenario}, rep_timeout)
+                        if sample is not None:
+                            runs[index].add_sample(scenario, sample)
             if settings.profile_dir is not None:
                 for index in timed:
-                    if index in workers:
-                        path = settings.profile_dir / f"{runs[index].env}-{runs[index].mode}-{scenario}.prof"
-                        _ask(
-                            runs,
-                            workers,
-                            index,
-                            {"op": "profile", "scenario": scenario, "path": str(path)},
-                            rep_timeout * 5,
+                    path = settings.profile_dir / f"{runs[index].env}-{runs[index].mode}-{scenario}.prof"
+                    if pool.alive(index):
+                        pool.ask(
+                            index, {"op": "profile", "scenario": scenario, "path": str(path)}, 5 * rep_timeout
                         )
-        for index in list(workers):
-            goodbye = _ask(runs, workers, index, {"op": "finish"}, 30)
+        for index in pool.live():
+            goodbye = pool.ask(index, {"op": "finish"}, 30)
             if goodbye is not None:
                 runs[index].metric_names = goodbye["metric_names"]
     finally:
-        for worker in workers.values():
-            worker.close()
+        pool.close()
 
 
-def _ask(
-    runs: Sequence[Run],
-    workers: dict[int, WorkerProcess],
-    index: int,
-    message: dict[str, Any] | None,
-    timeout: float,
-) -> dict[str, Any] | None:
-    """The worker's reply to ``message`` (or its greeting); None once a failed worker is dropped."""
-    try:
-        worker = workers[index]
-        return worker.receive(timeout) if message is None else worker.request(message, timeout)
-    except WorkerDiedError as exc:
-        runs[index].fail(f"worker failed: {exc}")
-        _drop(workers, index)
-        return None
+class _Pool:
+    """The live workers, by index into ``runs``; a worker that fails is recorded and dropped."""
 
+    def __init__(self, runs: Sequence[Run]) -> None:
+        self._runs = runs
+        self._workers: dict[int, WorkerProcess] = {}
 
-def _drop(workers: dict[int, WorkerProcess], index: int) -> None:
-    workers.pop(index).close()
+    def start(self, pythons: dict[str, Path], logs: Path) -> None:
+        for index, run in enumerate(self._runs):
+            python = pythons.get(run.env)
+            if python is None:
+                run.status, run.reason = "unavailable", f"no {run.env} environment"
+                continue
+            try:
+                self._workers[index] = WorkerProcess(python, run.mode, logs / f"{run.env}-{run.mode}.log")
+            except OSError as exc:
+                run.fail(f"cannot start {python}: {exc}")
+        # All workers import at once; then each says whether its mode is available.
+        for index in self.live():
+            hello = self.ask(index, None, _START_TIMEOUT_S)
+            if hello is not None:
+                self._runs[index].start(hello)
+                if self._runs[index].status != "ok":
+                    self._drop(index)
+
+    def live(self) -> list[int]:
+        return sorted(self._workers)
+
+    def alive(self, index: int) -> bool:
+        return index in self._workers
+
+    def ask(self, index: int, message: dict[str, Any] | None, timeout: float) -> dict[str, Any] | None:
+        """The worker's reply to ``message`` (its greeting if None); None once it failed."""
+        try:
+            worker = self._workers[index]
+            return worker.receive(timeout) if message is None else worker.request(message, timeout)
+        except WorkerDiedError as exc:
+            self._runs[index].fail(f"worker failed: {exc}")
+            self._drop(index)
+            return None
+
+    def _drop(self, index: int) -> None:
+        self._workers.pop(index).close()
+
+    def close(self) -> None:
+        for index in self.live():
+            self._drop(index)
