@@ -164,6 +164,7 @@ def test_tenant_user_sees_only_its_tenant(config: StoreConfig, store_client, rec
     from urllib.parse import urlsplit
 
     import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import ClickHouseError
 
     from llmledger.exporter._internal.rows import SpanRows
     from llmledger.exporter._internal.writer import SpanWriter
@@ -214,7 +215,7 @@ def test_tenant_user_sees_only_its_tenant(config: StoreConfig, store_client, rec
             assert tenants == [("acme",)]
         spans = tenant_client.query(f"SELECT count() FROM {config.database}.otel_traces").result_rows
         assert spans == [(1,)]
-        with pytest.raises(Exception, match="(?i)readonly|not enough privileges"):
+        with pytest.raises(ClickHouseError, match=r"(?i)readonly|not enough privileges"):
             tenant_client.command(f"INSERT INTO {config.database}.budgets (tenant_id) VALUES ('acme')")
     finally:
         tenant_client.close()

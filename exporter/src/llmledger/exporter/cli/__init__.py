@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Final
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
 from llmledger.exporter._internal.config import ConfigError
 from llmledger.exporter._internal.store import StoreError
 from llmledger.exporter.cli import _demo, _prices, _report, _schema, _sql, _tenant_user
@@ -57,3 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StoreError) as exc:
         print(f"llmledger: {exc}", file=sys.stderr)
         return 2
+    except ClickHouseError as exc:  # the query or statement failed in ClickHouse: its message says why
+        print(f"llmledger: {exc}", file=sys.stderr)
+        return 1
