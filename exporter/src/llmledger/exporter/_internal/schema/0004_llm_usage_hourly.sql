@@ -1,6 +1,6 @@
 -- The rollup dashboards read: one row per hour x tenant x user x feature x provider x
 -- model x operation, filled from llm_calls by llm_usage_hourly_mv. Sums are exact
--- (Decimal cost, integer tokens); calls without a known cost are counted in
+-- (Decimal cost, integer tokens); successful calls without a known cost are counted in
 -- unpriced_calls rather than summed as 0. Latency keeps t-digest states, so any
 -- quantile can be read later: quantileTDigestMerge(0.95)(duration_state).
 CREATE TABLE IF NOT EXISTS ${db}.llm_usage_hourly ${on_cluster} (
@@ -47,7 +47,7 @@ AS SELECT
     sum(c.output_tokens) AS output_tokens,
     sum(c.reasoning_tokens) AS reasoning_tokens,
     sum(ifNull(c.cost_usd, toDecimal128(0, 12))) AS cost_usd,
-    countIf(c.cost_usd IS NULL) AS unpriced_calls,
+    countIf(c.cost_usd IS NULL AND c.success) AS unpriced_calls,
     countIf(c.tokens_estimated) AS estimated_calls,
     quantileTDigestState(c.duration_ns) AS duration_state,
     quantileTDigestStateIf(assumeNotNull(c.ttft_ns), c.ttft_ns IS NOT NULL) AS ttft_state
@@ -73,7 +73,7 @@ SELECT
     sum(c.output_tokens) AS output_tokens,
     sum(c.reasoning_tokens) AS reasoning_tokens,
     sum(ifNull(c.cost_usd, toDecimal128(0, 12))) AS cost_usd,
-    countIf(c.cost_usd IS NULL) AS unpriced_calls,
+    countIf(c.cost_usd IS NULL AND c.success) AS unpriced_calls,
     countIf(c.tokens_estimated) AS estimated_calls,
     quantileTDigestState(c.duration_ns) AS duration_state,
     quantileTDigestStateIf(assumeNotNull(c.ttft_ns), c.ttft_ns IS NOT NULL) AS ttft_state

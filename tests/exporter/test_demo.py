@@ -1,0 +1,95 @@
+"""``llmledger demo`` end to end, in real subprocesses; its printed report checked against the store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+LLMLEDGER = str(Path(sys.executable).parent / "llmledger")
+
+
+def _table(out: str) -> dict[str, dict[str, str]]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("tenant "))
+    header = lines[start].split()
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        cells = line.split()
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+@pytest.mark.subprocess
+def test_demo_report_matches_the_store(tmp_path: Path, tiktoken_offline: Path) -> None:
+    store = tmp_path / "demo-store"
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "HOME": str(tmp_path),
+        "TIKTOKEN_CACHE_DIR": str(tiktoken_offline),
+    }
+    demo = subprocess.run(
+        [LLMLEDGER, "demo", "--store", str(store)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "Next:"):
+        assert step in demo.stdout
+    printed = _table(demo.stdout)
+    assert set(printed) == {"acme", "globex", "initech", "TOTAL"}
+
+    sql = (
+        "SELECT tenant_id AS tenant, count() AS calls, countIf(NOT success) AS errors, countIf(is_fallback) AS fallbacks, "
+        "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
+        "sum(ifNull(cost_usd, toDecimal128(0, 12))) AS cost, countIf(cost_usd IS NULL AND success) AS unpriced "
+        "FROM llm_calls GROUP BY tenant_id ORDER BY tenant_id"
+    )
+    check = subprocess.run(
+        [LLMLEDGER, "sql", sql, "--url", f"chdb://{store}", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    stored = {row["tenant"]: row for row in json.loads(check.stdout)}
+    assert set(stored) == {"acme", "globex", "initech"}
+    for tenant, row in stored.items():
+        shown = printed[tenant]
+        for column in ("calls", "errors", "fallbacks", "input_tokens", "output_tokens"):
+            assert int(shown[column]) == int(row[column]), (tenant, column)
+        assert Decimal(shown["cost_usd"]) == Decimal(row["cost"])
+        assert row["unpriced"] == 0  # every demo model has a price
+    assert Decimal(printed["TOTAL"]["cost_usd"]) == sum(Decimal(r["cost"]) for r in stored.values())
+    # The sample app's fallbacks happened and were flagged: every failure was followed by a fallback.
+    assert (
+        sum(int(r["errors"]) for r in stored.values())
+        == sum(int(r["fallbacks"]) for r in stored.values())
+        > 0
+    )
+
+
+@pytest.mark.subprocess
+def test_demo_refuses_to_wipe_a_non_demo_directory(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep me")
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [LLMLEDGER, "demo", "--store", str(precious)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "is not a demo store" in done.stdout + done.stderr
+    assert (precious / "data.txt").read_text() == "keep me"
