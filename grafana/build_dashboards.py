@@ -1,0 +1,1182 @@
+"""Write llmledger's Grafana dashboards (``grafana/dashboards/*.json``) from one definition.
+
+    python grafana/build_dashboards.py           # rewrite the JSON files
+    python grafana/build_dashboards.py --check   # exit 1 when a file is out of date
+
+The panels' SQL lives here as SQL text, next to the layout it belongs to; everything a
+Grafana dashboard repeats (the datasource reference, the variables, the grid) is built
+once. The JSON files are the product: Grafana provisions them, the tests expand and run
+every query in them, and the committed files must equal what this script writes.
+
+Conventions every query keeps:
+
+- ``${database}`` qualifies each table (a constant variable, ``llmledger`` by default).
+- ``llm_usage_hourly`` (hourly rollup) answers every question it can; ``llm_calls`` only
+  per-call detail (conversations, single calls, error types, fallback pairs).
+- ``$__timeFilter(hour)`` on the rollup counts whole hours whose start lies in the range.
+- Macros without arguments are bound once in ``WITH`` (``$__fromTime AS range_start``).
+- Filters are ``$__conditionalAll(column IN (${var:singlequote}), $var)``: All adds no
+  condition, and values are quoted and escaped.
+- Money stays Decimal in SQL; ratios and projections are Float64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+DATASOURCE_TYPE: Final = "grafana-clickhouse-datasource"
+DATASOURCE_UID: Final = "llmledger-clickhouse"
+DATASOURCE: Final = {"type": DATASOURCE_TYPE, "uid": "${datasource}"}
+DASHBOARD_DIR: Final = Path(__file__).resolve().parent / "dashboards"
+
+# Query formats of the plugin (sqlutil.FormatQueryOption).
+TIME_SERIES: Final = 0
+TABLE: Final = 1
+TRACE: Final = 3
+
+UIDS: Final = {
+    "overview": "llmledger-spend-overview",
+    "tenant": "llmledger-tenant-drilldown",
+    "reliability": "llmledger-reliability",
+    "budgets": "llmledger-budgets",
+}
+
+ROLLUP: Final = "${database}.llm_usage_hourly"
+CALLS: Final = "${database}.llm_calls"
+
+# -- filters ----------------------------------------------------------------------------------------
+
+
+def _all_filter(column: str, variable: str) -> str:
+    return f"$__conditionalAll({column} IN (${{{variable}:singlequote}}), ${variable})"
+
+
+ROLLUP_FILTERS: Final = " AND ".join(
+    [_all_filter("tenant_id", "tenant"), _all_filter("model", "model"), _all_filter("feature", "feature")]
+)
+CALLS_FILTERS: Final = " AND ".join(
+    [
+        _all_filter("tenant_id", "tenant"),
+        _all_filter("response_model", "model"),
+        _all_filter("feature", "feature"),
+    ]
+)
+TENANT_ROLLUP_FILTERS: Final = " AND ".join(
+    ["tenant_id = ${tenant:singlequote}", _all_filter("model", "model"), _all_filter("feature", "feature")]
+)
+TENANT_CALLS_FILTERS: Final = " AND ".join(
+    [
+        "tenant_id = ${tenant:singlequote}",
+        _all_filter("response_model", "model"),
+        _all_filter("feature", "feature"),
+    ]
+)
+
+# The same price lookup llm_calls_mv uses: provider names as model_prices spells them, the
+# model as reported or without its date suffix, a custom price over genai-prices.
+PRICE_PROVIDER: Final = (
+    "transform(provider, ['azure.ai.openai', 'gcp.gemini', 'gcp.vertex_ai', 'aws.bedrock', 'x_ai'], "
+    "['azure', 'google', 'google', 'aws', 'x-ai'], provider)"
+)
+
+# -- spend overview ------------------------------------------------------------------------------------
+
+SPEND_VS_PREVIOUS: Final = f"""
+WITH $__fromTime AS range_start, $__toTime AS range_end,
+     range_start - toIntervalSecond(dateDiff('second', range_start, range_end)) AS previous_start
+SELECT
+    sumIf(cost_usd, hour >= range_start) AS spend,
+    sumIf(cost_usd, hour < range_start) AS previous_spend,
+    if(previous_spend = 0, NULL, toFloat64(spend) / toFloat64(previous_spend) - 1) AS change
+FROM {ROLLUP}
+WHERE hour >= previous_start AND hour <= range_end
+  AND {ROLLUP_FILTERS}
+"""
+
+MONTH_END_PROJECTION: Final = f"""
+WITH toDateTime($__toTime, 'UTC') AS as_of,
+     toDateTime(toStartOfMonth(as_of), 'UTC') AS month_start,
+     month_start + INTERVAL 1 MONTH AS month_end
+SELECT
+    sum(cost_usd) AS month_to_date,
+    toFloat64(month_to_date) * dateDiff('second', month_start, month_end)
+        / greatest(dateDiff('second', month_start, as_of), 1) AS projected_month_end
+FROM {ROLLUP}
+WHERE hour >= month_start AND hour <= as_of
+  AND {ROLLUP_FILTERS}
+"""
+
+CACHED_INPUT_SAVINGS: Final = f"""
+WITH prices AS (
+    SELECT
+        provider,
+        model,
+        argMax(input_per_mtok, (source = 'custom', updated_at)) AS input_price,
+        argMax(cached_input_per_mtok, (source = 'custom', updated_at)) AS cached_price
+    FROM ${{database}}.model_prices
+    GROUP BY provider, model
+), usage AS (
+    SELECT
+        provider,
+        model,
+        sum(cached_input_tokens) AS cached_tokens,
+        {PRICE_PROVIDER} AS price_provider,
+        lower(model) AS exact_model,
+        if((price_provider, exact_model) IN (SELECT provider, model FROM prices),
+           exact_model,
+           replaceRegexpOne(exact_model, '-(\\\\d{{4}}-\\\\d{{2}}-\\\\d{{2}}|\\\\d{{8}}|\\\\d{{4}})$', '')) AS price_model
+    FROM {ROLLUP}
+    WHERE $__timeFilter(hour)
+      AND {ROLLUP_FILTERS}
+    GROUP BY provider, model
+    HAVING cached_tokens > 0
+)
+SELECT
+    u.provider AS provider,
+    u.model AS model,
+    u.cached_tokens AS cached_tokens,
+    if(p.model = '', NULL, p.input_price) AS input_per_mtok,
+    if(p.model = '', NULL, ifNull(p.cached_price, p.input_price)) AS cached_input_per_mtok,
+    if(p.model = '', NULL,
+       u.cached_tokens * (p.input_price - ifNull(p.cached_price, p.input_price)) / 1000000) AS saved_usd
+FROM usage AS u
+LEFT JOIN prices AS p ON p.provider = u.price_provider AND p.model = u.price_model
+ORDER BY saved_usd DESC NULLS LAST, cached_tokens DESC
+"""
+
+SPEND_PER_TENANT: Final = f"""
+SELECT
+    $__timeInterval(hour) AS time,
+    if(tenant_id = '', '(unattributed)', tenant_id) AS tenant,
+    sum(cost_usd) AS spend
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY time, tenant
+ORDER BY time, tenant
+"""
+
+TOP_TENANTS: Final = f"""
+SELECT
+    if(tenant_id = '', '(unattributed)', tenant_id) AS tenant,
+    sum(cost_usd) AS spend,
+    if(sum(sum(cost_usd)) OVER () = 0, NULL,
+       toFloat64(spend) / toFloat64(sum(sum(cost_usd)) OVER ())) AS share,
+    sum(calls) AS calls,
+    sum(unpriced_calls) AS unpriced_calls
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY tenant
+ORDER BY spend DESC, tenant
+LIMIT 10
+"""
+
+SPEND_BY_MODEL: Final = f"""
+SELECT
+    provider,
+    model,
+    sum(calls) AS calls,
+    sum(input_tokens) AS input_tokens,
+    sum(output_tokens) AS output_tokens,
+    sum(cost_usd) AS spend,
+    sum(unpriced_calls) AS unpriced_calls
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY provider, model
+ORDER BY spend DESC, provider, model
+"""
+
+SPEND_BY_PROVIDER: Final = f"""
+SELECT provider, sum(cost_usd) AS spend
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY provider
+ORDER BY spend DESC, provider
+"""
+
+TOKENS_BY_TYPE: Final = f"""
+SELECT
+    $__timeInterval(hour) AS time,
+    toInt64(sum(input_tokens)) - toInt64(sum(cached_input_tokens)) AS uncached_input,
+    sum(cached_input_tokens) AS cached_input,
+    toInt64(sum(output_tokens)) - toInt64(sum(reasoning_tokens)) AS visible_output,
+    sum(reasoning_tokens) AS reasoning_output
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY time
+ORDER BY time
+"""
+
+UNPRICED_TOTALS: Final = f"""
+SELECT
+    sum(calls) AS calls,
+    sum(unpriced_calls) AS unpriced_calls,
+    sum(estimated_calls) AS estimated_calls
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+"""
+
+UNPRICED_BY_MODEL: Final = f"""
+SELECT
+    provider,
+    model,
+    sum(calls) AS calls,
+    sum(unpriced_calls) AS unpriced_calls,
+    sum(estimated_calls) AS estimated_calls,
+    unpriced_calls / calls AS unpriced_share
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY provider, model
+HAVING unpriced_calls > 0 OR estimated_calls > 0
+ORDER BY unpriced_calls DESC, estimated_calls DESC, provider, model
+"""
+
+# -- tenant drill-down -------------------------------------------------------------------------------
+
+
+def _tenant_spend_by(column: str, label: str, empty: str) -> str:
+    return f"""
+SELECT
+    if({column} = '', '{empty}', {column}) AS {label},
+    sum(calls) AS calls,
+    sum(input_tokens) + sum(output_tokens) AS tokens,
+    sum(cost_usd) AS spend,
+    sum(unpriced_calls) AS unpriced_calls
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {TENANT_ROLLUP_FILTERS}
+GROUP BY {label}
+ORDER BY spend DESC, {label}
+LIMIT 50
+"""
+
+
+TENANT_TOTALS: Final = f"""
+SELECT
+    sum(cost_usd) AS spend,
+    sum(calls) AS calls,
+    sum(unpriced_calls) AS unpriced_calls
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {TENANT_ROLLUP_FILTERS}
+"""
+
+TENANT_SPEND_BY_FEATURE_OVER_TIME: Final = f"""
+SELECT
+    $__timeInterval(hour) AS time,
+    if(feature = '', '(none)', feature) AS feature_name,
+    sum(cost_usd) AS spend
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {TENANT_ROLLUP_FILTERS}
+GROUP BY time, feature_name
+ORDER BY time, feature_name
+"""
+
+TENANT_BY_USER: Final = _tenant_spend_by("user_id", "user", "(no user)")
+TENANT_BY_FEATURE: Final = _tenant_spend_by("feature", "feature_name", "(none)")
+TENANT_BY_MODEL: Final = _tenant_spend_by("model", "model_name", "(unknown)")
+
+TENANT_CONVERSATIONS: Final = f"""
+SELECT
+    conversation_id,
+    count() AS calls,
+    uniqExact(user_id) AS users,
+    min(Timestamp) AS first_call,
+    max(Timestamp) AS last_call,
+    arrayStringConcat(arraySort(groupUniqArray(response_model)), ', ') AS models,
+    sum(cost_usd) AS spend
+FROM {CALLS}
+WHERE $__timeFilter(Timestamp)
+  AND {TENANT_CALLS_FILTERS}
+  AND conversation_id != ''
+GROUP BY conversation_id
+ORDER BY spend DESC, conversation_id
+LIMIT 20
+"""
+
+TENANT_EXPENSIVE_CALLS: Final = f"""
+SELECT
+    Timestamp AS time,
+    user_id,
+    feature,
+    conversation_id,
+    response_model AS model,
+    input_tokens,
+    output_tokens,
+    cost_usd,
+    cost_source,
+    TraceId
+FROM {CALLS}
+WHERE $__timeFilter(Timestamp)
+  AND {TENANT_CALLS_FILTERS}
+  AND cost_usd IS NOT NULL
+ORDER BY cost_usd DESC, Timestamp DESC
+LIMIT 50
+"""
+
+# The plugin's trace view columns (its query builder writes the same for OTel tables); the
+# trace's own time bounds come from otel_traces_trace_id_ts, as the Collector's schema intends.
+TRACE_SPANS: Final = """
+WITH ${trace_id:singlequote} AS trace_id,
+     (SELECT min(Start) FROM ${database}.otel_traces_trace_id_ts WHERE TraceId = trace_id) AS trace_start,
+     (SELECT max(End) FROM ${database}.otel_traces_trace_id_ts WHERE TraceId = trace_id) AS trace_end
+SELECT
+    TraceId AS traceID,
+    SpanId AS spanID,
+    ParentSpanId AS parentSpanID,
+    ServiceName AS serviceName,
+    SpanName AS operationName,
+    multiply(toUnixTimestamp64Nano(Timestamp), 0.000001) AS startTime,
+    multiply(Duration, 0.000001) AS duration,
+    arrayMap(key -> map('key', key, 'value', SpanAttributes[key]), mapKeys(SpanAttributes)) AS tags,
+    arrayMap(key -> map('key', key, 'value', ResourceAttributes[key]), mapKeys(ResourceAttributes)) AS serviceTags,
+    if(StatusCode IN ('Error', 'STATUS_CODE_ERROR'), 2, 0) AS statusCode
+FROM ${database}.otel_traces
+WHERE TraceId = trace_id
+  AND Timestamp >= trace_start
+  AND Timestamp < trace_end + INTERVAL 1 SECOND
+ORDER BY startTime
+"""
+
+# -- reliability -----------------------------------------------------------------------------------------
+
+RELIABILITY_TOTALS: Final = f"""
+SELECT
+    sum(calls) AS calls,
+    sum(errors) / calls AS error_rate,
+    sum(fallbacks) / calls AS fallback_rate
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+"""
+
+LATENCY_BY_MODEL: Final = f"""
+SELECT
+    model,
+    sum(calls) AS calls,
+    quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_state) AS duration_q,
+    quantilesTDigestMerge(0.5, 0.95, 0.99)(ttft_state) AS ttft_q,
+    duration_q[1] / 1e6 AS p50_ms,
+    duration_q[2] / 1e6 AS p95_ms,
+    duration_q[3] / 1e6 AS p99_ms,
+    if(isNaN(ttft_q[1]), NULL, ttft_q[1] / 1e6) AS ttft_p50_ms,
+    if(isNaN(ttft_q[2]), NULL, ttft_q[2] / 1e6) AS ttft_p95_ms,
+    if(isNaN(ttft_q[3]), NULL, ttft_q[3] / 1e6) AS ttft_p99_ms
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY model
+ORDER BY calls DESC, model
+"""
+
+
+def _quantile_over_time(state: str, label: str) -> str:
+    return f"""
+SELECT
+    $__timeInterval(hour) AS time,
+    model,
+    quantileTDigestMerge(0.95)({state}) / 1e6 AS {label}
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY time, model
+HAVING NOT isNaN({label})
+ORDER BY time, model
+"""
+
+
+P95_LATENCY_OVER_TIME: Final = _quantile_over_time("duration_state", "p95_ms")
+P95_TTFT_OVER_TIME: Final = _quantile_over_time("ttft_state", "ttft_p95_ms")
+
+ERROR_AND_FALLBACK_RATE: Final = f"""
+SELECT
+    $__timeInterval(hour) AS time,
+    sum(errors) / sum(calls) AS error_rate,
+    sum(fallbacks) / sum(calls) AS fallback_rate
+FROM {ROLLUP}
+WHERE $__timeFilter(hour)
+  AND {ROLLUP_FILTERS}
+GROUP BY time
+ORDER BY time
+"""
+
+# error_type is not in the rollup: errors come from llm_calls (a small share of the rows),
+# divided by the rollup's call count for the same buckets.
+ERROR_RATE_BY_TYPE: Final = f"""
+WITH totals AS (
+    SELECT $__timeInterval(hour) AS time, sum(calls) AS calls
+    FROM {ROLLUP}
+    WHERE $__timeFilter(hour)
+      AND {ROLLUP_FILTERS}
+    GROUP BY time
+)
+SELECT e.time AS time, e.error_type AS error_type, e.errors / t.calls AS error_rate
+FROM (
+    SELECT $__timeInterval(Timestamp) AS time, error_type, count() AS errors
+    FROM {CALLS}
+    WHERE $__timeFilter(Timestamp)
+      AND NOT success
+      AND {CALLS_FILTERS}
+    GROUP BY time, error_type
+) AS e
+INNER JOIN totals AS t ON e.time = t.time
+ORDER BY time, error_type
+"""
+
+ERRORS_BY_TYPE: Final = f"""
+WITH totals AS (
+    SELECT model, sum(calls) AS calls
+    FROM {ROLLUP}
+    WHERE $__timeFilter(hour)
+      AND {ROLLUP_FILTERS}
+    GROUP BY model
+)
+SELECT e.error_type AS error_type, e.model AS model, e.errors AS errors, t.calls AS calls,
+       e.errors / t.calls AS error_rate
+FROM (
+    SELECT error_type, response_model AS model, count() AS errors
+    FROM {CALLS}
+    WHERE $__timeFilter(Timestamp)
+      AND NOT success
+      AND {CALLS_FILTERS}
+    GROUP BY error_type, model
+) AS e
+LEFT JOIN totals AS t ON e.model = t.model
+ORDER BY errors DESC, error_type, model
+"""
+
+# A fallback is attempt N of a trace; what it fell back from is attempt N-1 of that trace
+# (looked up to an hour before the range, so a range edge does not orphan a pair).
+FALLBACK_PAIRS: Final = f"""
+WITH $__fromTime AS range_start, $__toTime AS range_end,
+fallbacks AS (
+    SELECT TraceId, fallback_attempt, response_model AS to_model, success
+    FROM {CALLS}
+    WHERE Timestamp >= range_start AND Timestamp <= range_end
+      AND is_fallback AND fallback_attempt > 0
+      AND {_all_filter("tenant_id", "tenant")}
+      AND {_all_filter("feature", "feature")}
+)
+SELECT
+    previous.model AS from_model,
+    previous.error_type AS from_error,
+    f.to_model AS to_model,
+    count() AS fallbacks,
+    countIf(f.success) AS fallback_succeeded,
+    fallback_succeeded / fallbacks AS success_rate
+FROM (
+    SELECT TraceId, fallback_attempt + 1 AS next_attempt, response_model AS model, error_type
+    FROM {CALLS}
+    WHERE Timestamp >= range_start - INTERVAL 1 HOUR AND Timestamp <= range_end
+      AND TraceId IN (SELECT TraceId FROM fallbacks)
+) AS previous
+INNER JOIN fallbacks AS f ON f.TraceId = previous.TraceId AND f.fallback_attempt = previous.next_attempt
+WHERE $__conditionalAll((from_model IN (${{model:singlequote}}) OR to_model IN (${{model:singlequote}})), $model)
+GROUP BY from_model, from_error, to_model
+ORDER BY fallbacks DESC, from_model, to_model
+"""
+
+# -- budgets ----------------------------------------------------------------------------------------------
+
+LATEST_BUDGETS: Final = """
+    SELECT
+        tenant_id,
+        user_id,
+        period,
+        argMax(limit_usd, updated_at) AS limit_usd,
+        argMax(enforcement, updated_at) AS enforcement
+    FROM ${database}.budgets
+    GROUP BY tenant_id, user_id, period"""
+
+
+def _scoped_spend(select: str, where: str, group: str) -> str:
+    """Spend keyed as budgets are: (tenant, '') for the whole tenant, (tenant, user) per user."""
+    return f"""
+    SELECT tenant_id, '' AS user_id, {select}
+    FROM {ROLLUP}
+    WHERE {where}
+    GROUP BY tenant_id{group}
+    UNION ALL
+    SELECT tenant_id, user_id, {select}
+    FROM {ROLLUP}
+    WHERE {where} AND user_id != ''
+    GROUP BY tenant_id, user_id{group}"""
+
+
+_BUDGET_PERIODS: Final = """toDateTime($__toTime, 'UTC') AS as_of,
+     toDateTime(toStartOfMonth(as_of), 'UTC') AS month_start,
+     toStartOfDay(as_of) AS day_start"""
+
+
+def _budget_status(extra_where: str = "") -> str:
+    spend = _scoped_spend(
+        "sumIf(cost_usd, hour >= day_start) AS day_spend, sum(cost_usd) AS month_spend",
+        "hour >= month_start AND hour <= as_of",
+        "",
+    )
+    return f"""
+WITH {_BUDGET_PERIODS}
+SELECT
+    b.tenant_id AS tenant,
+    if(b.user_id = '', 'all users', b.user_id) AS user,
+    toString(b.period) AS period,
+    toString(b.enforcement) AS enforcement,
+    b.limit_usd AS budget_usd,
+    if(b.period = 'daily', s.day_spend, s.month_spend) AS spent_usd,
+    if(b.limit_usd > 0, toFloat64(spent_usd) / toFloat64(b.limit_usd), NULL) AS used_share,
+    if(b.period = 'daily', day_start, month_start) AS period_start,
+    if(b.period = 'daily', day_start + INTERVAL 1 DAY, month_start + INTERVAL 1 MONTH) AS period_end,
+    toFloat64(spent_usd) * dateDiff('second', period_start, period_end)
+        / greatest(dateDiff('second', period_start, as_of), 1) AS projected_usd,
+    if(b.limit_usd > 0, projected_usd / toFloat64(b.limit_usd), NULL) AS projected_share
+FROM ({LATEST_BUDGETS}
+) AS b
+LEFT JOIN ({spend}
+) AS s ON b.tenant_id = s.tenant_id AND b.user_id = s.user_id
+WHERE {_all_filter("b.tenant_id", "tenant")}{extra_where}
+"""
+
+
+BUDGET_STATUS: Final = f"""
+SELECT
+    tenant, user, period, enforcement, budget_usd, spent_usd, used_share, projected_usd, projected_share,
+    multiIf(used_share > 1, 'breached', used_share >= $warn_share, 'warning',
+            projected_share > 1, 'on track to breach', 'ok') AS status
+FROM ({_budget_status()})
+ORDER BY used_share DESC, tenant, user, period
+"""
+
+BUDGET_COUNTS: Final = f"""
+SELECT
+    count() AS budgets,
+    countIf(used_share > 1) AS breached,
+    countIf(used_share >= $warn_share AND used_share <= 1) AS near_limit,
+    countIf(used_share <= 1 AND projected_share > 1) AS on_track_to_breach
+FROM ({_budget_status()})
+"""
+
+MONTHLY_BURN: Final = f"""
+WITH {_BUDGET_PERIODS}
+SELECT time, tenant, cumulative_usd / limit_usd AS budget_used
+FROM (
+    SELECT
+        s.hour AS time,
+        s.tenant_id AS tenant,
+        toFloat64(b.limit_usd) AS limit_usd,
+        sum(toFloat64(s.spend)) OVER (PARTITION BY s.tenant_id ORDER BY s.hour) AS cumulative_usd
+    FROM (
+        SELECT hour, tenant_id, sum(cost_usd) AS spend
+        FROM {ROLLUP}
+        WHERE hour >= month_start AND hour <= as_of
+          AND {_all_filter("tenant_id", "tenant")}
+        GROUP BY hour, tenant_id
+    ) AS s
+    INNER JOIN ({LATEST_BUDGETS}
+    ) AS b ON b.tenant_id = s.tenant_id
+    WHERE b.user_id = '' AND b.period = 'monthly' AND b.limit_usd > 0
+)
+ORDER BY time, tenant
+"""
+
+BREACHES: Final = f"""
+WITH $__fromTime AS range_start, $__toTime AS range_end
+SELECT
+    tenant,
+    if(user = '', 'all users', user) AS user,
+    toString(period) AS period,
+    window_start,
+    min(time) AS breached_in_hour,
+    limit_usd AS budget_usd,
+    max(cumulative_usd) AS spent_usd
+FROM (
+    SELECT
+        b.tenant_id AS tenant,
+        b.user_id AS user,
+        b.period AS period,
+        b.limit_usd AS limit_usd,
+        s.hour AS time,
+        if(b.period = 'daily', toStartOfDay(s.hour), toDateTime(toStartOfMonth(s.hour), 'UTC')) AS window_start,
+        sum(s.spend) OVER (PARTITION BY b.tenant_id, b.user_id, b.period, window_start ORDER BY s.hour)
+            AS cumulative_usd
+    FROM ({
+    _scoped_spend(
+        "hour, sum(cost_usd) AS spend",
+        "hour >= toDateTime(toStartOfMonth(toDateTime(range_start, 'UTC')), 'UTC') AND hour <= range_end",
+        ", hour",
+    )}
+    ) AS s
+    INNER JOIN ({LATEST_BUDGETS}
+    ) AS b ON b.tenant_id = s.tenant_id AND b.user_id = s.user_id
+    WHERE {_all_filter("b.tenant_id", "tenant")}
+)
+WHERE cumulative_usd > limit_usd
+GROUP BY tenant, user, period, window_start, limit_usd
+HAVING max(time) >= range_start
+ORDER BY breached_in_hour DESC, tenant, user
+"""
+
+# -- alert queries ---------------------------------------------------------------------------------------
+
+# One row per budget: string columns become alert labels, used_share is the value.
+ALERT_BUDGET_SHARE: Final = f"""
+SELECT tenant, user, period, used_share
+FROM ({_budget_status(" AND b.limit_usd > 0")})
+"""
+
+MIN_CALLS_FOR_SPIKE: Final = 20
+
+
+def _spike(flag: str, rollup_column: str, label: str) -> str:
+    """Rate in the alert window (llm_calls) against 3x its rate in the 24 hours before (rollup).
+
+    The value is current rate / max(5 %, 3 x baseline): above 1 is a spike. Models with
+    fewer than MIN_CALLS_FOR_SPIKE calls in the window are left out.
+    """
+    return f"""
+WITH $__fromTime AS range_start, $__toTime AS range_end
+SELECT now_.model AS model, now_.rate / greatest(0.05, 3 * ifNull(base.rate, 0)) AS {label}
+FROM (
+    SELECT response_model AS model, count() AS calls, countIf({flag}) / calls AS rate
+    FROM {CALLS}
+    WHERE Timestamp >= range_start AND Timestamp <= range_end
+    GROUP BY model
+    HAVING calls >= {MIN_CALLS_FOR_SPIKE}
+) AS now_
+LEFT JOIN (
+    SELECT model, if(sum(calls) = 0, NULL, sum({rollup_column}) / sum(calls)) AS rate
+    FROM {ROLLUP}
+    WHERE hour >= toStartOfHour(range_start) - INTERVAL 1 DAY AND hour < toStartOfHour(range_start)
+    GROUP BY model
+) AS base ON base.model = now_.model
+ORDER BY model
+"""
+
+
+ALERT_ERROR_SPIKE: Final = _spike("NOT success", "errors", "error_spike")
+ALERT_FALLBACK_SPIKE: Final = _spike("is_fallback", "fallbacks", "fallback_spike")
+
+# -- dashboard assembly ---------------------------------------------------------------------------------
+
+
+def _target(sql: str, fmt: int, ref_id: str = "A") -> dict[str, Any]:
+    query_type = {TIME_SERIES: "timeseries", TABLE: "table", TRACE: "traces"}[fmt]
+    return {
+        "refId": ref_id,
+        "datasource": DATASOURCE,
+        "editorType": "sql",
+        "format": fmt,
+        "queryType": query_type,
+        "rawSql": sql.strip(),
+    }
+
+
+class _Grid:
+    """Places panels left to right, wrapping at Grafana's 24 columns."""
+
+    def __init__(self) -> None:
+        self.x = 0
+        self.y = 0
+        self.row_height = 0
+        self.next_id = 1
+
+    def place(self, w: int, h: int) -> dict[str, int]:
+        if self.x + w > 24:
+            self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
+        pos = {"x": self.x, "y": self.y, "w": w, "h": h}
+        self.x += w
+        self.row_height = max(self.row_height, h)
+        return pos
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+
+def _panel(
+    grid: _Grid,
+    kind: str,
+    title: str,
+    description: str,
+    sql: str,
+    fmt: int,
+    *,
+    w: int,
+    h: int,
+    unit: str | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+    options: dict[str, Any] | None = None,
+    links: list[dict[str, Any]] | None = None,
+    interval: str | None = None,
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    if unit:
+        defaults["unit"] = unit
+    if links:
+        defaults["links"] = links
+    panel: dict[str, Any] = {
+        "id": grid.new_id(),
+        "type": kind,
+        "title": title,
+        "description": description,
+        "gridPos": grid.place(w, h),
+        "datasource": DATASOURCE,
+        "targets": [_target(sql, fmt)],
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": options or {},
+    }
+    if interval:
+        panel["interval"] = interval
+    return panel
+
+
+def _unit(field: str, unit: str) -> dict[str, Any]:
+    return {"matcher": {"id": "byName", "options": field}, "properties": [{"id": "unit", "value": unit}]}
+
+
+def _display_name(field: str, name: str) -> dict[str, Any]:
+    return {
+        "matcher": {"id": "byName", "options": field},
+        "properties": [{"id": "displayName", "value": name}],
+    }
+
+
+def _stat_options(fields: str | None = None) -> dict[str, Any]:
+    return {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": fields or "", "values": False},
+        "colorMode": "value",
+        "graphMode": "none",
+        "textMode": "value_and_name",
+        "justifyMode": "auto",
+        "orientation": "auto",
+    }
+
+
+def _variables(kind: str) -> list[dict[str, Any]]:
+    """The datasource, database, tenant, model and feature variables (tenant single on a drill-down)."""
+    single_tenant = kind == "tenant"
+
+    def query_var(name: str, label: str, sql: str, *, multi: bool) -> dict[str, Any]:
+        sql = sql.strip()
+        return {
+            "type": "query",
+            "name": name,
+            "label": label,
+            "datasource": DATASOURCE,
+            "definition": sql,
+            "query": {"refId": f"var-{name}", "editorType": "sql", "format": TABLE, "rawSql": sql},
+            "refresh": 2,
+            "sort": 1,
+            "multi": multi,
+            "includeAll": multi,
+            "current": {"text": ["All"], "value": ["$__all"]} if multi else {},
+            "options": [],
+            "hide": 0,
+        }
+
+    tenant_sql = f"""
+SELECT DISTINCT tenant_id FROM {ROLLUP}
+WHERE $__timeFilter(hour) AND tenant_id != ''
+ORDER BY tenant_id
+"""
+    scope = "tenant_id = ${tenant:singlequote}" if single_tenant else _all_filter("tenant_id", "tenant")
+    model_sql = f"""
+SELECT DISTINCT model FROM {ROLLUP}
+WHERE $__timeFilter(hour) AND {scope} AND model != ''
+ORDER BY model
+"""
+    feature_sql = f"""
+SELECT DISTINCT feature FROM {ROLLUP}
+WHERE $__timeFilter(hour) AND {scope} AND feature != ''
+ORDER BY feature
+"""
+    variables: list[dict[str, Any]] = [
+        {
+            "type": "datasource",
+            "name": "datasource",
+            "label": "Data source",
+            "query": DATASOURCE_TYPE,
+            "current": {"text": "llmledger ClickHouse", "value": DATASOURCE_UID},
+            "options": [],
+            "refresh": 1,
+            "regex": "",
+            "hide": 0,
+        },
+        {
+            "type": "constant",
+            "name": "database",
+            "label": "Database",
+            "query": "llmledger",
+            "hide": 2,
+            "description": "The ClickHouse database llmledger writes to (LLMLEDGER_CLICKHOUSE_DATABASE).",
+        },
+        query_var("tenant", "Tenant", tenant_sql, multi=not single_tenant),
+        query_var("model", "Model", model_sql, multi=True),
+        query_var("feature", "Feature", feature_sql, multi=True),
+    ]
+    if kind == "tenant":
+        variables.append(
+            {
+                "type": "textbox",
+                "name": "trace_id",
+                "label": "Trace ID",
+                "query": "",
+                "current": {"text": "", "value": ""},
+                "hide": 0,
+                "description": "Set by the links in 'Most expensive calls'; shows that trace below.",
+            }
+        )
+    if kind == "budgets":
+        variables = [v for v in variables if v["name"] not in ("model", "feature")]
+        variables.append(
+            {
+                "type": "custom",
+                "name": "warn_share",
+                "label": "Warn at share of budget",
+                "query": "0.5,0.8,0.9",
+                "current": {"text": "0.8", "value": "0.8"},
+                "options": [
+                    {"text": v, "value": v, "selected": v == "0.8"} for v in ("0.5", "0.8", "0.9")
+                ],
+                "multi": False,
+                "includeAll": False,
+                "hide": 0,
+            }
+        )
+    return variables
+
+
+def _dashboard(kind: str, title: str, description: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
+    uid = UIDS[kind]
+    links = [
+        {
+            "type": "link",
+            "title": other_title,
+            "url": f"/d/{UIDS[other]}?${{__url_time_range}}&${{datasource:queryparam}}",
+            "icon": "dashboard",
+            "targetBlank": False,
+        }
+        for other, other_title in (
+            ("overview", "Spend overview"),
+            ("tenant", "Tenant drill-down"),
+            ("reliability", "Reliability"),
+            ("budgets", "Budgets"),
+        )
+        if other != kind
+    ]
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["llmledger", "llm", "cost"],
+        "timezone": "utc",
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "5m",
+        "time": {"from": "now-7d", "to": "now"},
+        "fiscalYearStartMonth": 0,
+        "links": links,
+        "annotations": {"list": []},
+        "templating": {"list": _variables(kind)},
+        "panels": panels,
+    }
+
+
+USD: Final = "currencyUSD"
+
+
+def spend_overview() -> dict[str, Any]:
+    g = _Grid()
+    rollup_hour = "1h"
+    panels = [
+        _panel(
+            g, "stat", "Spend vs previous period",
+            "Spend in the selected range, in the range of the same length just before it, and the change.",
+            SPEND_VS_PREVIOUS, TABLE, w=10, h=5, unit=USD,
+            overrides=[
+                _unit("change", "percentunit"),
+                _display_name("spend", "Spend"),
+                _display_name("previous_spend", "Previous period"),
+                _display_name("change", "Change"),
+            ],
+            options=_stat_options(),
+        ),
+        _panel(
+            g, "stat", "Month-end projection",
+            "Spend so far in the month that contains the end of the range, and where it lands at "
+            "the same rate to the end of the month (UTC).",
+            MONTH_END_PROJECTION, TABLE, w=7, h=5, unit=USD,
+            overrides=[_display_name("month_to_date", "Month to date"),
+                       _display_name("projected_month_end", "Projected month end")],
+            options=_stat_options(),
+        ),
+        _panel(
+            g, "stat", "Saved by cached input",
+            "Cached input tokens x (input price - cached input price), at the current prices in "
+            "model_prices. Models without a price row there are listed below without a saving.",
+            CACHED_INPUT_SAVINGS, TABLE, w=7, h=5, unit=USD,
+            options={**_stat_options("/^saved_usd$/"),
+                     "reduceOptions": {"calcs": ["sum"], "fields": "/^saved_usd$/", "values": False}},
+        ),
+        _panel(
+            g, "timeseries", "Spend per tenant",
+            "Spend per tenant per interval (rollup, at least hourly).",
+            SPEND_PER_TENANT, TIME_SERIES, w=16, h=9, unit=USD, interval=rollup_hour,
+            options={"legend": {"displayMode": "table", "placement": "right", "calcs": ["sum"]},
+                     "tooltip": {"mode": "multi", "sort": "desc"}},
+        ),
+        _panel(
+            g, "table", "Top tenants",
+            "The ten tenants that spent the most in the range, with their share of all spend.",
+            TOP_TENANTS, TABLE, w=8, h=9, unit=USD,
+            overrides=[_unit("share", "percentunit"), _unit("calls", "short"),
+                       _unit("unpriced_calls", "short")],
+        ),
+        _panel(
+            g, "table", "Spend by model",
+            "Calls, tokens and spend per provider and model. unpriced_calls have no cost in the sums.",
+            SPEND_BY_MODEL, TABLE, w=12, h=8, unit="short",
+            overrides=[_unit("spend", USD)],
+        ),
+        _panel(
+            g, "piechart", "Spend by provider", "Share of spend per provider.",
+            SPEND_BY_PROVIDER, TABLE, w=5, h=8, unit=USD,
+            options={"reduceOptions": {"calcs": ["sum"], "fields": "", "values": True},
+                     "pieType": "donut", "displayLabels": ["name", "percent"],
+                     "legend": {"displayMode": "list", "placement": "bottom"}},
+        ),
+        _panel(
+            g, "stat", "Unpriced and estimated calls",
+            "Calls with no known price (not counted in spend) and calls whose tokens were "
+            "estimated locally because the API reported none.",
+            UNPRICED_TOTALS, TABLE, w=7, h=8, unit="short",
+            overrides=[_display_name("unpriced_calls", "Unpriced calls"),
+                       _display_name("estimated_calls", "Estimated-token calls"),
+                       _display_name("calls", "All calls")],
+            options=_stat_options(),
+        ),
+        _panel(
+            g, "timeseries", "Tokens by type",
+            "Input split into uncached and cached, output into visible and reasoning tokens.",
+            TOKENS_BY_TYPE, TIME_SERIES, w=12, h=8, unit="short", interval=rollup_hour,
+            options={"legend": {"displayMode": "list", "placement": "bottom"},
+                     "tooltip": {"mode": "multi", "sort": "none"}},
+        ),
+        _panel(
+            g, "table", "Cached input savings by model",
+            "What cached input saved per model at current list prices (model_prices). A model "
+            "with no price row shows its cached tokens and no saving: unknown, not zero.",
+            CACHED_INPUT_SAVINGS, TABLE, w=12, h=8, unit="short",
+            overrides=[_unit("saved_usd", USD), _unit("input_per_mtok", USD),
+                       _unit("cached_input_per_mtok", USD)],
+        ),
+        _panel(
+            g, "table", "Models with unpriced or estimated calls",
+            "Where spend is incomplete (no price) or approximate (estimated tokens).",
+            UNPRICED_BY_MODEL, TABLE, w=24, h=7, unit="short",
+            overrides=[_unit("unpriced_share", "percentunit")],
+        ),
+    ]  # fmt: skip
+    return _dashboard(
+        "overview",
+        "llmledger — Spend overview",
+        "What LLM calls cost, who spent it and on which models.",
+        panels,
+    )
+
+
+def tenant_drilldown() -> dict[str, Any]:
+    g = _Grid()
+    trace_link = {
+        "title": "Show this trace below",
+        "url": f"/d/{UIDS['tenant']}?${{__url_time_range}}&${{datasource:queryparam}}"
+        "&${tenant:queryparam}&var-trace_id=${__value.raw}",
+        "targetBlank": False,
+    }
+    panels = [
+        _panel(
+            g, "stat", "Tenant spend", "The tenant's spend, calls and unpriced calls in the range.",
+            TENANT_TOTALS, TABLE, w=8, h=7, unit="short",
+            overrides=[_unit("spend", USD), _display_name("spend", "Spend"),
+                       _display_name("calls", "Calls"), _display_name("unpriced_calls", "Unpriced calls")],
+            options=_stat_options(),
+        ),
+        _panel(
+            g, "timeseries", "Spend by feature over time", "The tenant's spend per feature per interval.",
+            TENANT_SPEND_BY_FEATURE_OVER_TIME, TIME_SERIES, w=16, h=7, unit=USD, interval="1h",
+            options={"legend": {"displayMode": "list", "placement": "bottom"},
+                     "tooltip": {"mode": "multi", "sort": "desc"}},
+        ),
+        _panel(g, "table", "Spend by user", "The tenant's spend per user.", TENANT_BY_USER, TABLE,
+               w=8, h=8, unit="short", overrides=[_unit("spend", USD)]),
+        _panel(g, "table", "Spend by feature", "The tenant's spend per feature.", TENANT_BY_FEATURE,
+               TABLE, w=8, h=8, unit="short", overrides=[_unit("spend", USD)]),
+        _panel(g, "table", "Spend by model", "The tenant's spend per model.", TENANT_BY_MODEL, TABLE,
+               w=8, h=8, unit="short", overrides=[_unit("spend", USD)]),
+        _panel(
+            g, "table", "Conversations by spend",
+            "The tenant's 20 most expensive conversations (gen_ai.conversation.id), from llm_calls.",
+            TENANT_CONVERSATIONS, TABLE, w=24, h=8, unit="short", overrides=[_unit("spend", USD)],
+        ),
+        _panel(
+            g, "table", "Most expensive calls",
+            "The tenant's 50 most expensive calls. The TraceId links to the trace below.",
+            TENANT_EXPENSIVE_CALLS, TABLE, w=24, h=9, unit="short",
+            overrides=[
+                _unit("cost_usd", USD),
+                {"matcher": {"id": "byName", "options": "TraceId"},
+                 "properties": [{"id": "links", "value": [trace_link]}]},
+            ],
+        ),
+        _panel(
+            g, "traces", "Trace", "The spans of the trace picked in 'Most expensive calls' (otel_traces).",
+            TRACE_SPANS, TRACE, w=24, h=12,
+        ),
+    ]  # fmt: skip
+    return _dashboard(
+        "tenant",
+        "llmledger — Tenant drill-down",
+        "One tenant's spend by user, feature, conversation and model, down to single calls and traces.",
+        panels,
+    )
+
+
+def reliability() -> dict[str, Any]:
+    g = _Grid()
+    panels = [
+        _panel(
+            g, "stat", "Calls, errors and fallbacks", "Calls in the range, the share that failed and "
+            "the share that were fallbacks after an earlier attempt failed.",
+            RELIABILITY_TOTALS, TABLE, w=24, h=4, unit="percentunit",
+            overrides=[_unit("calls", "short"), _display_name("calls", "Calls"),
+                       _display_name("error_rate", "Error rate"),
+                       _display_name("fallback_rate", "Fallback rate")],
+            options=_stat_options(),
+        ),
+        _panel(
+            g, "table", "Latency and time to first chunk by model",
+            "Quantiles merged from the rollup's t-digest states (duration of every call; time to "
+            "first chunk of streams).",
+            LATENCY_BY_MODEL, TABLE, w=24, h=8, unit="ms",
+            overrides=[_unit("calls", "short"),
+                       {"matcher": {"id": "byRegexp", "options": "/_q$/"},
+                        "properties": [{"id": "custom.hidden", "value": True}]}],
+        ),
+        _panel(g, "timeseries", "p95 latency by model", "p95 call duration per model per interval.",
+               P95_LATENCY_OVER_TIME, TIME_SERIES, w=12, h=8, unit="ms", interval="1h"),
+        _panel(g, "timeseries", "p95 time to first chunk by model",
+               "p95 time to the first streamed chunk per model per interval.",
+               P95_TTFT_OVER_TIME, TIME_SERIES, w=12, h=8, unit="ms", interval="1h"),
+        _panel(g, "timeseries", "Error and fallback rate", "Share of calls that failed / were fallbacks.",
+               ERROR_AND_FALLBACK_RATE, TIME_SERIES, w=12, h=8, unit="percentunit", interval="1h"),
+        _panel(g, "timeseries", "Error rate by error type",
+               "Failed calls per error.type as a share of all calls in the interval.",
+               ERROR_RATE_BY_TYPE, TIME_SERIES, w=12, h=8, unit="percentunit", interval="1h"),
+        _panel(g, "table", "Errors by type and model", "Failed calls per error.type and model.",
+               ERRORS_BY_TYPE, TABLE, w=12, h=8, unit="short",
+               overrides=[_unit("error_rate", "percentunit")]),
+        _panel(
+            g, "table", "Which models fall back to which",
+            "Attempt N of a trace against attempt N-1: the model that failed (and how), the model "
+            "that stepped in, and how often the fallback succeeded.",
+            FALLBACK_PAIRS, TABLE, w=12, h=8, unit="short", overrides=[_unit("success_rate", "percentunit")],
+        ),
+    ]  # fmt: skip
+    return _dashboard(
+        "reliability",
+        "llmledger — Reliability",
+        "Latency, time to first chunk, errors and fallbacks per model.",
+        panels,
+    )
+
+
+def budgets() -> dict[str, Any]:
+    g = _Grid()
+    panels = [
+        _panel(
+            g, "stat", "Budgets now",
+            "Budgets breached (spend > limit), near their limit (>= warn share) and on track to "
+            "breach at the current rate, as of the end of the range.",
+            BUDGET_COUNTS, TABLE, w=24, h=4, unit="short",
+            overrides=[_display_name("budgets", "Budgets"), _display_name("breached", "Breached"),
+                       _display_name("near_limit", "Near limit"),
+                       _display_name("on_track_to_breach", "On track to breach")],
+            options=_stat_options(),
+        ),
+        _panel(
+            g, "table", "Spend against budget",
+            "Each tenant's (and user's) budget for its current period (UTC day or month, as of the "
+            "end of the range), spend so far, share used and the projection at the current rate.",
+            BUDGET_STATUS, TABLE, w=24, h=9, unit=USD,
+            overrides=[_unit("used_share", "percentunit"), _unit("projected_share", "percentunit"),
+                       {"matcher": {"id": "byName", "options": "used_share"},
+                        "properties": [{"id": "custom.cellOptions", "value": {"type": "gauge", "mode": "basic"}},
+                                       {"id": "max", "value": 1.2}, {"id": "min", "value": 0}]}],
+        ),
+        _panel(
+            g, "timeseries", "Monthly budget burn",
+            "Cumulative spend this month as a share of each tenant's monthly budget.",
+            MONTHLY_BURN, TIME_SERIES, w=12, h=9, unit="percentunit",
+            options={"legend": {"displayMode": "list", "placement": "bottom"},
+                     "tooltip": {"mode": "multi", "sort": "desc"}},
+        ),
+        _panel(
+            g, "table", "Breaches", "Budget periods in the range whose spend went over the limit, "
+            "and the hour it happened.",
+            BREACHES, TABLE, w=12, h=9, unit=USD,
+        ),
+    ]  # fmt: skip
+    return _dashboard(
+        "budgets",
+        "llmledger — Budgets",
+        "Spend against each tenant's budget, burn rate and breaches.",
+        panels,
+    )
+
+
+DASHBOARDS: Final = {
+    "spend-overview.json": spend_overview,
+    "tenant-drilldown.json": tenant_drilldown,
+    "reliability.json": reliability,
+    "budgets.json": budgets,
+}
+
+
+def render() -> dict[str, str]:
+    """File name -> JSON text of every dashboard."""
+    return {name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail when a file differs from what would be written")
+    args = parser.parse_args(argv)
+    stale: list[str] = []
+    for name, text in render().items():
+        path = DASHBOARD_DIR / name
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            DASHBOARD_DIR.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print(f"out of date: {', '.join(stale)} (run python grafana/build_dashboards.py)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
