@@ -145,7 +145,7 @@ def expected(
             "output_tokens": 0,
             "cost_usd": Decimal(0),
             "unpriced_calls": 0,
-        }  # fmt: skip
+        }
     )
     for call in calls:
         key = tuple(_dim(call, d) for d in dims)
