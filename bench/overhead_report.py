@@ -21,6 +21,13 @@ SCENARIO_LABELS = {
     "embeddings": "embeddings (1 input, 1536 dims)",
     "async_chat": "async chat, non-streaming",
 }
+SHORT_LABELS = {
+    "chat": "chat",
+    "chat_stream_usage": "stream with usage, per chunk",
+    "chat_stream": "stream without usage, per chunk",
+    "embeddings": "embeddings",
+    "async_chat": "async chat",
+}
 STREAM_CHUNKS = 200
 """Chunks per streamed answer: the divisor for the per-chunk columns."""
 
@@ -101,9 +108,39 @@ def _fmt(value: float | None, digits: int = 0, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def _overhead_us(run: Run, runs: Sequence[Run], scenario: str) -> float | None:
+    """``run``'s median minus that of ``none`` in the same environment."""
+    base = next((other for other in runs if other.mode == "none" and other.env == run.env), None)
+    if base is None or base is run:
+        return None
+    mine, bare = run.median_us(scenario), base.median_us(scenario)
+    return mine - bare if mine is not None and bare is not None else None
+
+
+def render_summary(runs: Sequence[Run], scenarios: Sequence[str]) -> str:
+    """Overhead only, one row per instrumented mode: per call, or per chunk for streams."""
+    header = " | ".join(SHORT_LABELS.get(scenario, scenario) for scenario in scenarios)
+    lines = [f"| overhead vs none, µs | {header} |", "|---|" + "--:|" * len(scenarios)]
+    for run in runs:
+        if run.mode == "none":
+            continue
+        cells: list[str] = []
+        for scenario in scenarios:
+            overhead = _overhead_us(run, runs, scenario)
+            if run.status != "ok":
+                cells.append(run.status)
+            elif overhead is None:
+                cells.append("-")
+            elif "stream" in scenario:
+                cells.append(f"{overhead / STREAM_CHUNKS:+.2f}")
+            else:
+                cells.append(f"{overhead:+.0f}")
+        lines.append(f"| {run.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render_table(runs: Sequence[Run], scenarios: Sequence[str]) -> str:
     """One row per scenario and mode; overhead against ``none`` of the same environment."""
-    baselines = {run.env: run for run in runs if run.mode == "none"}
     lines = [
         "| scenario | mode (env) | µs/call | overhead µs | ratio | µs/chunk | overhead µs/chunk | notes |",
         "|---|---|--:|--:|--:|--:|--:|---|",
@@ -116,10 +153,8 @@ def render_table(runs: Sequence[Run], scenarios: Sequence[str]) -> str:
                 lines.append(f"| {label} | {run.label} | {run.status} | - | - | - | - | see below |")
                 continue
             us = run.median_us(scenario)
-            base = baselines.get(run.env)
-            base_us = base.median_us(scenario) if base is not None and base is not run else None
-            overhead = us - base_us if us is not None and base_us is not None else None
-            ratio = f"{us / base_us:.2f}x" if us is not None and base_us else "-"
+            overhead = _overhead_us(run, runs, scenario)
+            ratio = f"{us / (us - overhead):.2f}x" if us is not None and overhead is not None else "-"
             spread = f" ±{run.half_iqr_us(scenario):.0f}" if us is not None else ""
             per_chunk = us / STREAM_CHUNKS if streamed and us is not None else None
             overhead_chunk = overhead / STREAM_CHUNKS if streamed and overhead is not None else None
@@ -253,6 +288,10 @@ def render_section(
         "  `TRACELOOP_TRACE_CONTENT=false`; contrib and llmledger record none by default.",
         "",
         render_goal(runs),
+        "",
+        render_summary(runs, scenarios),
+        "",
+        "In full:",
         "",
         render_table(runs, scenarios),
         "",

@@ -36,7 +36,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compare_env import ensure_compare_env
-from overhead_report import SCENARIO_LABELS, Run, render_section, render_table, replace_section
+from overhead_report import (
+    SCENARIO_LABELS,
+    Run,
+    render_section,
+    render_summary,
+    render_table,
+    replace_section,
+)
 from overhead_workers import Settings, measure_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out_dir / "runs.json").write_text(json.dumps([asdict(run) for run in runs], indent=1))
 
     print(render_table(runs, scenarios))
+    print()
+    print(render_summary(runs, scenarios))
     if args.profile:
         print(f"\nprofiles: {out_dir}/*.prof (python -m pstats FILE)", file=sys.stderr)
     if not args.write_docs:
