@@ -17,12 +17,13 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from llmledger.exporter._internal.config import ConfigError
 from llmledger.exporter._internal.store import StoreError
-from llmledger.exporter.cli import _demo, _prices, _report, _schema, _sql, _tenant_user
+from llmledger.exporter.cli import _collector, _demo, _prices, _report, _schema, _sql, _tenant_user
 from llmledger.exporter.version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: Final[tuple[ModuleType, ...]] = (
+    _collector,
     _demo,
     _report,
     _schema,

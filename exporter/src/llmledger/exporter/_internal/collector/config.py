@@ -1,0 +1,312 @@
+"""The collector's one typed configuration, from defaults, a TOML file, the environment and flags.
+
+Precedence, lowest to highest: built-in defaults, the TOML file (``--config`` or
+``LLMLEDGER_COLLECTOR_CONFIG``), environment variables (``LLMLEDGER_COLLECTOR_<NAME>``; the
+store keeps ``LLMLEDGER_CLICKHOUSE_URL``), then command-line flags. Every setting is a row
+of :data:`SETTINGS`, which also drives the CLI flags and the table in docs/collector.md.
+:meth:`CollectorConfig.build` reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from llmledger.exporter._internal.config import ConfigError, StoreConfig, default_store_path
+
+__all__ = ["ENV_CONFIG_FILE", "SETTINGS", "CollectorConfig", "Setting", "default_data_dir"]
+
+ENV_CONFIG_FILE: Final = "LLMLEDGER_COLLECTOR_CONFIG"
+_ENV_PREFIX: Final = "LLMLEDGER_COLLECTOR_"
+_SIZE: Final = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS: Final = {
+    "b": 1,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+}
+
+Kind = Literal["str", "bool", "int", "size", "seconds", "path", "choice"]
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration setting: its name (file key; ``--flag-name``), kind, default and meaning."""
+
+    name: str
+    kind: Kind
+    default: object
+    help: str
+    choices: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return _ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("grpc_endpoint", "str", "127.0.0.1:4317", "OTLP/gRPC listen address (host:port; empty disables)"),
+    Setting(
+        "http_endpoint",
+        "str",
+        "127.0.0.1:4318",
+        "OTLP/HTTP listen address (host:port), also /healthz, /readyz, /metrics; empty disables",
+    ),
+    Setting(
+        "data_dir", "path", None, "spool and state directory (default: $XDG_DATA_HOME/llmledger/collector)"
+    ),
+    Setting("spool_max_bytes", "size", 1 << 30, "spool bound; past it requests get 429 / RESOURCE_EXHAUSTED"),
+    Setting("spool_segment_bytes", "size", 32 << 20, "size at which the spool starts a new segment file"),
+    Setting(
+        "fsync",
+        "choice",
+        "always",
+        "always: ack after fsync (group commit); never: ack after the write (survives a crash, not power loss)",
+        ("always", "never"),
+    ),
+    Setting("max_request_bytes", "size", 8 << 20, "largest request body, after decompression"),
+    Setting(
+        "max_concurrent_requests",
+        "int",
+        32,
+        "requests decoded at once; more wait (HTTP) or are refused (gRPC)",
+    ),
+    Setting("batch_max_spans", "int", 20_000, "most spans per insert into the store"),
+    Setting("batch_max_bytes", "size", 32 << 20, "most spooled bytes per insert"),
+    Setting(
+        "retry_initial_seconds", "seconds", 0.5, "first back-off after a failed insert (doubles, with jitter)"
+    ),
+    Setting("retry_max_seconds", "seconds", 30.0, "longest back-off between insert attempts"),
+    Setting("shutdown_timeout_seconds", "seconds", 15.0, "on SIGTERM, drain the spool for at most this long"),
+    Setting("auth_token", "str", None, "bearer token clients must send (Authorization: Bearer <token>)"),
+    Setting("auth_token_file", "path", None, "file holding the bearer token (instead of auth_token)"),
+    Setting("tls_cert_file", "path", None, "PEM certificate (chain) for TLS on both ports"),
+    Setting("tls_key_file", "path", None, "PEM private key for TLS"),
+    Setting("apply_schema", "bool", True, "apply pending schema migrations on start"),
+    Setting("query_server", "bool", True, "embedded store: serve read-only SQL to the CLI over loopback"),
+    Setting("log_format", "choice", "logfmt", "structured log format", ("logfmt", "json")),
+    Setting("log_level", "choice", "info", "log level", ("debug", "info", "warning", "error")),
+)
+_BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
+_STORE_KEYS: Final = ("clickhouse_url", "database")
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/llmledger/collector``, beside the default embedded store."""
+    return default_store_path(env).parent / "collector"
+
+
+def _parse(setting: Setting, raw: object, source: str, problems: list[str]) -> object:
+    where = f"{setting.name} (from {source})"
+    kind = setting.kind
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        problems.append(f"{where}: {raw!r} is not true or false")
+    elif kind == "int":
+        try:
+            return int(str(raw).strip()) if not isinstance(raw, bool) else None
+        except ValueError:
+            problems.append(f"{where}: {raw!r} is not a whole number")
+    elif kind == "size":
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        match = _SIZE.match(str(raw))
+        if match:
+            return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+        problems.append(f"{where}: {raw!r} is not a size (bytes, or a number with KiB, MiB or GiB)")
+    elif kind == "seconds":
+        try:
+            return float(str(raw).strip())
+        except ValueError:
+            problems.append(f"{where}: {raw!r} is not a number of seconds")
+    elif kind == "path":
+        return Path(str(raw)).expanduser() if str(raw) else None
+    elif kind == "choice":
+        text = str(raw).strip().lower()
+        if text in setting.choices:
+            return text
+        problems.append(f"{where}: {raw!r} is not one of {', '.join(setting.choices)}")
+    else:
+        return str(raw)
+    return None
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, int] | None:
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104  (":4318" means every interface, as upstream)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    """Every collector setting (see :data:`SETTINGS`), with the store it writes to."""
+
+    store: StoreConfig
+    grpc_endpoint: str = "127.0.0.1:4317"
+    http_endpoint: str = "127.0.0.1:4318"
+    data_dir: Path = field(default_factory=default_data_dir)
+    spool_max_bytes: int = 1 << 30
+    spool_segment_bytes: int = 32 << 20
+    fsync: Literal["always", "never"] = "always"
+    max_request_bytes: int = 8 << 20
+    max_concurrent_requests: int = 32
+    batch_max_spans: int = 20_000
+    batch_max_bytes: int = 32 << 20
+    retry_initial_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+    shutdown_timeout_seconds: float = 15.0
+    auth_token: str | None = None
+    auth_token_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    apply_schema: bool = True
+    query_server: bool = True
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def build(
+        cls,
+        flags: Mapping[str, object] | None = None,
+        env: Mapping[str, str] | None = None,
+        config_file: Path | None = None,
+    ) -> CollectorConfig:
+        """Defaults < TOML file < environment < ``flags`` (non-``None`` values); every problem at once.
+
+        ``flags`` may also carry ``clickhouse_url`` and ``database`` for the store.
+        """
+        env = os.environ if env is None else env
+        flags = {key: value for key, value in (flags or {}).items() if value is not None}
+        problems: list[str] = []
+        values: dict[str, object] = {}
+        file_store: dict[str, object] = {}
+        flag_store: dict[str, object] = {}
+        file_path = config_file or (Path(env[ENV_CONFIG_FILE]) if env.get(ENV_CONFIG_FILE) else None)
+        if file_path is not None:
+            for key, raw in _read_file(file_path, problems).items():
+                if key in _STORE_KEYS:
+                    file_store["url" if key == "clickhouse_url" else key] = str(raw)
+                elif key in _BY_NAME:
+                    values[key] = _parse(_BY_NAME[key], raw, str(file_path), problems)
+                else:
+                    problems.append(f"{file_path}: unknown setting {key!r}")
+        for setting in SETTINGS:
+            raw_env = env.get(setting.env)
+            if raw_env is not None and raw_env != "":
+                values[setting.name] = _parse(setting, raw_env, setting.env, problems)
+            if setting.name in flags:
+                values[setting.name] = _parse(setting, flags[setting.name], setting.flag, problems)
+        for key in _STORE_KEYS:
+            if key in flags:
+                flag_store["url" if key == "clickhouse_url" else key] = flags[key]
+        # The file's store settings rank below the environment's, flags above both.
+        env_names = {"url": "LLMLEDGER_CLICKHOUSE_URL", "database": "LLMLEDGER_CLICKHOUSE_DATABASE"}
+        store_overrides = {key: value for key, value in file_store.items() if not env.get(env_names[key])}
+        store_overrides.update(flag_store)
+        try:
+            store = StoreConfig.from_env(env, **store_overrides)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            store = None
+        if values.get("data_dir") is None:
+            values["data_dir"] = default_data_dir(env)
+        values = {key: value for key, value in values.items() if value is not None}
+        if store is None:
+            raise ConfigError(problems)
+        config = cls(store=store, **values)  # type: ignore[arg-type]
+        problems.extend(config.problems())
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+    def problems(self) -> list[str]:
+        """Everything wrong with this configuration (empty when it is valid)."""
+        problems: list[str] = []
+        endpoints = [("grpc_endpoint", self.grpc_endpoint), ("http_endpoint", self.http_endpoint)]
+        for name, endpoint in endpoints:
+            if endpoint and _split_endpoint(endpoint) is None:
+                problems.append(f"{name} {endpoint!r} must be host:port")
+        if not self.grpc_endpoint and not self.http_endpoint:
+            problems.append("grpc_endpoint and http_endpoint are both empty: nothing would receive spans")
+        for name in (
+            "spool_segment_bytes",
+            "max_request_bytes",
+            "max_concurrent_requests",
+            "batch_max_spans",
+        ):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.spool_max_bytes < 2 * self.spool_segment_bytes:
+            problems.append("spool_max_bytes must be at least twice spool_segment_bytes")
+        if self.spool_max_bytes < 2 * self.max_request_bytes:
+            problems.append("spool_max_bytes must be at least twice max_request_bytes")
+        if self.batch_max_bytes < self.max_request_bytes:
+            problems.append("batch_max_bytes must be at least max_request_bytes (one request fits a batch)")
+        if not 0 < self.retry_initial_seconds <= self.retry_max_seconds:
+            problems.append("retry_initial_seconds must be > 0 and <= retry_max_seconds")
+        if self.shutdown_timeout_seconds < 0:
+            problems.append("shutdown_timeout_seconds must be >= 0")
+        if self.auth_token is not None and self.auth_token_file is not None:
+            problems.append("set auth_token or auth_token_file, not both")
+        if self.auth_token is not None and not self.auth_token.strip():
+            problems.append("auth_token is empty")
+        if self.auth_token_file is not None and not self.auth_token_file.is_file():
+            problems.append(f"auth_token_file {self.auth_token_file} does not exist")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("TLS needs both tls_cert_file and tls_key_file")
+        for name in ("tls_cert_file", "tls_key_file"):
+            path: Path | None = getattr(self, name)
+            if path is not None and not path.is_file():
+                problems.append(f"{name} {path} does not exist")
+        return problems
+
+    def endpoint(self, which: Literal["grpc", "http"]) -> tuple[str, int] | None:
+        """(host, port) to listen on, or ``None`` when that receiver is disabled."""
+        endpoint = self.grpc_endpoint if which == "grpc" else self.http_endpoint
+        return _split_endpoint(endpoint) if endpoint else None
+
+    def bearer_token(self) -> str | None:
+        """The token clients must present, read from ``auth_token_file`` when that is set."""
+        if self.auth_token_file is not None:
+            return self.auth_token_file.read_text(encoding="utf-8").strip() or None
+        return self.auth_token
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+
+def _read_file(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        problems.append(f"cannot read the config file {path}: {exc.strerror or exc}")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"config file {path} is not valid TOML: {exc}")
+        return {}
+    table = document.get("collector", document)
+    if not isinstance(table, dict):
+        problems.append(f"config file {path}: [collector] must be a table")
+        return {}
+    return dict(table)  # pyright: ignore[reportUnknownArgumentType]

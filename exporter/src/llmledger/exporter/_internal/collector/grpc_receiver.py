@@ -1,0 +1,127 @@
+"""OTLP/gRPC: the ``TraceService/Export`` method, with the metrics and logs services refusing.
+
+The method is registered with no request deserializer, so the handler receives the raw
+protobuf bytes, decodes them once to validate and spools those same bytes. Status codes
+follow the OTLP specification: ``INVALID_ARGUMENT`` for malformed requests,
+``UNAUTHENTICATED`` without the bearer token, and the retryable ``RESOURCE_EXHAUSTED``
+(spool full) and ``UNAVAILABLE`` (disk error, shutting down) carrying a
+``google.rpc.RetryInfo`` so exporters know how long to wait. The metrics and logs
+services answer ``UNIMPLEMENTED`` with a message saying this collector takes traces only.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.rpc.error_details_pb2 import RetryInfo
+from google.rpc.status_pb2 import Status
+
+from .ingest import RETRY_AFTER_SECONDS, Ingest, Outcome, RefusedError
+from .otlp import InvalidRequestError, TooLargeError, decode_protobuf, encode_response
+
+__all__ = ["start_grpc_server"]
+
+_logger = logging.getLogger("llmledger.collector.grpc")
+
+_TRACE_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
+_REFUSED_SERVICES: Final = (
+    ("opentelemetry.proto.collector.metrics.v1.MetricsService", "metrics"),
+    ("opentelemetry.proto.collector.logs.v1.LogsService", "logs"),
+)
+_OUTCOME_CODE: Final = {
+    Outcome.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Outcome.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
+    Outcome.UNSUPPORTED_MEDIA: grpc.StatusCode.INVALID_ARGUMENT,
+    Outcome.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Outcome.SPOOL_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Outcome.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _retry_details(code: grpc.StatusCode, message: str) -> bytes:
+    """A ``google.rpc.Status`` with ``RetryInfo``, for the ``grpc-status-details-bin`` trailer."""
+    status = Status(code=code.value[0], message=message)
+    status.details.add().Pack(RetryInfo(retry_delay=Duration(seconds=RETRY_AFTER_SECONDS)))
+    return status.SerializeToString()
+
+
+def _export_handler(ingest: Ingest) -> grpc.RpcMethodHandler[bytes, bytes]:
+    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            metadata = dict(context.invocation_metadata())
+            if not ingest.authorized(str(metadata.get("authorization", "")) or None):
+                raise RefusedError(Outcome.UNAUTHENTICATED, "missing or wrong bearer token")
+            with ingest.admit(timeout=5.0):
+                try:
+                    decoded = decode_protobuf(request)
+                except TooLargeError as exc:
+                    raise RefusedError(Outcome.TOO_LARGE, str(exc)) from exc
+                except InvalidRequestError as exc:
+                    raise RefusedError(Outcome.INVALID, str(exc)) from exc
+                ingest.store(decoded)
+        except RefusedError as error:
+            ingest.refuse(error)
+            code = _OUTCOME_CODE[error.outcome]
+            if error.retryable:
+                context.set_trailing_metadata(
+                    (("grpc-status-details-bin", _retry_details(code, error.message)),)
+                )
+            else:
+                _logger.info("refused a gRPC request from %s: %s", context.peer(), error.message)
+            context.abort(code, error.message)
+        return encode_response(False, decoded.rejected_spans, decoded.rejection_message)
+
+    return grpc.unary_unary_rpc_method_handler(export)  # pyright: ignore[reportUnknownVariableType]
+
+
+def _refusing_handler(signal: str) -> grpc.RpcMethodHandler[bytes, bytes]:
+    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+        del request
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"this llmledger collector accepts traces only; OTLP {signal} are not served",
+        )
+
+    return grpc.unary_unary_rpc_method_handler(export)  # pyright: ignore[reportUnknownVariableType]
+
+
+def start_grpc_server(
+    address: tuple[str, int],
+    ingest: Ingest,
+    *,
+    max_workers: int,
+    tls: tuple[bytes, bytes] | None = None,
+) -> tuple[grpc.Server, int]:
+    """Start the OTLP/gRPC receiver; return the server and the port it listens on.
+
+    ``tls`` is (PEM private key, PEM certificate chain).
+    """
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="llmledger-grpc"),
+        handlers=[
+            grpc.method_handlers_generic_handler(_TRACE_SERVICE, {"Export": _export_handler(ingest)}),
+            *(
+                grpc.method_handlers_generic_handler(service, {"Export": _refusing_handler(signal)})
+                for service, signal in _REFUSED_SERVICES
+            ),
+        ],
+        options=[
+            ("grpc.max_receive_message_length", ingest.max_request_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=max_workers * 4,
+    )
+    host, port = address
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if tls is not None:
+        bound = server.add_secure_port(target, grpc.ssl_server_credentials([tls]))
+    else:
+        bound = server.add_insecure_port(target)
+    if not bound:
+        raise OSError(f"cannot listen for OTLP/gRPC on {target}")
+    server.start()
+    return server, bound

@@ -1,0 +1,260 @@
+"""OTLP/HTTP on one port: ``POST /v1/traces`` plus ``/healthz``, ``/readyz`` and ``/metrics``.
+
+HTTP/1.1 with keep-alive on a thread per connection (the standard library's threading
+server; at OTLP batch sizes a few hundred requests a second carry 50k+ spans, far below
+what it parses). Statuses follow the OTLP specification: 200 with a partial success when
+some spans were refused, 400 for malformed bodies, 413 over the size limit, 415 for
+content types other than protobuf and JSON, 401 without the bearer token, and the
+retryable 429 (spool full) and 503 (disk error, overload, shutting down) with
+``Retry-After``. ``/v1/metrics`` and ``/v1/logs`` answer 404 with a ``Status`` that says
+this collector takes traces only; an OTLP exporter treats that as final, not retryable.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar, Final
+
+from .ingest import RETRY_AFTER_SECONDS, Ingest, Outcome, RefusedError
+from .otlp import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_PROTOBUF,
+    InvalidRequestError,
+    TooLargeError,
+    UnsupportedMediaError,
+    decode_http_body,
+    encode_response,
+    encode_status,
+)
+
+__all__ = ["OtlpHttpServer"]
+
+_logger = logging.getLogger("llmledger.collector.http")
+
+# google.rpc.Code values used in Status bodies.
+_INVALID_ARGUMENT: Final = 3
+_NOT_FOUND: Final = 5
+_RESOURCE_EXHAUSTED: Final = 8
+_UNIMPLEMENTED: Final = 12
+_UNAVAILABLE: Final = 14
+_UNAUTHENTICATED: Final = 16
+
+_OUTCOME_STATUS: Final = {
+    Outcome.INVALID: (400, _INVALID_ARGUMENT),
+    Outcome.TOO_LARGE: (413, _INVALID_ARGUMENT),
+    Outcome.UNSUPPORTED_MEDIA: (415, _INVALID_ARGUMENT),
+    Outcome.UNAUTHENTICATED: (401, _UNAUTHENTICATED),
+    Outcome.SPOOL_FULL: (429, _RESOURCE_EXHAUSTED),
+    Outcome.UNAVAILABLE: (503, _UNAVAILABLE),
+}
+_OTHER_SIGNALS: Final = ("/v1/metrics", "/v1/logs", "/v1/profiles", "/v1development/profiles")
+_TRACES: Final = "/v1/traces"
+_IDLE_TIMEOUT: Final = 60.0
+
+StatusCheck = Callable[[], tuple[bool, str]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "llmledger-collector"
+    sys_version = ""
+    timeout = _IDLE_TIMEOUT
+    server: OtlpHttpServer  # pyright: ignore[reportIncompatibleVariableOverride]
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            self.request.do_handshake()
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _logger.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_status(
+        self,
+        http_code: int,
+        rpc_code: int,
+        message: str,
+        json_body: bool,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        content_type = CONTENT_TYPE_JSON if json_body else CONTENT_TYPE_PROTOBUF
+        self._send(http_code, encode_status(json_body, rpc_code, message), content_type, headers)
+
+    def _refused(self, error: RefusedError, json_body: bool) -> None:
+        http_code, rpc_code = _OUTCOME_STATUS[error.outcome]
+        headers: dict[str, str] = {}
+        if error.retryable:
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if error.outcome is Outcome.UNAUTHENTICATED:
+            headers["WWW-Authenticate"] = 'Bearer realm="llmledger"'
+        self._send_status(http_code, rpc_code, error.message, json_body, headers)
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0]
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path = self._path()
+        server = self.server
+        if path == "/healthz":
+            healthy, detail = server.health_check()
+            self._send(200 if healthy else 500, (detail + "\n").encode(), "text/plain; charset=utf-8")
+        elif path == "/readyz":
+            ready, detail = server.ready_check()
+            self._send(200 if ready else 503, (detail + "\n").encode(), "text/plain; charset=utf-8")
+        elif path == "/metrics":
+            body = server.ingest.metrics.render().encode()
+            self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
+        elif path == _TRACES:
+            self._send_status(405, _UNIMPLEMENTED, "use POST for /v1/traces", True, {"Allow": "POST"})
+        else:
+            self._send_status(404, _NOT_FOUND, f"no such endpoint {path}", True)
+
+    def do_POST(self) -> None:
+        path = self._path()
+        content_type = self.headers.get("Content-Type", "")
+        json_body = content_type.split(";", 1)[0].strip().lower() == CONTENT_TYPE_JSON
+        if path != _TRACES:
+            self._discard_body()
+            if path in _OTHER_SIGNALS:
+                message = (
+                    f"this llmledger collector accepts traces only (POST /v1/traces); {path} is not served"
+                )
+            else:
+                message = f"no such endpoint {path}; OTLP traces go to POST /v1/traces"
+            self._send_status(404, _NOT_FOUND, message, json_body)
+            return
+        ingest = self.server.ingest
+        try:
+            if not ingest.authorized(self.headers.get("Authorization")):
+                self.close_connection = True
+                raise RefusedError(Outcome.UNAUTHENTICATED, "missing or wrong bearer token")
+            body = self._read_body(ingest.max_request_bytes)
+            with ingest.admit(timeout=5.0):
+                try:
+                    decoded = decode_http_body(
+                        content_type, self.headers.get("Content-Encoding", ""), body, ingest.max_request_bytes
+                    )
+                except TooLargeError as exc:
+                    raise RefusedError(Outcome.TOO_LARGE, str(exc)) from exc
+                except UnsupportedMediaError as exc:
+                    raise RefusedError(Outcome.UNSUPPORTED_MEDIA, str(exc)) from exc
+                except InvalidRequestError as exc:
+                    raise RefusedError(Outcome.INVALID, str(exc)) from exc
+                del body
+                ingest.store(decoded)
+        except RefusedError as error:
+            ingest.refuse(error)
+            if not error.retryable:
+                _logger.info("refused a request from %s: %s", self.client_address[0], error.message)
+            self._refused(error, json_body)
+            return
+        self._send(
+            200,
+            encode_response(json_body, decoded.rejected_spans, decoded.rejection_message),
+            CONTENT_TYPE_JSON if json_body else CONTENT_TYPE_PROTOBUF,
+        )
+
+    def _read_body(self, limit: int) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise RefusedError(
+                Outcome.INVALID, "chunked request bodies are not accepted: send Content-Length"
+            )
+        raw_length = self.headers.get("Content-Length")
+        try:
+            length = int(raw_length) if raw_length is not None else -1
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise RefusedError(Outcome.INVALID, "a valid Content-Length header is required")
+        if length > limit:
+            # Not reading an oversize body: answer and close instead.
+            self.close_connection = True
+            raise RefusedError(Outcome.TOO_LARGE, f"the body ({length} bytes) is over the {limit}-byte limit")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            raise RefusedError(Outcome.INVALID, "the connection closed before the whole body arrived")
+        return body
+
+    def _discard_body(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if 0 < length <= self.server.ingest.max_request_bytes:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+
+class OtlpHttpServer(ThreadingHTTPServer):
+    """The OTLP/HTTP receiver (see the module doc); ``serve_forever`` in a thread of its own."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+    max_connections: ClassVar[int] = 512
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        ingest: Ingest,
+        ready_check: StatusCheck,
+        health_check: StatusCheck,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ingest = ingest
+        self.ready_check = ready_check
+        self.health_check = health_check
+        self._connections = 0
+        self._connections_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            if self._connections >= self.max_connections:
+                self.shutdown_request(request)
+                return
+            self._connections += 1
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _logger.debug("connection from %s ended with an error", client_address, exc_info=True)

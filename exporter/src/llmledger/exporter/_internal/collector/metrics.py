@@ -1,0 +1,68 @@
+"""The collector's own counters and gauges, rendered in the Prometheus text format.
+
+Counters are plain integers behind one lock (a handful of increments per request, not per
+span); gauges are read from the spool when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["CollectorMetrics"]
+
+_COUNTERS: Final = {
+    "received_spans": "Spans in requests that passed validation (before the spool)",
+    "spooled_spans": "Spans stored durably in the spool and acknowledged",
+    "written_spans": "Spans inserted into the store",
+    "rejected_spans": "Spans refused: invalid, unauthorised, too large, spool full or disk error",
+    "retried_spans": "Spans whose insert failed and was retried",
+    "requests": "OTLP export requests received (any outcome)",
+    "rejected_requests": "OTLP export requests refused",
+    "spool_full_refusals": "Requests refused with a retryable status because the spool was full",
+    "spool_errors": "Disk errors while writing or reading the spool",
+    "store_errors": "Failed store inserts or connection attempts",
+    "spool_damaged_bytes": "Spool bytes skipped as damaged (CRC mismatch, torn writes)",
+    "quarantined_records": "Spooled requests the drain could not convert, moved aside",
+}
+
+
+class CollectorMetrics:
+    """Counters by name (see ``_COUNTERS``) plus gauges computed at scrape time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(_COUNTERS, 0)
+        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        """Increase counter ``name`` by ``amount``."""
+        with self._lock:
+            self._values[name] += amount
+
+    def get(self, name: str) -> int:
+        """The current value of counter ``name``."""
+        with self._lock:
+            return self._values[name]
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """Register a gauge read when metrics are rendered."""
+        self._gauges[name] = (help_text, read)
+
+    def render(self) -> str:
+        """Everything in the Prometheus text exposition format (version 0.0.4)."""
+        with self._lock:
+            values = dict(self._values)
+        lines: list[str] = []
+        for name, help_text in _COUNTERS.items():
+            metric = f"llmledger_collector_{name}_total"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter", f"{metric} {values[name]}"]
+        for name, (help_text, read) in self._gauges.items():
+            metric = f"llmledger_collector_{name}"
+            try:
+                value = float(read())
+            except Exception:  # a gauge that cannot be read is shown as missing, not fatal
+                value = float("nan")
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", f"{metric} {value:g}"]
+        return "\n".join(lines) + "\n"

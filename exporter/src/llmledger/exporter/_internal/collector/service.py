@@ -1,0 +1,225 @@
+"""The collector process: spool, drain, receivers and query server started and stopped in order.
+
+Start: open the spool (recovering what a crash left), start the drain (which opens the
+store and applies the schema), then the query server (embedded store only) and the two
+receivers. Stop (SIGTERM, SIGINT): stop receiving, drain for up to
+``shutdown_timeout_seconds``, keep whatever is left in the spool for the next start.
+
+The bound ports and process id are written to ``<data_dir>/collector.json`` once the
+receivers listen, so tools and tests can find a collector started on port 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import ssl
+import threading
+import time
+from types import FrameType
+
+import grpc
+
+from .config import CollectorConfig
+from .drain import SpoolDrain
+from .grpc_receiver import start_grpc_server
+from .http_receiver import OtlpHttpServer
+from .ingest import Ingest
+from .metrics import CollectorMetrics
+from .query_server import QueryServer
+from .spool import DurableSpool
+
+__all__ = ["Collector"]
+
+_logger = logging.getLogger("llmledger.collector")
+
+
+class Collector:
+    """One collector process's parts (see the module doc)."""
+
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.metrics = CollectorMetrics()
+        self._stop_requested = threading.Event()
+        self._spool: DurableSpool | None = None
+        self._drain: SpoolDrain | None = None
+        self._ingest: Ingest | None = None
+        self._http: OtlpHttpServer | None = None
+        self._http_thread: threading.Thread | None = None
+        self._grpc: grpc.Server | None = None
+        self._query: QueryServer | None = None
+        self.grpc_port: int | None = None
+        self.http_port: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        spool = DurableSpool(
+            config.spool_dir,
+            max_bytes=config.spool_max_bytes,
+            segment_bytes=config.spool_segment_bytes,
+            fsync=config.fsync,
+        )
+        self._spool = spool
+        if spool.skipped_bytes:
+            self.metrics.add("spool_damaged_bytes", spool.skipped_bytes)
+        pending = spool.pending_bytes()
+        if pending:
+            _logger.info("spool holds %d bytes from an earlier run; delivering them first", pending)
+        self._register_gauges(spool)
+        drain = SpoolDrain(
+            spool,
+            config.store,
+            self.metrics,
+            quarantine_dir=config.data_dir / "quarantine",
+            batch_max_spans=config.batch_max_spans,
+            batch_max_bytes=config.batch_max_bytes,
+            retry_initial_seconds=config.retry_initial_seconds,
+            retry_max_seconds=config.retry_max_seconds,
+            apply_schema=config.apply_schema,
+        )
+        self._drain = drain
+        drain.start()
+        if config.store.embedded and config.query_server:
+            self._query = QueryServer(config.store, drain.query)
+            self._query.start()
+        self._ingest = Ingest(
+            spool,
+            self.metrics,
+            token=config.bearer_token(),
+            max_request_bytes=config.max_request_bytes,
+            max_concurrent_requests=config.max_concurrent_requests,
+        )
+        self._start_receivers(self._ingest)
+        self._write_state()
+        _logger.info(
+            "collector ready: otlp grpc %s, otlp http %s, store %s, spool %s (fsync %s)",
+            f"port {self.grpc_port}" if self.grpc_port else "off",
+            f"port {self.http_port}" if self.http_port else "off",
+            config.store.display_url,
+            config.spool_dir,
+            config.fsync,
+        )
+
+    def _start_receivers(self, ingest: Ingest) -> None:
+        config = self.config
+        tls_context: ssl.SSLContext | None = None
+        tls_pair: tuple[bytes, bytes] | None = None
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls_context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+            tls_pair = (config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())
+        http_address = config.endpoint("http")
+        if http_address is not None:
+            self._http = OtlpHttpServer(http_address, ingest, self._readiness, self._health, tls_context)
+            self.http_port = self._http.port
+            self._http_thread = threading.Thread(
+                target=self._http.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name="llmledger-http",
+                daemon=True,
+            )
+            self._http_thread.start()
+        grpc_address = config.endpoint("grpc")
+        if grpc_address is not None:
+            self._grpc, self.grpc_port = start_grpc_server(
+                grpc_address, ingest, max_workers=config.max_concurrent_requests, tls=tls_pair
+            )
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "grpc_port": self.grpc_port, "http_port": self.http_port}
+        path = self.config.data_dir / "collector.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _register_gauges(self, spool: DurableSpool) -> None:
+        metrics = self.metrics
+        metrics.gauge("spool_bytes", "Bytes of spool segment files on disk", lambda: spool.total_bytes)
+        metrics.gauge("spool_pending_bytes", "Spooled bytes not yet in the store", spool.pending_bytes)
+        metrics.gauge(
+            "spool_lag_seconds", "Age of the oldest spooled request not yet in the store", spool.lag_seconds
+        )
+        metrics.gauge(
+            "store_up",
+            "1 when the last store write succeeded",
+            lambda: 1.0 if self._drain is not None and self._drain.store_connected else 0.0,
+        )
+
+    def _health(self) -> tuple[bool, str]:
+        drain = self._drain
+        if drain is not None and drain.fatal_error is not None:
+            return False, f"the drain stopped: {drain.fatal_error}"
+        return True, "ok"
+
+    def _readiness(self) -> tuple[bool, str]:
+        healthy, detail = self._health()
+        if not healthy:
+            return False, detail
+        if self._ingest is None or not self._ingest.accepting:
+            return False, "not accepting spans (starting or shutting down)"
+        spool = self._spool
+        if (
+            spool is not None
+            and spool.total_bytes + self.config.max_request_bytes > self.config.spool_max_bytes
+        ):
+            return False, "the spool is full; spans are refused until the store catches up"
+        drain = self._drain
+        store = (
+            "store up" if drain is not None and drain.store_connected else "store not written yet or failing"
+        )
+        if drain is not None and drain.last_error:
+            store += f": {drain.last_error}"
+        return True, f"ready ({store})"
+
+    def stop(self) -> bool:
+        """Stop receiving, drain for up to the shutdown timeout; return whether the spool is empty."""
+        started = time.monotonic()
+        if self._ingest is not None:
+            self._ingest.accepting = False
+        grpc_stopped = self._grpc.stop(grace=2.0) if self._grpc is not None else None
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        if grpc_stopped is not None:
+            grpc_stopped.wait(3.0)
+        drained = True
+        if self._drain is not None:
+            drained = self._drain.stop(
+                max(0.0, self.config.shutdown_timeout_seconds - (time.monotonic() - started))
+            )
+        if self._query is not None:
+            self._query.stop()
+        if self._spool is not None:
+            pending = self._spool.pending_bytes()
+            self._spool.close()
+            if pending:
+                _logger.warning(
+                    "stopped with %d spooled bytes not yet in the store; kept for the next start", pending
+                )
+        _logger.info("collector stopped (spool %s)", "empty" if drained else "kept")
+        return drained
+
+    def request_stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        """Signal handler: ask :meth:`run` to stop."""
+        del frame
+        _logger.info("received %s, shutting down", signal.Signals(signum).name)
+        self._stop_requested.set()
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM or SIGINT, stop; the process exit code."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.start()
+        while not self._stop_requested.wait(1.0):
+            drain = self._drain
+            if drain is not None and drain.fatal_error is not None:
+                _logger.error("the drain stopped; shutting down so a supervisor can restart the collector")
+                self.stop()
+                return 1
+        self.stop()
+        return 0

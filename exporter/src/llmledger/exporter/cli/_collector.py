@@ -1,0 +1,55 @@
+"""``llmledger collector``: run the OTLP receiver that spools spans and writes them to the store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from llmledger.exporter._internal.collector import SETTINGS, Collector, CollectorConfig
+from llmledger.exporter._internal.collector.config import ENV_CONFIG_FILE
+from llmledger.exporter._internal.collector.log_format import configure_logging
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # pyright: ignore[reportPrivateUsage]
+    parser = subparsers.add_parser(
+        "collector",
+        help="run the OTLP collector (gRPC :4317, HTTP :4318) that lands spans in the store",
+        description="Receive OTLP traces over gRPC and HTTP, keep them in a durable spool, and write them "
+        "to the store in batches. Settings come from flags, LLMLEDGER_COLLECTOR_* variables and an "
+        "optional TOML file, in that order of precedence (see docs/collector.md).",
+    )
+    parser.add_argument("--config", type=Path, help=f"TOML config file (default: {ENV_CONFIG_FILE})")
+    store = parser.add_argument_group("store")
+    store.add_argument("--url", dest="clickhouse_url", help="store URL (overrides LLMLEDGER_CLICKHOUSE_URL)")
+    store.add_argument("--database", help="database name (default: from the URL, else llmledger)")
+    group = parser.add_argument_group("collector")
+    for setting in SETTINGS:
+        if setting.kind == "bool":
+            group.add_argument(
+                setting.flag,
+                dest=setting.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{setting.help} (default: {'on' if setting.default else 'off'}; env {setting.env})",
+            )
+        else:
+            default = "" if setting.default is None else f"default: {setting.default}; "
+            group.add_argument(
+                setting.flag,
+                dest=setting.name,
+                choices=setting.choices or None,
+                default=None,
+                help=f"{setting.help} ({default}env {setting.env})",
+            )
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    flags = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
+    flags["clickhouse_url"] = args.clickhouse_url
+    flags["database"] = args.database
+    config = CollectorConfig.build(flags, config_file=args.config)
+    configure_logging(config.log_format, config.log_level)
+    return Collector(config).run()
