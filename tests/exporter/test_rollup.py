@@ -60,7 +60,7 @@ def test_rollup_totals_equal_raw_totals_exactly(
     raw = query(f"""
         SELECT tenant_id, count() AS calls, countIf(NOT success) AS errors, countIf(is_fallback) AS fallbacks,
                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-               sum(ifNull(cost_usd, 0)) AS cost, countIf(cost_usd IS NULL) AS unpriced
+               sum(ifNull(cost_usd, 0)) AS cost, countIf(cost_usd IS NULL AND success) AS unpriced
         FROM {db}.llm_calls GROUP BY tenant_id ORDER BY tenant_id""")
     rollup = query(f"""
         SELECT tenant_id, sum(calls) AS calls, sum(errors) AS errors, sum(fallbacks) AS fallbacks,
