@@ -1,16 +1,17 @@
-"""Write llmledger's Grafana dashboards (``grafana/dashboards/*.json``) from one definition.
+"""Write llmledger's Grafana dashboards and alert rules from one definition.
 
-    python grafana/build_dashboards.py           # rewrite the JSON files
-    python grafana/build_dashboards.py --check   # exit 1 when a file is out of date
+    python grafana/build.py           # rewrite grafana/dashboards/*.json and the alert rules
+    python grafana/build.py --check   # exit 1 when a generated file is out of date
 
 The panels' SQL lives here as SQL text, next to the layout it belongs to; everything a
 Grafana dashboard repeats (the datasource reference, the variables, the grid) is built
-once. The JSON files are the product: Grafana provisions them, the tests expand and run
-every query in them, and the committed files must equal what this script writes.
+once. The generated files are the product: Grafana provisions them, the tests expand and
+run every query in them, and the committed files must equal what this script writes.
 
 Conventions every query keeps:
 
-- ``${database}`` qualifies each table (a constant variable, ``llmledger`` by default).
+- Tables are unqualified: the datasource's default database (``llmledger``) holds them,
+  for dashboards and alert rules alike.
 - ``llm_usage_hourly`` (hourly rollup) answers every question it can; ``llm_calls`` only
   per-call detail (conversations, single calls, error types, fallback pairs).
 - ``$__timeFilter(hour)`` on the rollup counts whole hours whose start lies in the range.
@@ -31,7 +32,7 @@ from typing import Any, Final
 DATASOURCE_TYPE: Final = "grafana-clickhouse-datasource"
 DATASOURCE_UID: Final = "llmledger-clickhouse"
 DATASOURCE: Final = {"type": DATASOURCE_TYPE, "uid": "${datasource}"}
-DASHBOARD_DIR: Final = Path(__file__).resolve().parent / "dashboards"
+GRAFANA_DIR: Final = Path(__file__).resolve().parent
 
 # Query formats of the plugin (sqlutil.FormatQueryOption).
 TIME_SERIES: Final = 0
@@ -45,8 +46,8 @@ UIDS: Final = {
     "budgets": "llmledger-budgets",
 }
 
-ROLLUP: Final = "${database}.llm_usage_hourly"
-CALLS: Final = "${database}.llm_calls"
+ROLLUP: Final = "llm_usage_hourly"
+CALLS: Final = "llm_calls"
 
 # -- filters ----------------------------------------------------------------------------------------
 
@@ -117,7 +118,7 @@ WITH prices AS (
         model,
         argMax(input_per_mtok, (source = 'custom', updated_at)) AS input_price,
         argMax(cached_input_per_mtok, (source = 'custom', updated_at)) AS cached_price
-    FROM ${{database}}.model_prices
+    FROM model_prices
     GROUP BY provider, model
 ), usage AS (
     SELECT
@@ -329,8 +330,8 @@ LIMIT 50
 # trace's own time bounds come from otel_traces_trace_id_ts, as the Collector's schema intends.
 TRACE_SPANS: Final = """
 WITH ${trace_id:singlequote} AS trace_id,
-     (SELECT min(Start) FROM ${database}.otel_traces_trace_id_ts WHERE TraceId = trace_id) AS trace_start,
-     (SELECT max(End) FROM ${database}.otel_traces_trace_id_ts WHERE TraceId = trace_id) AS trace_end
+     (SELECT min(Start) FROM otel_traces_trace_id_ts WHERE TraceId = trace_id) AS trace_start,
+     (SELECT max(End) FROM otel_traces_trace_id_ts WHERE TraceId = trace_id) AS trace_end
 SELECT
     TraceId AS traceID,
     SpanId AS spanID,
@@ -342,7 +343,7 @@ SELECT
     arrayMap(key -> map('key', key, 'value', SpanAttributes[key]), mapKeys(SpanAttributes)) AS tags,
     arrayMap(key -> map('key', key, 'value', ResourceAttributes[key]), mapKeys(ResourceAttributes)) AS serviceTags,
     if(StatusCode IN ('Error', 'STATUS_CODE_ERROR'), 2, 0) AS statusCode
-FROM ${database}.otel_traces
+FROM otel_traces
 WHERE TraceId = trace_id
   AND Timestamp >= trace_start
   AND Timestamp < trace_end + INTERVAL 1 SECOND
@@ -496,7 +497,7 @@ LATEST_BUDGETS: Final = """
         period,
         argMax(limit_usd, updated_at) AS limit_usd,
         argMax(enforcement, updated_at) AS enforcement
-    FROM ${database}.budgets
+    FROM budgets
     GROUP BY tenant_id, user_id, period"""
 
 
@@ -519,7 +520,7 @@ _BUDGET_PERIODS: Final = """toDateTime($__toTime, 'UTC') AS as_of,
      toStartOfDay(as_of) AS day_start"""
 
 
-def _budget_status(extra_where: str = "") -> str:
+def _budget_status(*, tenant_filter: bool = True) -> str:
     spend = _scoped_spend(
         "sumIf(cost_usd, hour >= day_start) AS day_spend, sum(cost_usd) AS month_spend",
         "hour >= month_start AND hour <= as_of",
@@ -544,7 +545,7 @@ FROM ({LATEST_BUDGETS}
 ) AS b
 LEFT JOIN ({spend}
 ) AS s ON b.tenant_id = s.tenant_id AND b.user_id = s.user_id
-WHERE {_all_filter("b.tenant_id", "tenant")}{extra_where}
+WHERE {_all_filter("b.tenant_id", "tenant") if tenant_filter else "b.limit_usd > 0"}
 """
 
 
@@ -631,7 +632,7 @@ ORDER BY breached_in_hour DESC, tenant, user
 # One row per budget: string columns become alert labels, used_share is the value.
 ALERT_BUDGET_SHARE: Final = f"""
 SELECT tenant, user, period, used_share
-FROM ({_budget_status(" AND b.limit_usd > 0")})
+FROM ({_budget_status(tenant_filter=False)})
 """
 
 MIN_CALLS_FOR_SPIKE: Final = 20
@@ -811,14 +812,6 @@ ORDER BY feature
             "refresh": 1,
             "regex": "",
             "hide": 0,
-        },
-        {
-            "type": "constant",
-            "name": "database",
-            "label": "Database",
-            "query": "llmledger",
-            "hide": 2,
-            "description": "The ClickHouse database llmledger writes to (LLMLEDGER_CLICKHOUSE_DATABASE).",
         },
         query_var("tenant", "Tenant", tenant_sql, multi=not single_tenant),
         query_var("model", "Model", model_sql, multi=True),
@@ -1153,27 +1146,182 @@ DASHBOARDS: Final = {
     "budgets.json": budgets,
 }
 
+# -- alert rules -----------------------------------------------------------------------------------------
+
+ALERTS_FILE: Final = "provisioning/alerting/llmledger-alerts.yaml"
+
+
+def _alert_rule(
+    uid: str,
+    title: str,
+    sql: str,
+    *,
+    window_s: int,
+    above: float,
+    pending: str,
+    severity: str,
+    summary: str,
+    description: str,
+) -> dict[str, Any]:
+    """A rule whose SQL returns one row per alert instance: string columns are its labels,
+    the one number is compared with ``above`` (threshold expression C on query A)."""
+    return {
+        "uid": uid,
+        "title": title,
+        "condition": "C",
+        "data": [
+            {
+                "refId": "A",
+                "relativeTimeRange": {"from": window_s, "to": 0},
+                "datasourceUid": DATASOURCE_UID,
+                "model": {
+                    **_target(sql, TABLE),
+                    "datasource": {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID},
+                    "intervalMs": 60_000,
+                    "maxDataPoints": 43_200,
+                },
+            },
+            {
+                "refId": "C",
+                "datasourceUid": "__expr__",
+                "model": {
+                    "refId": "C",
+                    "type": "threshold",
+                    "expression": "A",
+                    "datasource": {"type": "__expr__", "uid": "__expr__"},
+                    "conditions": [{"evaluator": {"type": "gt", "params": [above]}}],
+                },
+            },
+        ],
+        "noDataState": "OK",
+        "execErrState": "Error",
+        "for": pending,
+        "annotations": {"summary": summary, "description": description},
+        "labels": {"severity": severity, "source": "llmledger"},
+        "isPaused": False,
+    }
+
+
+BUDGET_WARN_SHARE: Final = 0.8
+
+
+def alert_rules() -> dict[str, Any]:
+    budget_summary = (
+        "{{ $labels.tenant }} ({{ $labels.user }}) has used {{ humanizePercentage $values.A.Value }} "
+        "of its {{ $labels.period }} budget"
+    )
+    return {
+        "apiVersion": 1,
+        "groups": [
+            {
+                "orgId": 1,
+                "name": "llmledger budgets",
+                "folder": "llmledger",
+                "interval": "5m",
+                "rules": [
+                    _alert_rule(
+                        "llmledger-budget-share",
+                        f"Tenant spend crossed {BUDGET_WARN_SHARE:.0%} of its budget",
+                        ALERT_BUDGET_SHARE,
+                        window_s=3_600,
+                        above=BUDGET_WARN_SHARE,
+                        pending="0s",
+                        severity="warning",
+                        summary=budget_summary,
+                        description="Spend in the budget's current UTC period (day or month) against the "
+                        "newest limit in the budgets table (llmledger budget set).",
+                    ),
+                    _alert_rule(
+                        "llmledger-budget-exceeded",
+                        "Tenant spend exceeded its budget",
+                        ALERT_BUDGET_SHARE,
+                        window_s=3_600,
+                        above=1.0,
+                        pending="0s",
+                        severity="critical",
+                        summary=budget_summary,
+                        description="Spend in the current period is over the limit in the budgets table.",
+                    ),
+                ],
+            },
+            {
+                "orgId": 1,
+                "name": "llmledger reliability",
+                "folder": "llmledger",
+                "interval": "1m",
+                "rules": [
+                    _alert_rule(
+                        "llmledger-error-spike",
+                        "LLM error rate spike",
+                        ALERT_ERROR_SPIKE,
+                        window_s=900,
+                        above=1.0,
+                        pending="2m",
+                        severity="warning",
+                        summary="{{ $labels.model }}: error rate over max(5 %, 3x its last-24h rate) "
+                        "(ratio {{ printf \"%.2f\" $values.A.Value }})",
+                        description=f"Failed calls in the last 15 minutes (models with at least "
+                        f"{MIN_CALLS_FOR_SPIKE} calls) against the rate of the 24 hours before.",
+                    ),
+                    _alert_rule(
+                        "llmledger-fallback-spike",
+                        "LLM fallback rate spike",
+                        ALERT_FALLBACK_SPIKE,
+                        window_s=900,
+                        above=1.0,
+                        pending="2m",
+                        severity="warning",
+                        summary="{{ $labels.model }}: fallback rate over max(5 %, 3x its last-24h rate) "
+                        "(ratio {{ printf \"%.2f\" $values.A.Value }})",
+                        description="Calls that were fallbacks after an earlier attempt failed, last 15 "
+                        "minutes against the 24 hours before.",
+                    ),
+                ],
+            },
+        ],
+    }
+
+
+def _yaml(document: dict[str, Any]) -> str:
+    import yaml  # a dev dependency: only this build step writes YAML
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    header = "# Generated by grafana/build.py from the same SQL as the dashboards: edit there.\n"
+    return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True)
+
 
 def render() -> dict[str, str]:
-    """File name -> JSON text of every dashboard."""
-    return {name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()}
+    """Path under grafana/ -> text of every generated file."""
+    files = {
+        f"dashboards/{name}": json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+        for name, build in DASHBOARDS.items()
+    }
+    files[ALERTS_FILE] = _yaml(alert_rules())
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when a file differs from what would be written")
     args = parser.parse_args(argv)
     stale: list[str] = []
     for name, text in render().items():
-        path = DASHBOARD_DIR / name
+        path = GRAFANA_DIR / name
         if args.check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(name)
         else:
-            DASHBOARD_DIR.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
     if stale:
-        print(f"out of date: {', '.join(stale)} (run python grafana/build_dashboards.py)", file=sys.stderr)
+        print(f"out of date: {', '.join(stale)} (run python grafana/build.py)", file=sys.stderr)
         return 1
     return 0
 
