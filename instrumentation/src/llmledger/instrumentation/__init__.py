@@ -12,6 +12,7 @@ from llmledger.instrumentation._internal.attribution import (
     propagate_context,
     usage_totals,
 )
+from llmledger.instrumentation._internal.guard import add_call_guard
 from llmledger.instrumentation._internal.instrumentor import LLMLedgerInstrumentor
 from llmledger.instrumentation.version import __version__
 
@@ -19,6 +20,7 @@ __all__ = [
     "LLMLedgerInstrumentor",
     "UsageTotals",
     "__version__",
+    "add_call_guard",
     "attribution",
     "fallbacks",
     "propagate_context",

@@ -11,7 +11,9 @@ from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
+from llmledger.instrumentation._internal import guard
 from llmledger.instrumentation._internal.apis import RESPONSES, ApiSpec
+from llmledger.instrumentation._internal.attribution import current_attribution
 from llmledger.instrumentation._internal.call import LLMCall, Telemetry
 from llmledger.instrumentation._internal.errors import internal_error
 from llmledger.instrumentation._internal.provider import Endpoint, endpoint_for
@@ -105,6 +107,8 @@ def sync_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
     ) -> Any:
         if not tel.active or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
+        if guard.guards:  # opt-in checks (hard budgets) may refuse the call before it is sent
+            guard.run_guards(current_attribution(tel.resource_tenant))
         call = _start(tel, api, instance, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
@@ -125,6 +129,8 @@ def async_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
     ) -> Any:
         if not tel.active or not is_instrumentation_enabled():
             return await wrapped(*args, **kwargs)
+        if guard.guards:
+            guard.run_guards(current_attribution(tel.resource_tenant))
         call = _start(tel, api, instance, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
