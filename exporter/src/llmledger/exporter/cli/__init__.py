@@ -17,7 +17,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from llmledger.exporter._internal.config import ConfigError
 from llmledger.exporter._internal.store import StoreError
-from llmledger.exporter.cli import _collector, _demo, _prices, _report, _schema, _sql, _tenant_user
+from llmledger.exporter.cli import _budget, _collector, _demo, _prices, _report, _schema, _sql, _tenant_user
 from llmledger.exporter.version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -26,6 +26,7 @@ COMMANDS: Final[tuple[ModuleType, ...]] = (
     _collector,
     _demo,
     _report,
+    _budget,
     _schema,
     _sql,
     _prices,
