@@ -1,0 +1,144 @@
+"""Reliability: latency and time to first chunk from the rollup's t-digests, errors, fallbacks."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+
+import pytest
+
+from grafana.panel_sql import ALL, VariableValue
+from tests.grafana.conftest import Seeded, only
+from tests.grafana.seed import RANGE_END, RANGE_START, SeedCall, in_calls_range, in_rollup_range
+
+UID = "llmledger-reliability"
+
+
+def _calls(seeded: Seeded, tenant: VariableValue = ALL) -> list[SeedCall]:
+    return seeded.data.select(
+        lambda c: in_rollup_range(c, RANGE_START, RANGE_END) and (tenant == ALL or c.tenant in tenant)
+    )
+
+
+@pytest.mark.parametrize("tenant", [ALL, ["acme"], ["acme", "globex"]])
+def test_calls_errors_and_fallbacks(seeded: Seeded, tenant: VariableValue) -> None:
+    row = only(seeded.panel_rows(UID, "Calls, errors and fallbacks", seeded.context(tenant=tenant)))
+    calls = _calls(seeded, tenant)
+    assert row["calls"] == len(calls)
+    assert row["error_rate"] == pytest.approx(sum(not c.success for c in calls) / len(calls))
+    assert row["fallback_rate"] == pytest.approx(sum(c.fallback_attempt > 0 for c in calls) / len(calls))
+    assert 0 < row["fallback_rate"] < row["error_rate"] < 0.2
+
+
+def _quantile(values: list[int], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def test_latency_and_ttft_quantiles_by_model(seeded: Seeded) -> None:
+    rows = {r["model"]: r for r in seeded.panel_rows(UID, "Latency and time to first chunk by model", seeded.context())}
+    calls = _calls(seeded)
+    assert set(rows) == {c.model for c in calls}
+    for model, row in rows.items():
+        mine = [c for c in calls if c.model == model]
+        durations = [c.duration_ms for c in mine]
+        assert row["calls"] == len(mine)
+        # t-digest quantiles are estimates: within a few percent of the exact ones here.
+        assert row["p50_ms"] == pytest.approx(statistics.median(durations), rel=0.06)
+        assert row["p95_ms"] == pytest.approx(_quantile(durations, 0.95), rel=0.1)
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= max(durations) * 1.01
+        ttfts = [c.ttft_ms for c in mine if c.ttft_ms is not None]
+        if ttfts:
+            assert row["ttft_p50_ms"] == pytest.approx(statistics.median(ttfts), rel=0.06)
+            assert row["ttft_p50_ms"] <= row["ttft_p95_ms"] <= row["ttft_p99_ms"] <= max(ttfts) * 1.01
+        else:  # no streams: no time to first chunk, rather than 0
+            assert row["ttft_p50_ms"] is None and row["ttft_p99_ms"] is None
+    assert rows["gpt-4o-mini"]["ttft_p50_ms"] is not None
+
+
+def test_p95_over_time_only_where_there_are_values(seeded: Seeded) -> None:
+    context = seeded.context(interval=timedelta(days=1))
+    latency = seeded.panel_rows(UID, "p95 latency by model", context)
+    ttft = seeded.panel_rows(UID, "p95 time to first chunk by model", context)
+    assert {r["model"] for r in latency} == {c.model for c in _calls(seeded)}
+    assert {r["model"] for r in ttft} == {c.model for c in _calls(seeded) if c.ttft_ms is not None}
+    assert all(r["p95_ms"] > 0 for r in latency) and all(r["ttft_p95_ms"] > 0 for r in ttft)
+
+
+def _day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+
+
+def test_error_and_fallback_rate_over_time(seeded: Seeded) -> None:
+    rows = seeded.panel_rows(UID, "Error and fallback rate", seeded.context(interval=timedelta(days=1)))
+    by_day: dict[datetime, list[SeedCall]] = defaultdict(list)
+    for call in _calls(seeded):
+        by_day[_day(call.at)].append(call)
+    assert [r["time"] for r in rows] == sorted(by_day)
+    for r in rows:
+        day = by_day[r["time"]]
+        assert r["error_rate"] == pytest.approx(sum(not c.success for c in day) / len(day))
+        assert r["fallback_rate"] == pytest.approx(sum(c.fallback_attempt > 0 for c in day) / len(day))
+
+
+def test_error_rate_by_type(seeded: Seeded) -> None:
+    rows = seeded.panel_rows(UID, "Error rate by error type", seeded.context(interval=timedelta(days=1)))
+    by_day: dict[datetime, list[SeedCall]] = defaultdict(list)
+    for call in _calls(seeded):
+        by_day[_day(call.at)].append(call)
+    expected = {
+        (day, error): count / len(calls)
+        for day, calls in by_day.items()
+        for error, count in Counter(c.error for c in calls if c.error).items()
+    }
+    assert {(r["time"], r["error_type"]): r["error_rate"] for r in rows} == pytest.approx(expected)
+    assert {r["error_type"] for r in rows} == {"RateLimitError", "APITimeoutError", "InternalServerError"}
+
+
+@pytest.mark.parametrize("model", [ALL, ["gpt-4o-mini"]])
+def test_errors_by_type_and_model(seeded: Seeded, model: VariableValue) -> None:
+    rows = seeded.panel_rows(UID, "Errors by type and model", seeded.context(model=model))
+    calls = seeded.data.select(
+        lambda c: in_calls_range(c, RANGE_START, RANGE_END) and (model == ALL or c.model in model)
+    )
+    errors = Counter((c.error, c.model) for c in calls if c.error)
+    assert {(r["error_type"], r["model"]): r["errors"] for r in rows} == dict(errors)
+    totals = Counter(c.model for c in calls)
+    for r in rows:
+        assert r["calls"] == totals[r["model"]]
+        assert r["error_rate"] == pytest.approx(r["errors"] / totals[r["model"]])
+    assert [r["errors"] for r in rows] == sorted((r["errors"] for r in rows), reverse=True)
+
+
+def _expected_pairs(calls: list[SeedCall], model: VariableValue) -> dict[tuple[str, str, str], tuple[int, int]]:
+    by_attempt = {(c.trace_id, c.fallback_attempt): c for c in calls}
+    pairs: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for call in calls:
+        if call.fallback_attempt == 0 or not in_calls_range(call, RANGE_START, RANGE_END):
+            continue
+        previous = by_attempt[call.trace_id, call.fallback_attempt - 1]
+        if model != ALL and previous.model not in model and call.model not in model:
+            continue
+        counts = pairs[previous.model, previous.error or "", call.model]
+        counts[0] += 1
+        counts[1] += call.success
+    return {key: (n, ok) for key, (n, ok) in pairs.items()}
+
+
+@pytest.mark.parametrize("model", [ALL, ["mistral-small"]])
+def test_which_models_fall_back_to_which(seeded: Seeded, model: VariableValue) -> None:
+    rows = seeded.panel_rows(UID, "Which models fall back to which", seeded.context(model=model))
+    expected = _expected_pairs(seeded.data.calls, model)
+    got = {(r["from_model"], r["from_error"], r["to_model"]): (r["fallbacks"], r["fallback_succeeded"]) for r in rows}
+    assert got == expected
+    if model == ALL:
+        assert set(got) == {
+            ("gpt-4o-2024-08-06", "RateLimitError", "gpt-4o-mini"),
+            ("gpt-4o-mini", "APITimeoutError", "mistral-small"),
+        }
+        # Attempt 1 failed whenever attempt 2 exists; attempt 2 always succeeded.
+        assert got["gpt-4o-mini", "APITimeoutError", "mistral-small"][1] == got[
+            "gpt-4o-mini", "APITimeoutError", "mistral-small"
+        ][0]
+    for r in rows:
+        assert r["success_rate"] == pytest.approx(r["fallback_succeeded"] / r["fallbacks"])
