@@ -87,6 +87,13 @@ def _sdk_attributes(attributes: Mapping[str, Any] | None) -> dict[str, str]:
     }
 
 
+def _span_attributes(span: ReadableSpan) -> dict[str, str]:
+    # ReadableSpan.attributes wraps the BoundedAttributes in a MappingProxyType, which
+    # hides the fast path above; read the span's own field when it is there.
+    raw = getattr(span, "_attributes", None)
+    return _sdk_attributes(raw if type(raw) is BoundedAttributes else span.attributes)
+
+
 def _otlp_attributes(attributes: Iterable[KeyValue]) -> dict[str, str]:
     return {kv.key: stringify_any_value(kv.value) for kv in attributes}
 
@@ -169,7 +176,7 @@ class SpanRows:
                 cached[1],
                 scope.name if scope is not None else "",
                 (scope.version or "") if scope is not None else "",
-                _sdk_attributes(span.attributes),
+                _span_attributes(span),
                 end - start if end > start else 0,
                 _SDK_STATUS[status.status_code],
                 status.description or "",

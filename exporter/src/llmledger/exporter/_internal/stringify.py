@@ -54,7 +54,11 @@ def go_float(value: float) -> str:
         return text
     mantissa, _, exponent = text.partition("e")
     exp = int(exponent)
-    if -7 < exp < 21:
+    if -7 < exp < 0:
+        # 1e-6 <= |x| < 1e-4, where small costs live: 0.<zeros><digits>.
+        sign, digits = ("-", mantissa[1:]) if mantissa[0] == "-" else ("", mantissa)
+        return f"{sign}0.{'0' * (-exp - 1)}{digits.replace('.', '')}"
+    if 0 <= exp < 21:
         return _fixed(mantissa, exp)
     return f"{mantissa}e{'-' if exp < 0 else '+'}{abs(exp)}"
 
@@ -185,6 +189,12 @@ def stringify_any_value(value: AnyValue) -> str:
     which = value.WhichOneof("value")
     if which == "string_value":
         return value.string_value
+    if which == "int_value":
+        return str(value.int_value)
+    if which == "bool_value":
+        return "true" if value.bool_value else "false"
+    if which == "double_value":
+        return go_float(value.double_value)
     if which is None:
         return ""
     return stringify(_any_value_raw(value))

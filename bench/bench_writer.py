@@ -1,0 +1,198 @@
+"""Writer throughput: spans -> rows -> embedded store, stage by stage, on one process.
+
+Usage::
+
+    .venv/bin/python bench/bench_writer.py                 # 20,000 spans/batch x 5 repetitions
+    .venv/bin/python bench/bench_writer.py --batch 5000 --repeat 3 --json bench/.results/writer.json
+
+Spans are real OpenTelemetry SDK ``ReadableSpan`` objects carrying llmledger's span
+contract (27 attributes, the shape of one chat call), made before timing starts. Stages:
+
+- ``convert (SDK)``: ``SpanRows.add_sdk_spans`` (attribute stringification included);
+- ``convert (OTLP)``: ``SpanRows.add_otlp`` on the same spans as an ``ExportTraceServiceRequest``;
+- ``serialize``: clickhouse-connect building the Native insert body from the rows;
+- ``insert, otel_traces only``: ``SpanWriter.write`` with the materialized views detached;
+- ``insert, full chain``: ``SpanWriter.write`` into otel_traces with llm_calls, the
+  trace-id lookup and the hourly rollup filled by their views (what production does);
+- ``end to end``: convert (SDK) + insert with the full chain.
+
+Each figure is the median of the repetitions, in spans per second of CPU time of this
+process (``process_time``; chDB runs inside it) and of wall time. Standard library plus
+the project's own packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clickhouse_connect.driver.transform import NativeTransform
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from llmledger.exporter import StoreConfig
+from llmledger.exporter._internal.migrations import apply_migrations
+from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS, SpanRows
+from llmledger.exporter._internal.store import open_store, run_command
+from llmledger.exporter._internal.writer import SpanWriter
+
+VIEWS = ("otel_traces_trace_id_ts_mv", "llm_calls_mv", "llm_usage_hourly_mv")
+
+
+def make_spans(count: int) -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "crm", "deployment.environment": "prod"})
+    )
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("llmledger.instrumentation.openai", "0.1.0")
+    for i in range(count):
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+            "gen_ai.response.id": f"chatcmpl-{i:012d}",
+            "gen_ai.response.finish_reasons": ("stop",),
+            "gen_ai.request.stream": i % 4 == 0,
+            "gen_ai.usage.input_tokens": 800 + i % 997,
+            "gen_ai.usage.output_tokens": 40 + i % 211,
+            "gen_ai.usage.cache_read.input_tokens": (i % 3) * 256,
+            "gen_ai.usage.reasoning.output_tokens": 0,
+            "gen_ai.conversation.id": f"conv-{i % 5000}",
+            "gen_ai.usage.cost": (800 + i % 997) * 0.15e-6 + (40 + i % 211) * 0.6e-6,
+            "llmledger.cost.input": (800 + i % 997) * 0.15e-6,
+            "llmledger.cost.output": (40 + i % 211) * 0.6e-6,
+            "llmledger.cost.source": "price_table",
+            "llmledger.usage.estimated": False,
+            "tenant.id": f"tenant-{i % 50}",
+            "user.id": f"user-{i % 2000}",
+            "session.id": f"session-{i % 10000}",
+            "llmledger.feature": ("lead_scoring", "contact_extraction", "summary")[i % 3],
+            "llmledger.fallback": i % 20 == 0,
+            "llmledger.fallback.attempt": 1 if i % 20 == 0 else 0,
+            "openai.api.type": "chat_completions",
+            "openai.response.service_tier": "default",
+            "server.address": "api.openai.com",
+            "server.port": 443,
+        }
+        if i % 4 == 0:
+            attributes["gen_ai.response.time_to_first_chunk"] = 0.25 + (i % 100) / 1000
+        with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=attributes):
+            pass
+    return list(memory.get_finished_spans())
+
+
+def timed(action: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median (cpu seconds, wall seconds) of ``repeat`` runs."""
+    cpu: list[float] = []
+    wall: list[float] = []
+    for _ in range(repeat):
+        c0, w0 = time.process_time(), time.perf_counter()
+        action()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return statistics.median(cpu), statistics.median(wall)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=20_000, help="spans per batch (one insert)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per stage")
+    parser.add_argument("--store", help="embedded store directory (default: a temporary one)")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+
+    store = args.store or tempfile.mkdtemp(prefix="llmledger-bench-")
+    config = StoreConfig(url=f"chdb://{store}", database=f"bench_{uuid.uuid4().hex[:8]}")
+    client = open_store(config, use_database=False)
+    apply_migrations(client, config)
+    writer = SpanWriter(client, config.database)
+
+    spans = make_spans(args.batch)
+    request = encode_spans(spans)
+    rows = SpanRows()
+    rows.add_sdk_spans(spans)
+
+    def convert_sdk() -> None:
+        SpanRows().add_sdk_spans(spans)
+
+    def convert_otlp() -> None:
+        SpanRows().add_otlp(request)
+
+    context = client.create_insert_context(
+        table="otel_traces",
+        database=config.database,
+        column_names=[name for name, _ in OTEL_TRACES_COLUMNS],
+        column_type_names=[type_name for _, type_name in OTEL_TRACES_COLUMNS],
+        column_oriented=True,
+    )
+
+    def serialize() -> None:
+        context.data = rows.columns
+        context.compression = None
+        b"".join(NativeTransform.build_insert(context))
+
+    def insert() -> None:
+        writer.write(rows, dedup_token=uuid.uuid4().hex)
+
+    def end_to_end() -> None:
+        fresh = SpanRows()
+        fresh.add_sdk_spans(spans)
+        writer.write(fresh, dedup_token=uuid.uuid4().hex)
+
+    insert()  # warm up: first insert pays for imports and table loading
+    results: dict[str, tuple[float, float]] = {
+        "convert (SDK)": timed(convert_sdk, args.repeat),
+        "convert (OTLP)": timed(convert_otlp, args.repeat),
+        "serialize (Native)": timed(serialize, args.repeat),
+        "insert, full chain": timed(insert, args.repeat),
+        "end to end, full chain": timed(end_to_end, args.repeat),
+    }
+    for view in VIEWS:
+        run_command(client, f"DETACH TABLE `{config.database}`.`{view}`")
+    results["insert, otel_traces only"] = timed(insert, args.repeat)
+    results["end to end, otel_traces only"] = timed(end_to_end, args.repeat)
+    client.close()
+
+    print(f"{args.batch} spans per batch, {args.repeat} repetitions, median; chDB {store}")
+    print("| stage | spans/s (CPU) | spans/s (wall) | µs/span (CPU) |")
+    print("|---|--:|--:|--:|")
+    for stage, (cpu, wall) in results.items():
+        print(
+            f"| {stage} | {args.batch / cpu:,.0f} | {args.batch / wall:,.0f} | {cpu / args.batch * 1e6:.1f} |"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "batch": args.batch,
+                    "repeat": args.repeat,
+                    "cpu_count": os.cpu_count(),
+                    "python": sys.version.split()[0],
+                    "stages": {k: {"cpu_s": c, "wall_s": w} for k, (c, w) in results.items()},
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
