@@ -93,7 +93,7 @@ def run_demo(store: Path, out: TextIO) -> tuple[int, ReportResult | None]:
             "OTEL_LOGS_EXPORTER": "none",
             "LLMLEDGER_CLICKHOUSE_URL": url,
         }
-        env.pop("LLMLEDGER_DATABASE", None)
+        env.pop("LLMLEDGER_CLICKHOUSE_DATABASE", None)  # the demo store uses its default database
         started = time.monotonic()
         done = subprocess.run(  # noqa: S603 - our own interpreter and module
             [str(instrument), sys.executable, "-m", "llmledger.exporter._internal.demo.app"],
