@@ -55,6 +55,7 @@ _OUTCOME_STATUS: Final = {
 _OTHER_SIGNALS: Final = ("/v1/metrics", "/v1/logs", "/v1/profiles", "/v1development/profiles")
 _TRACES: Final = "/v1/traces"
 _IDLE_TIMEOUT: Final = 60.0
+_DISCARD_FACTOR: Final = 4
 
 StatusCheck = Callable[[], tuple[bool, str]]
 
@@ -133,7 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self._path()
         content_type = self.headers.get("Content-Type", "")
-        json_body = content_type.split(";", 1)[0].strip().lower() == CONTENT_TYPE_JSON
+        # Protobuf answers only to a protobuf request; JSON (readable) to anything else.
+        json_body = content_type.split(";", 1)[0].strip().lower() != CONTENT_TYPE_PROTOBUF
         if path != _TRACES:
             self._discard_body()
             if path in _OTHER_SIGNALS:
@@ -190,8 +192,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RefusedError(Outcome.INVALID, "a valid Content-Length header is required")
         if length > limit:
-            # Not reading an oversize body: answer and close instead.
+            # Read (and drop) a moderately oversize body so the sender sees the 413 rather
+            # than a reset; past that, answer and close without reading.
             self.close_connection = True
+            if length <= _DISCARD_FACTOR * limit:
+                remaining = length
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
             raise RefusedError(Outcome.TOO_LARGE, f"the body ({length} bytes) is over the {limit}-byte limit")
         body = self.rfile.read(length)
         if len(body) != length:

@@ -23,7 +23,6 @@ _COUNTERS: Final = {
     "spool_full_refusals": "Requests refused with a retryable status because the spool was full",
     "spool_errors": "Disk errors while writing or reading the spool",
     "store_errors": "Failed store inserts or connection attempts",
-    "spool_damaged_bytes": "Spool bytes skipped as damaged (CRC mismatch, torn writes)",
     "quarantined_records": "Spooled requests the drain could not convert, moved aside",
 }
 
@@ -34,7 +33,7 @@ class CollectorMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values = dict.fromkeys(_COUNTERS, 0)
-        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self._gauges: dict[str, tuple[str, str, Callable[[], float]]] = {}
 
     def add(self, name: str, amount: int = 1) -> None:
         """Increase counter ``name`` by ``amount``."""
@@ -48,7 +47,11 @@ class CollectorMetrics:
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """Register a gauge read when metrics are rendered."""
-        self._gauges[name] = (help_text, read)
+        self._gauges[name] = ("gauge", help_text, read)
+
+    def counter_from(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """Register a counter kept elsewhere (read when metrics are rendered)."""
+        self._gauges[f"{name}_total"] = ("counter", help_text, read)
 
     def render(self) -> str:
         """Everything in the Prometheus text exposition format (version 0.0.4)."""
@@ -58,11 +61,11 @@ class CollectorMetrics:
         for name, help_text in _COUNTERS.items():
             metric = f"llmledger_collector_{name}_total"
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter", f"{metric} {values[name]}"]
-        for name, (help_text, read) in self._gauges.items():
+        for name, (kind, help_text, read) in self._gauges.items():
             metric = f"llmledger_collector_{name}"
             try:
                 value = float(read())
             except Exception:  # a gauge that cannot be read is shown as missing, not fatal
                 value = float("nan")
-            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", f"{metric} {value:g}"]
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}", f"{metric} {value:g}"]
         return "\n".join(lines) + "\n"

@@ -65,8 +65,6 @@ class Collector:
             fsync=config.fsync,
         )
         self._spool = spool
-        if spool.skipped_bytes:
-            self.metrics.add("spool_damaged_bytes", spool.skipped_bytes)
         pending = spool.pending_bytes()
         if pending:
             _logger.info("spool holds %d bytes from an earlier run; delivering them first", pending)
@@ -139,6 +137,11 @@ class Collector:
 
     def _register_gauges(self, spool: DurableSpool) -> None:
         metrics = self.metrics
+        metrics.counter_from(
+            "spool_damaged_bytes",
+            "Spool bytes skipped as damaged (CRC mismatch), never delivered",
+            lambda: spool.skipped_bytes,
+        )
         metrics.gauge("spool_bytes", "Bytes of spool segment files on disk", lambda: spool.total_bytes)
         metrics.gauge("spool_pending_bytes", "Spooled bytes not yet in the store", spool.pending_bytes)
         metrics.gauge(

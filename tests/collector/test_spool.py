@@ -1,0 +1,209 @@
+"""The durable spool: what is appended is read back once, across reopen, torn writes and damage."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmledger.exporter._internal.collector import spool as spool_module
+from llmledger.exporter._internal.collector.spool import (
+    HEADER_SIZE,
+    DurableSpool,
+    SpoolError,
+    SpoolFullError,
+    frame_record,
+    scan_records,
+)
+
+
+def open_spool(path: Path, **kwargs: object) -> DurableSpool:
+    options: dict[str, object] = {"max_bytes": 1 << 20, "segment_bytes": 64 << 10, "fsync": "always"}
+    options.update(kwargs)
+    return DurableSpool(path, **options)  # type: ignore[arg-type]
+
+
+def drain_all(spool: DurableSpool) -> list[bytes]:
+    payloads: list[bytes] = []
+    while (batch := spool.claim_batch(max_spans=7, max_bytes=1 << 20)) is not None:
+        payloads += [record.payload for record in batch.records]
+        spool.commit(batch)
+    return payloads
+
+
+def segment_files(path: Path) -> list[Path]:
+    return sorted(path.glob("segment-*.log"))
+
+
+def test_appended_records_come_back_once_in_order(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    payloads = [f"request-{i}".encode() * (i + 1) for i in range(50)]
+    for payload in payloads:
+        spool.append(payload, 3)
+    assert spool.pending_bytes() > 0
+    assert drain_all(spool) == payloads
+    assert spool.pending_bytes() == 0
+    assert spool.claim_batch(10, 1 << 20) is None
+
+
+def test_batches_respect_span_limit_and_never_split_a_record(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    for i in range(10):
+        spool.append(bytes([i]) * 10, 4)
+    batch = spool.claim_batch(max_spans=10, max_bytes=1 << 20)
+    assert batch is not None
+    assert [r.span_count for r in batch.records] == [4, 4]
+    spool.commit(batch)
+
+
+def test_reopen_keeps_undrained_records_and_rolls_segments(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, segment_bytes=4096)
+    payloads = [os.urandom(1000) for _ in range(20)]
+    for payload in payloads[:10]:
+        spool.append(payload, 1)
+    first = spool.claim_batch(max_spans=3, max_bytes=1 << 20)
+    assert first is not None
+    spool.commit(first)
+    spool.close()
+    assert len(segment_files(tmp_path)) > 1
+
+    reopened = open_spool(tmp_path, segment_bytes=4096)
+    for payload in payloads[10:]:
+        reopened.append(payload, 1)
+    assert drain_all(reopened) == payloads[3:]
+    # Fully drained segments are deleted; only the active one may remain.
+    assert len(segment_files(tmp_path)) == 1
+
+
+def test_a_claim_left_by_a_crash_is_replayed_with_the_same_range_and_token(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    for i in range(6):
+        spool.append(bytes([i]) * 100, 2)
+    claimed = spool.claim_batch(max_spans=4, max_bytes=1 << 20)
+    assert claimed is not None
+    # The process dies between the insert and the commit; more data arrives after restart.
+    del spool
+    reopened = open_spool(tmp_path)
+    reopened.append(b"later", 1)
+    replayed = reopened.claim_batch(max_spans=100, max_bytes=1 << 20)
+    assert replayed is not None
+    assert (replayed.segment, replayed.start, replayed.end) == (claimed.segment, claimed.start, claimed.end)
+    assert replayed.dedup_token == claimed.dedup_token
+    assert [r.payload for r in replayed.records] == [r.payload for r in claimed.records]
+    reopened.commit(replayed)
+    assert drain_all(reopened) == [bytes([i]) * 100 for i in range(2, 6)] + [b"later"]
+
+
+def test_tokens_differ_between_spools(tmp_path: Path) -> None:
+    tokens: list[str] = []
+    for name in ("a", "b"):
+        spool = open_spool(tmp_path / name)
+        spool.append(b"same bytes", 1)
+        batch = spool.claim_batch(10, 1 << 20)
+        assert batch is not None
+        tokens.append(batch.dedup_token)
+    assert tokens[0] != tokens[1]
+
+
+def test_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(b"whole record", 1)
+    spool.close()
+    (segment,) = segment_files(tmp_path)
+    whole = segment.stat().st_size
+    with open(segment, "ab") as file:  # a crash part-way through the next append
+        file.write(frame_record(b"never finished", 1, 0)[:-5])
+    reopened = open_spool(tmp_path)
+    assert segment.stat().st_size == whole
+    assert drain_all(reopened) == [b"whole record"]
+    assert reopened.skipped_bytes == 0
+
+
+def test_damage_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    for payload in (b"first" * 20, b"second" * 20, b"third" * 20):
+        spool.append(payload, 1)
+    spool.close()
+    (segment,) = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    second = HEADER_SIZE + 100
+    data[second + HEADER_SIZE + 3] ^= 0xFF  # flip a payload byte of the second record
+    segment.write_bytes(bytes(data))
+    reopened = open_spool(tmp_path)
+    assert drain_all(reopened) == [b"first" * 20, b"third" * 20]
+    assert reopened.skipped_bytes == HEADER_SIZE + 120
+
+
+def test_the_bound_refuses_instead_of_dropping(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, max_bytes=8192, segment_bytes=2048)
+    accepted = 0
+    while accepted < 100:
+        try:
+            spool.append(b"x" * 500, 1)
+        except SpoolFullError as exc:
+            assert "bound" in str(exc)  # noqa: PT017
+            break
+        accepted += 1
+    assert 10 <= accepted < 17
+    assert len(drain_all(spool)) == accepted
+    spool.append(b"room again", 1)  # draining frees the bound
+
+
+def test_a_failed_write_is_reported_and_leaves_no_partial_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(b"before", 1)
+    real_write = os.write
+
+    def short_then_full(fd: int, data: bytes | memoryview) -> int:
+        monkeypatch.setattr(spool_module.os, "write", failing)
+        return real_write(fd, bytes(data)[:10])
+
+    def failing(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "write", short_then_full)
+    with pytest.raises(SpoolError, match="No space left"):
+        spool.append(b"during", 1)
+    monkeypatch.setattr(spool_module.os, "write", real_write)
+    spool.append(b"after", 1)
+    spool.close()
+    assert drain_all(open_spool(tmp_path)) == [b"before", b"after"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    payloads=st.lists(st.binary(min_size=0, max_size=64), min_size=1, max_size=8),
+    cut=st.integers(min_value=0),
+    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=1, max_value=255)), max_size=4),
+)
+def test_scanning_damaged_bytes_yields_only_records_that_were_written(
+    payloads: list[bytes], cut: int, flips: list[tuple[int, int]]
+) -> None:
+    data = bytearray(b"".join(frame_record(p, 1, 0) for p in payloads))
+    for position, mask in flips:
+        data[position % len(data)] ^= mask
+    data = data[: cut % (len(data) + 1)]
+    records, valid_end, skipped = scan_records(bytes(data))
+    read = [record.payload for record in records]
+    # Every record read back was written, in the order written (a subsequence).
+    remaining = iter(payloads)
+    assert all(any(p == q for q in remaining) for p in read)
+    assert valid_end <= len(data)
+    assert skipped >= 0
+    if not flips:
+        assert skipped == 0
+        assert read == payloads[: len(read)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=2048))
+def test_scanning_arbitrary_bytes_never_fails(data: bytes) -> None:
+    records, valid_end, _ = scan_records(data)
+    assert valid_end <= len(data)
+    assert all(record.end <= len(data) for record in records)
