@@ -49,11 +49,18 @@ def _start(tel: Telemetry, api: ApiSpec, instance: Any, kwargs: dict[str, Any]) 
         return None
 
 
-def _classify_raw() -> tuple[type[Any], ...]:
-    from openai._legacy_response import LegacyAPIResponse
-    from openai._response import APIResponse, AsyncAPIResponse
+_raw_types: tuple[type[Any], type[Any], type[Any]] | None = None
 
-    return (LegacyAPIResponse, APIResponse, AsyncAPIResponse)
+
+def _classify_raw() -> tuple[type[Any], type[Any], type[Any]]:
+    """The SDK's raw-response classes (private modules, stable since openai 1.x), imported once."""
+    global _raw_types
+    if _raw_types is None:
+        from openai._legacy_response import LegacyAPIResponse
+        from openai._response import APIResponse, AsyncAPIResponse
+
+        _raw_types = (LegacyAPIResponse, APIResponse, AsyncAPIResponse)
+    return _raw_types
 
 
 def _handle_result(tel: Telemetry, call: LLMCall, result: Any) -> Any:
