@@ -615,7 +615,8 @@ FROM (
         "hour, sum(cost_usd) AS spend",
         "hour >= toDateTime(toStartOfMonth(toDateTime(range_start, 'UTC')), 'UTC') AND hour <= range_end",
         ", hour",
-    )}
+    )
+}
     ) AS s
     INNER JOIN ({LATEST_BUDGETS}
     ) AS b ON b.tenant_id = s.tenant_id AND b.user_id = s.user_id
@@ -838,9 +839,7 @@ ORDER BY feature
                 "label": "Warn at share of budget",
                 "query": "0.5,0.8,0.9",
                 "current": {"text": "0.8", "value": "0.8"},
-                "options": [
-                    {"text": v, "value": v, "selected": v == "0.8"} for v in ("0.5", "0.8", "0.9")
-                ],
+                "options": [{"text": v, "value": v, "selected": v == "0.8"} for v in ("0.5", "0.8", "0.9")],
                 "multi": False,
                 "includeAll": False,
                 "hide": 0,
@@ -1259,7 +1258,7 @@ def alert_rules() -> dict[str, Any]:
                         pending="2m",
                         severity="warning",
                         summary="{{ $labels.model }}: error rate over max(5 %, 3x its last-24h rate) "
-                        "(ratio {{ printf \"%.2f\" $values.A.Value }})",
+                        '(ratio {{ printf "%.2f" $values.A.Value }})',
                         description=f"Failed calls in the last 15 minutes (models with at least "
                         f"{MIN_CALLS_FOR_SPIKE} calls) against the rate of the 24 hours before.",
                     ),
@@ -1272,7 +1271,7 @@ def alert_rules() -> dict[str, Any]:
                         pending="2m",
                         severity="warning",
                         summary="{{ $labels.model }}: fallback rate over max(5 %, 3x its last-24h rate) "
-                        "(ratio {{ printf \"%.2f\" $values.A.Value }})",
+                        '(ratio {{ printf "%.2f" $values.A.Value }})',
                         description="Calls that were fallbacks after an earlier attempt failed, last 15 "
                         "minutes against the 24 hours before.",
                     ),
@@ -1309,7 +1308,9 @@ def render() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail when a file differs from what would be written")
+    parser.add_argument(
+        "--check", action="store_true", help="fail when a file differs from what would be written"
+    )
     args = parser.parse_args(argv)
     stale: list[str] = []
     for name, text in render().items():

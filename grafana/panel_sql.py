@@ -214,7 +214,9 @@ def _macros(context: QueryContext) -> dict[str, Callable[[list[str]], str]]:
         return f"{column} >= {_date(start)} AND {column} <= {_date(end)}"
 
     def time_interval(args: list[str]) -> str:
-        return f"toStartOfInterval(toDateTime({_one_arg('timeInterval', args)}), INTERVAL {interval_s} second)"
+        return (
+            f"toStartOfInterval(toDateTime({_one_arg('timeInterval', args)}), INTERVAL {interval_s} second)"
+        )
 
     def time_interval_ms(args: list[str]) -> str:
         column = _one_arg("timeInterval_ms", args)

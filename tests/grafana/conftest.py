@@ -155,7 +155,9 @@ def seeded(grafana_store: Client, request: pytest.FixtureRequest) -> Iterator[Se
     """A fresh database for the test module, migrated by the product's migrations and seeded."""
     module = request.module.__name__.rsplit(".", 1)[-1]
     # Only the database name and layout matter to the migrations; the client is the store.
-    config = StoreConfig(url=SERVER_URL or "chdb:///grafana-tests", database=f"g_{module}_{uuid.uuid4().hex[:8]}")
+    config = StoreConfig(
+        url=SERVER_URL or "chdb:///grafana-tests", database=f"g_{module}_{uuid.uuid4().hex[:8]}"
+    )
     apply_migrations(grafana_store, config)
     data = seed(grafana_store, config.database)
     yield Seeded(grafana_store, config.database, data)

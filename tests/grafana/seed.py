@@ -33,8 +33,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -225,7 +225,12 @@ def _fallback_chain(rng: random.Random, at: datetime, trace_id: int) -> list[See
     second_at = at + timedelta(milliseconds=200)
     if second_fails:
         second = replace(
-            base, at=second_at, model="gpt-4o-mini", error="APITimeoutError", fallback_attempt=1, duration_ms=30_000
+            base,
+            at=second_at,
+            model="gpt-4o-mini",
+            error="APITimeoutError",
+            fallback_attempt=1,
+            duration_ms=30_000,
         )
         third = replace(
             base,
@@ -324,7 +329,9 @@ def budgets_for(calls: list[SeedCall]) -> list[tuple[str, str, str, Decimal, str
         return cost_sum(
             c
             for c in calls
-            if c.tenant == tenant and (user is None or c.user == user) and in_rollup_range(c, MONTH_START, RANGE_END)
+            if c.tenant == tenant
+            and (user is None or c.user == user)
+            and in_rollup_range(c, MONTH_START, RANGE_END)
         )
 
     daily: dict[datetime, Decimal] = {}
@@ -341,7 +348,13 @@ def budgets_for(calls: list[SeedCall]) -> list[tuple[str, str, str, Decimal, str
         ("acme", "bob", "monthly", (month_spend("acme", "bob") * 10).quantize(Decimal("0.01")), "hard"),
         ("globex", "", "daily", globex_daily.quantize(Decimal("0.0001")), "soft"),
         ("globex", "", "monthly", (month_spend("globex") * 10).quantize(Decimal("0.01")), "soft"),
-        ("initech", "", "monthly", (month_spend("initech") / Decimal("0.85")).quantize(Decimal("0.0001")), "soft"),
+        (
+            "initech",
+            "",
+            "monthly",
+            (month_spend("initech") / Decimal("0.85")).quantize(Decimal("0.0001")),
+            "soft",
+        ),
     ]
 
 

@@ -36,7 +36,10 @@ def _quantile(values: list[int], q: float) -> float:
 
 
 def test_latency_and_ttft_quantiles_by_model(seeded: Seeded) -> None:
-    rows = {r["model"]: r for r in seeded.panel_rows(UID, "Latency and time to first chunk by model", seeded.context())}
+    rows = {
+        r["model"]: r
+        for r in seeded.panel_rows(UID, "Latency and time to first chunk by model", seeded.context())
+    }
     calls = _calls(seeded)
     assert set(rows) == {c.model for c in calls}
     for model, row in rows.items():
@@ -52,7 +55,8 @@ def test_latency_and_ttft_quantiles_by_model(seeded: Seeded) -> None:
             assert row["ttft_p50_ms"] == pytest.approx(statistics.median(ttfts), rel=0.06)
             assert row["ttft_p50_ms"] <= row["ttft_p95_ms"] <= row["ttft_p99_ms"] <= max(ttfts) * 1.01
         else:  # no streams: no time to first chunk, rather than 0
-            assert row["ttft_p50_ms"] is None and row["ttft_p99_ms"] is None
+            assert row["ttft_p50_ms"] is None
+            assert row["ttft_p99_ms"] is None
     assert rows["gpt-4o-mini"]["ttft_p50_ms"] is not None
 
 
@@ -62,7 +66,8 @@ def test_p95_over_time_only_where_there_are_values(seeded: Seeded) -> None:
     ttft = seeded.panel_rows(UID, "p95 time to first chunk by model", context)
     assert {r["model"] for r in latency} == {c.model for c in _calls(seeded)}
     assert {r["model"] for r in ttft} == {c.model for c in _calls(seeded) if c.ttft_ms is not None}
-    assert all(r["p95_ms"] > 0 for r in latency) and all(r["ttft_p95_ms"] > 0 for r in ttft)
+    assert all(r["p95_ms"] > 0 for r in latency)
+    assert all(r["ttft_p95_ms"] > 0 for r in ttft)
 
 
 def _day(moment: datetime) -> datetime:
@@ -110,7 +115,9 @@ def test_errors_by_type_and_model(seeded: Seeded, model: VariableValue) -> None:
     assert [r["errors"] for r in rows] == sorted((r["errors"] for r in rows), reverse=True)
 
 
-def _expected_pairs(calls: list[SeedCall], model: VariableValue) -> dict[tuple[str, str, str], tuple[int, int]]:
+def _expected_pairs(
+    calls: list[SeedCall], model: VariableValue
+) -> dict[tuple[str, str, str], tuple[int, int]]:
     by_attempt = {(c.trace_id, c.fallback_attempt): c for c in calls}
     pairs: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for call in calls:
@@ -129,7 +136,10 @@ def _expected_pairs(calls: list[SeedCall], model: VariableValue) -> dict[tuple[s
 def test_which_models_fall_back_to_which(seeded: Seeded, model: VariableValue) -> None:
     rows = seeded.panel_rows(UID, "Which models fall back to which", seeded.context(model=model))
     expected = _expected_pairs(seeded.data.calls, model)
-    got = {(r["from_model"], r["from_error"], r["to_model"]): (r["fallbacks"], r["fallback_succeeded"]) for r in rows}
+    got = {
+        (r["from_model"], r["from_error"], r["to_model"]): (r["fallbacks"], r["fallback_succeeded"])
+        for r in rows
+    }
     assert got == expected
     if model == ALL:
         assert set(got) == {
@@ -137,8 +147,9 @@ def test_which_models_fall_back_to_which(seeded: Seeded, model: VariableValue) -
             ("gpt-4o-mini", "APITimeoutError", "mistral-small"),
         }
         # Attempt 1 failed whenever attempt 2 exists; attempt 2 always succeeded.
-        assert got["gpt-4o-mini", "APITimeoutError", "mistral-small"][1] == got[
-            "gpt-4o-mini", "APITimeoutError", "mistral-small"
-        ][0]
+        assert (
+            got["gpt-4o-mini", "APITimeoutError", "mistral-small"][1]
+            == got["gpt-4o-mini", "APITimeoutError", "mistral-small"][0]
+        )
     for r in rows:
         assert r["success_rate"] == pytest.approx(r["fallback_succeeded"] / r["fallbacks"])

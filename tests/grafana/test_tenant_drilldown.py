@@ -16,9 +16,11 @@ UID = "llmledger-tenant-drilldown"
 
 def _rollup_calls(seeded: Seeded, tenant: str, model: VariableValue = ALL) -> list[SeedCall]:
     return seeded.data.select(
-        lambda c: c.tenant == tenant
-        and in_rollup_range(c, RANGE_START, RANGE_END)
-        and (model == ALL or c.model in model)
+        lambda c: (
+            c.tenant == tenant
+            and in_rollup_range(c, RANGE_START, RANGE_END)
+            and (model == ALL or c.model in model)
+        )
     )
 
 
@@ -26,7 +28,11 @@ def _rollup_calls(seeded: Seeded, tenant: str, model: VariableValue = ALL) -> li
 def test_tenant_totals(seeded: Seeded, tenant: str) -> None:
     row = only(seeded.panel_rows(UID, "Tenant spend", seeded.context(tenant=tenant)))
     calls = _rollup_calls(seeded, tenant)
-    assert row == {"spend": cost_sum(calls), "calls": len(calls), "unpriced_calls": sum(c.unpriced for c in calls)}
+    assert row == {
+        "spend": cost_sum(calls),
+        "calls": len(calls),
+        "unpriced_calls": sum(c.unpriced for c in calls),
+    }
 
 
 @pytest.mark.parametrize(
@@ -58,7 +64,9 @@ def test_spend_by_feature_over_time_adds_up(seeded: Seeded) -> None:
     rows = seeded.panel_rows(UID, "Spend by feature over time", seeded.context(tenant="globex"))
     calls = _rollup_calls(seeded, "globex")
     assert sum(r["spend"] for r in rows) == cost_sum(calls)
-    burst = [r for r in rows if r["time"].day == 12 and r["time"].hour == 14 and r["feature_name"] == "summarize"]
+    burst = [
+        r for r in rows if r["time"].day == 12 and r["time"].hour == 14 and r["feature_name"] == "summarize"
+    ]
     assert only(burst)["spend"] >= Decimal("3")  # six calls at 0.50 USD
 
 
@@ -84,14 +92,18 @@ def test_conversations_by_spend(seeded: Seeded) -> None:
 def test_most_expensive_calls_link_to_their_trace(seeded: Seeded) -> None:
     rows = seeded.panel_rows(UID, "Most expensive calls", seeded.context(tenant="acme"))
     calls = seeded.data.select(
-        lambda c: c.tenant == "acme" and c.expected_cost is not None and in_calls_range(c, RANGE_START, RANGE_END)
+        lambda c: (
+            c.tenant == "acme" and c.expected_cost is not None and in_calls_range(c, RANGE_START, RANGE_END)
+        )
     )
     ranked = sorted(calls, key=lambda c: (-(c.expected_cost or 0), -c.at.timestamp()))[:50]
     assert [r["cost_usd"] for r in rows] == [c.expected_cost for c in ranked]
     assert [r["TraceId"] for r in rows] == [format(c.trace_id, "032x") for c in ranked]
     # The TraceId column's link sets $trace_id on this dashboard; the trace panel then shows it.
     (link,) = next(
-        o for o in panel(UID, "Most expensive calls")["fieldConfig"]["overrides"] if o["matcher"]["options"] == "TraceId"
+        o
+        for o in panel(UID, "Most expensive calls")["fieldConfig"]["overrides"]
+        if o["matcher"]["options"] == "TraceId"
     )["properties"][0]["value"]
     assert f"/d/{UID}?" in link["url"]
     assert "var-trace_id=${__value.raw}" in link["url"]
