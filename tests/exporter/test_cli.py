@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 
 from llmledger.exporter import StoreConfig
+from llmledger.exporter._internal.migrations import load_migrations
 from llmledger.exporter.cli import build_parser, main
 
 SERVER_URL = os.environ.get("LLMLEDGER_TEST_CLICKHOUSE_URL")
@@ -34,18 +35,20 @@ def test_every_command_has_help(capsys) -> None:
 
 
 def test_schema_apply_then_status(blank_config: StoreConfig, capsys) -> None:
+    migrations = load_migrations()
     assert main(["schema", "status", *store_args(blank_config)]) == 0
-    assert capsys.readouterr().out.count("pending") == 4
+    assert capsys.readouterr().out.count("pending") == len(migrations)
     assert (
         main(["schema", "apply", *store_args(blank_config), "--ttl-days", "7", "--calls-ttl-days", "30"]) == 0
     )
-    assert "applied 0004_llm_usage_hourly" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert all(f"applied {m.version:04d}_{m.name}" in out for m in migrations)
     assert main(["schema", "apply", *store_args(blank_config)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert main(["schema", "status", *store_args(blank_config)]) == 0
     out = capsys.readouterr().out
     assert "pending" not in out
-    assert out.count("applied") == 4
+    assert out.count("applied") == len(migrations)
 
 
 def test_invalid_flags_are_reported_together(capsys) -> None:
@@ -143,7 +146,7 @@ def test_tenant_user_dry_run_shows_policies_without_the_password(capsys) -> None
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out
-    for table in ("llm_calls", "llm_usage_hourly", "budgets", "otel_traces"):
+    for table in ("llm_calls", "llm_usage_hourly", "llm_usage_daily", "budgets", "otel_traces"):
         assert f"ON `llmledger`.`{table}` AS RESTRICTIVE USING" in out
     assert "tenant_id = 'ac\\'me'" in out
     assert "readonly = 2" in out
@@ -208,7 +211,7 @@ def test_tenant_user_sees_only_its_tenant(config: StoreConfig, store_client, rec
         secure=parts.scheme == "https",
     )
     try:
-        for table in ("llm_calls", "llm_usage_hourly"):
+        for table in ("llm_calls", "llm_usage_hourly", "llm_usage_daily"):
             tenants = tenant_client.query(
                 f"SELECT DISTINCT tenant_id FROM {config.database}.{table}"
             ).result_rows

@@ -68,6 +68,12 @@ def test_rollup_totals_equal_raw_totals_exactly(
                sum(cost_usd) AS cost, sum(unpriced_calls) AS unpriced
         FROM {db}.llm_usage_hourly GROUP BY tenant_id ORDER BY tenant_id""")
     assert rollup == raw
+    daily = query(f"""
+        SELECT tenant_id, sum(calls) AS calls, sum(errors) AS errors, sum(fallbacks) AS fallbacks,
+               sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+               sum(cost_usd) AS cost, sum(unpriced_calls) AS unpriced
+        FROM {db}.llm_usage_daily GROUP BY tenant_id ORDER BY tenant_id""")
+    assert daily == raw
     assert {r["tenant_id"]: r["calls"] for r in raw} == expected_calls
     # cost_usd keeps 12 decimals; each value is truncated there, so compare at that scale.
     quantum = Decimal("1e-12")

@@ -168,6 +168,7 @@ def test_ttls_keep_raw_spans_shorter_than_rollups(
     assert "TTL toDateTime(Start) + toIntervalDay(7)" in tables["otel_traces_trace_id_ts"]
     assert "TTL toDateTime(Timestamp) + toIntervalDay(90)" in tables["llm_calls"]
     assert "TTL toDateTime(hour) + toIntervalDay(730)" in tables["llm_usage_hourly"]
+    assert "TTL toDateTime(day) + toIntervalDay(730)" in tables["llm_usage_daily"]
 
 
 def test_cluster_mode_emits_on_cluster_and_replicated_engines() -> None:

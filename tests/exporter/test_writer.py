@@ -183,13 +183,14 @@ def test_a_retried_batch_changes_nothing_downstream(
         (SELECT count() FROM {db}.otel_traces_trace_id_ts) AS trace_ids,
         (SELECT count() FROM {db}.llm_calls) AS calls,
         (SELECT sum(calls) FROM {db}.llm_usage_hourly) AS rollup_calls,
-        (SELECT sum(cost_usd) FROM {db}.llm_usage_hourly) AS rollup_cost"""
+        (SELECT sum(cost_usd) FROM {db}.llm_usage_hourly) AS rollup_cost,
+        (SELECT sum(calls) FROM {db}.llm_usage_daily) AS daily_calls"""
 
     writer.write(rows)
     first = query(totals)
     writer.write(rows)  # the retry: same spans, same token
     assert query(totals) == first
-    assert first[0]["calls"] == 50
+    assert first[0]["calls"] == first[0]["rollup_calls"] == first[0]["daily_calls"] == 50
     assert first[0]["rollup_cost"] == Decimal("0.000435") * 50
 
     writer.write(rows, dedup_token="a-different-batch")  # a genuinely new batch does land

@@ -109,6 +109,7 @@ def _substitutions(config: StoreConfig) -> dict[str, str]:
         "trace_id_ts_ttl": _ttl("Start", config.spans_ttl_days),
         "calls_ttl": _ttl("Timestamp", config.calls_ttl_days),
         "rollup_ttl": _ttl("hour", config.rollup_ttl_days),
+        "rollup_day_ttl": _ttl("day", config.rollup_ttl_days),
     }
 
 

@@ -24,6 +24,7 @@ __all__ = ["TENANT_TABLES", "tenant_access_statements"]
 TENANT_TABLES: Final[dict[str, str]] = {
     "llm_calls": "tenant_id = {tenant}",
     "llm_usage_hourly": "tenant_id = {tenant}",
+    "llm_usage_daily": "tenant_id = {tenant}",
     "budgets": "tenant_id = {tenant}",
     "otel_traces": "SpanAttributes['tenant.id'] = {tenant} "
     "OR (SpanAttributes['tenant.id'] = '' AND ResourceAttributes['tenant.id'] = {tenant})",
