@@ -76,6 +76,11 @@ def open_store(config: StoreConfig, *, use_database: bool = True) -> Client:
             client: Client = clickhouse_connect.get_client(dsn=f"chdb://{path}")  # pyright: ignore[reportUnknownMemberType]
         else:
             client = clickhouse_connect.get_client(dsn=config.url, database="default")  # pyright: ignore[reportUnknownMemberType]
+    except ImportError as exc:
+        raise StoreError(
+            f"the embedded store {config.display_url} needs chDB: install llmledger-exporter[embedded], "
+            "or set LLMLEDGER_CLICKHOUSE_URL to a ClickHouse server"
+        ) from exc
     except Exception as exc:
         if path is not None:
             locked, holder = _lock_holder(path)
