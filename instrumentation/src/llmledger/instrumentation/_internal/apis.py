@@ -60,26 +60,41 @@ class ResponseFacts:
         self.output_messages: list[dict[str, Any]] | None = None
 
 
+# Request kwargs copied onto the span as they are: (kwarg, attribute, numeric kind).
+_COMMON_NUMERIC: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+    ("temperature", A.REQUEST_TEMPERATURE, float),
+    ("top_p", A.REQUEST_TOP_P, float),
+    ("presence_penalty", A.REQUEST_PRESENCE_PENALTY, float),
+    ("frequency_penalty", A.REQUEST_FREQUENCY_PENALTY, float),
+    ("seed", A.REQUEST_SEED, int),
+)
+
+
 class ApiSpec:
     """Base: request attributes common to every generating endpoint."""
 
     operation: ClassVar[str]
     api_type: ClassVar[str]
+    numeric: ClassVar[tuple[tuple[str, str, type[int] | type[float]], ...]] = _COMMON_NUMERIC
+
+    def add_request_attributes(self, kwargs: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
+        """Add the attributes the request kwargs imply to ``attrs`` (the hot path: one lookup per kwarg)."""
+        for name, key, kind in self.numeric:
+            value = kwargs.get(name)
+            if value is not None and (type(value) is int or type(value) is float):
+                attrs[key] = kind(value)
+        tier = kwargs.get("service_tier")
+        if type(tier) is str:
+            attrs[A.OPENAI_REQUEST_SERVICE_TIER] = tier
+        self.add_specific_attributes(kwargs, attrs)
+
+    def add_specific_attributes(self, kwargs: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
+        """What only this API's requests carry."""
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
         attrs: dict[str, AttrValue] = {}
-        _put(attrs, A.REQUEST_TEMPERATURE, kwargs.get("temperature"), float)
-        _put(attrs, A.REQUEST_TOP_P, kwargs.get("top_p"), float)
-        _put(attrs, A.REQUEST_PRESENCE_PENALTY, kwargs.get("presence_penalty"), float)
-        _put(attrs, A.REQUEST_FREQUENCY_PENALTY, kwargs.get("frequency_penalty"), float)
-        _put(attrs, A.REQUEST_SEED, kwargs.get("seed"), int)
-        tier = kwargs.get("service_tier")
-        if isinstance(tier, str):
-            attrs[A.OPENAI_REQUEST_SERVICE_TIER] = tier
+        self.add_request_attributes(kwargs, attrs)
         return attrs
-
-    def wants_stream(self, kwargs: Mapping[str, Any]) -> bool:
-        return kwargs.get("stream") is True
 
     def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
         """Ask a stream for its usage chunk when the user did not say; True when we did."""
@@ -121,21 +136,23 @@ def _stop_sequences(value: Any) -> tuple[str, ...] | None:
 class ChatCompletionsSpec(ApiSpec):
     operation = A.OP_CHAT
     api_type = A.API_CHAT_COMPLETIONS
+    numeric = (*_COMMON_NUMERIC, ("n", A.REQUEST_CHOICE_COUNT, int))
 
-    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
-        attrs = super().request_attributes(kwargs)
+    def add_specific_attributes(self, kwargs: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
         max_tokens = kwargs.get("max_completion_tokens")
         if not given(max_tokens):
             max_tokens = kwargs.get("max_tokens")
         _put(attrs, A.REQUEST_MAX_TOKENS, max_tokens, int)
-        _put(attrs, A.REQUEST_CHOICE_COUNT, kwargs.get("n"), int)
-        stop = _stop_sequences(kwargs.get("stop"))
-        if stop:
-            attrs[A.REQUEST_STOP_SEQUENCES] = stop
-        output_type = _output_type(kwargs.get("response_format"))
-        if output_type:
-            attrs[A.OUTPUT_TYPE] = output_type
-        return attrs
+        stop = kwargs.get("stop")
+        if stop is not None:
+            sequences = _stop_sequences(stop)
+            if sequences:
+                attrs[A.REQUEST_STOP_SEQUENCES] = sequences
+        response_format = kwargs.get("response_format")
+        if response_format is not None:
+            output_type = _output_type(response_format)
+            if output_type:
+                attrs[A.OUTPUT_TYPE] = output_type
 
     def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
         if given(kwargs.get("stream_options")):
@@ -258,8 +275,7 @@ class ResponsesSpec(ApiSpec):
     operation = A.OP_CHAT
     api_type = A.API_RESPONSES
 
-    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
-        attrs = super().request_attributes(kwargs)
+    def add_specific_attributes(self, kwargs: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
         _put(attrs, A.REQUEST_MAX_TOKENS, kwargs.get("max_output_tokens"), int)
         text = kwargs.get("text")
         if isinstance(text, Mapping):
@@ -269,7 +285,6 @@ class ResponsesSpec(ApiSpec):
                 attrs[A.OUTPUT_TYPE] = output_type
         if isinstance(kwargs.get("text_format"), type):
             attrs[A.OUTPUT_TYPE] = "json"
-        return attrs
 
     def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
         facts.response_id = getattr(response, "id", None)
@@ -363,15 +378,16 @@ def _responses_finish_reason(response: Any) -> str | None:
 class CompletionsSpec(ApiSpec):
     operation = A.OP_TEXT_COMPLETION
     api_type = A.API_COMPLETIONS
+    numeric = (
+        *_COMMON_NUMERIC,
+        ("n", A.REQUEST_CHOICE_COUNT, int),
+        ("max_tokens", A.REQUEST_MAX_TOKENS, int),
+    )
 
-    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
-        attrs = super().request_attributes(kwargs)
-        _put(attrs, A.REQUEST_MAX_TOKENS, kwargs.get("max_tokens"), int)
-        _put(attrs, A.REQUEST_CHOICE_COUNT, kwargs.get("n"), int)
+    def add_specific_attributes(self, kwargs: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
         stop = _stop_sequences(kwargs.get("stop"))
         if stop:
             attrs[A.REQUEST_STOP_SEQUENCES] = stop
-        return attrs
 
     def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
         if given(kwargs.get("stream_options")):
@@ -432,13 +448,12 @@ class CompletionsSpec(ApiSpec):
 class EmbeddingsSpec(ApiSpec):
     operation = A.OP_EMBEDDINGS
     api_type = A.API_EMBEDDINGS
+    numeric = ()
 
-    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
-        attrs: dict[str, AttrValue] = {}
+    def add_specific_attributes(self, kwargs: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
         fmt = kwargs.get("encoding_format")
         if isinstance(fmt, str):
             attrs[A.REQUEST_ENCODING_FORMATS] = (fmt,)
-        return attrs
 
     def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
         facts.response_model = getattr(response, "model", None)

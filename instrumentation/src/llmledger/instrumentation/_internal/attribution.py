@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import baggage, context
 from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
 
 from llmledger.instrumentation._internal import attributes as A
 
@@ -170,18 +171,20 @@ class attribution(_Scope):
         )
 
 
-def current_attribution(resource_tenant: str | None = None) -> dict[str, str]:
-    """The attribution attributes for a call made now (scope > baggage > resource)."""
+def current_attribution(resource_tenant: str | None = None, ctx: Context | None = None) -> dict[str, str]:
+    """The attribution attributes for a call made in ``ctx`` (default: now): scope > baggage > resource."""
+    if ctx is None:
+        ctx = context.get_current()
     attrs: dict[str, str] = {}
     if resource_tenant is not None:
         attrs[A.TENANT_ID] = resource_tenant
-    entries = baggage.get_all()
+    entries = baggage.get_all(ctx)
     if entries:
         for key in BAGGAGE_KEYS:
             value = entries.get(key)
             if isinstance(value, str) and value:
                 attrs[key] = value
-    scope = context.get_value(_ATTRIBUTION_KEY)
+    scope = ctx.get(_ATTRIBUTION_KEY)
     if isinstance(scope, Attribution):
         attrs.update(scope.as_attributes())
     return attrs
@@ -232,8 +235,8 @@ class fallbacks(_Scope):
         return fallbacks()
 
 
-def current_fallback_scope() -> FallbackState | None:
-    value = context.get_value(_FALLBACK_KEY)
+def current_fallback_scope(ctx: Context | None = None) -> FallbackState | None:
+    value = (context.get_current() if ctx is None else ctx).get(_FALLBACK_KEY)
     return value if isinstance(value, FallbackState) else None
 
 
@@ -252,8 +255,8 @@ class AutoFallbackTracker:
         self._max = max_parents
 
     @staticmethod
-    def key(feature: str | None) -> tuple[int, int, str | None] | None:
-        parent = trace_api.get_current_span().get_span_context()
+    def key(feature: str | None, ctx: Context | None = None) -> tuple[int, int, str | None] | None:
+        parent = trace_api.get_current_span(ctx).get_span_context()
         if not parent.is_valid:
             return None
         return (parent.trace_id, parent.span_id, feature)
@@ -365,8 +368,8 @@ class usage_totals(_Scope):
         return usage_totals()
 
 
-def current_totals() -> tuple[UsageTotals, ...]:
-    value = context.get_value(_TOTALS_KEY)
+def current_totals(ctx: Context | None = None) -> tuple[UsageTotals, ...]:
+    value = (context.get_current() if ctx is None else ctx).get(_TOTALS_KEY)
     return cast(tuple[UsageTotals, ...], value) if isinstance(value, tuple) else ()
 
 

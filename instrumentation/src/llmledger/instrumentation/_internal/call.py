@@ -12,7 +12,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as context_api
@@ -111,11 +111,67 @@ class Telemetry:
             unit="USD",
             description="Cost of GenAI calls in US dollars (priced calls only)",
         )
+        self._static: dict[tuple[str, Endpoint], dict[str, AttrValue]] = {}
+        self._metric_attrs: dict[tuple[Any, ...], dict[str, AttrValue]] = {}
+        self._token_attrs: dict[tuple[int, str], dict[str, AttrValue]] = {}
         self.unpriced = meter.create_counter(
             "llmledger.client.unpriced_calls",
             unit="{call}",
             description="Calls whose price is unknown (no cost recorded)",
         )
+
+    def static_attributes(self, api: ApiSpec, endpoint: Endpoint) -> dict[str, AttrValue]:
+        """A fresh dict of the attributes every call of ``api`` on ``endpoint`` starts with."""
+        key = (api.api_type, endpoint)
+        base = self._static.get(key)
+        if base is None:
+            base = {
+                A.OPERATION_NAME: api.operation,
+                A.PROVIDER_NAME: endpoint.provider,
+                A.OPENAI_API_TYPE: api.api_type,
+            }
+            if endpoint.address is not None:
+                base[A.SERVER_ADDRESS] = endpoint.address
+            if endpoint.port is not None:
+                base[A.SERVER_PORT] = endpoint.port
+            if len(self._static) < _CACHE_LIMIT:
+                self._static[key] = base
+        return dict(base)
+
+    def metric_attributes(self, call: LLMCall, response_model: str | None) -> dict[str, AttrValue]:
+        tenant = call.attribution.get(A.TENANT_ID) if self.config.metrics_tenant else None
+        key = (call.api.operation, call.endpoint, call.request_model, response_model, call.error_type, tenant)
+        attrs = self._metric_attrs.get(key)
+        if attrs is None:
+            attrs = {A.OPERATION_NAME: call.api.operation, A.PROVIDER_NAME: call.endpoint.provider}
+            if call.request_model is not None:
+                attrs[A.REQUEST_MODEL] = call.request_model
+            if response_model is not None:
+                attrs[A.RESPONSE_MODEL] = response_model
+            if call.endpoint.address is not None:
+                attrs[A.SERVER_ADDRESS] = call.endpoint.address
+            if call.endpoint.port is not None:
+                attrs[A.SERVER_PORT] = call.endpoint.port
+            if call.error_type is not None:
+                attrs[A.ERROR_TYPE] = call.error_type
+            if tenant is not None:
+                attrs[A.TENANT_ID] = tenant
+            if len(self._metric_attrs) >= _CACHE_LIMIT:
+                self._metric_attrs.clear()
+                self._token_attrs.clear()
+            self._metric_attrs[key] = attrs
+        return attrs
+
+    def token_attributes(self, metric_attrs: dict[str, AttrValue], token_type: str) -> dict[str, AttrValue]:
+        key = (id(metric_attrs), token_type)
+        attrs = self._token_attrs.get(key)
+        if attrs is None or attrs.get(A.OPERATION_NAME) != metric_attrs[A.OPERATION_NAME]:
+            attrs = self._token_attrs[key] = {**metric_attrs, A.TOKEN_TYPE: token_type}
+        return attrs
+
+
+# Bounds the per-attribute-set caches (model names come from requests).
+_CACHE_LIMIT = 4096
 
 
 class LLMCall:
@@ -126,6 +182,7 @@ class LLMCall:
         "_context_token",
         "_ended",
         "_fallback_scope",
+        "_totals",
         "api",
         "attribution",
         "endpoint",
@@ -160,39 +217,37 @@ class LLMCall:
         self.first_chunk_ns = 0
         self._ended = False
         self.hide_usage_chunk = False
-        self.stream = api.wants_stream(kwargs)
+        self.stream = stream = kwargs.get("stream") is True
         model = kwargs.get("model")
         self.request_model: str | None = model if isinstance(model, str) else None
+        ctx = context_api.get_current()
 
-        attrs: dict[str, AttrValue] = {
-            A.OPERATION_NAME: api.operation,
-            A.PROVIDER_NAME: endpoint.provider,
-            A.OPENAI_API_TYPE: api.api_type,
-            A.REQUEST_STREAM: self.stream,
-        }
+        attrs = tel.static_attributes(api, endpoint)
+        attrs[A.REQUEST_STREAM] = stream
         if self.request_model is not None:
             attrs[A.REQUEST_MODEL] = self.request_model
-        if endpoint.address is not None:
-            attrs[A.SERVER_ADDRESS] = endpoint.address
-        if endpoint.port is not None:
-            attrs[A.SERVER_PORT] = endpoint.port
-        attrs.update(api.request_attributes(kwargs))
+        api.add_request_attributes(kwargs, attrs)
         conversation = kwargs.get("conversation")
-        if isinstance(conversation, str):
-            attrs[A.CONVERSATION_ID] = conversation
-        elif isinstance(conversation, Mapping) and isinstance(conversation.get("id"), str):  # pyright: ignore[reportUnknownMemberType]
-            attrs[A.CONVERSATION_ID] = conversation["id"]  # pyright: ignore[reportUnknownArgumentType]
-        self.attribution = current_attribution(tel.resource_tenant) if attribution is None else attribution
+        if conversation is not None:
+            if isinstance(conversation, str):
+                attrs[A.CONVERSATION_ID] = conversation
+            elif isinstance(conversation, Mapping) and isinstance(conversation.get("id"), str):  # pyright: ignore[reportUnknownMemberType]
+                attrs[A.CONVERSATION_ID] = conversation["id"]  # pyright: ignore[reportUnknownArgumentType]
+        self.attribution = (
+            current_attribution(tel.resource_tenant, ctx) if attribution is None else attribution
+        )
         attrs.update(self.attribution)
+        # Totals are those of the block the call was made in, even if its stream ends later.
+        self._totals = current_totals(ctx)
 
         # Fallback numbering: the explicit scope wins over the automatic rule.
-        self._fallback_scope: FallbackState | None = current_fallback_scope()
+        self._fallback_scope: FallbackState | None = current_fallback_scope(ctx)
         self._auto_key: tuple[int, int, str | None] | None = None
         attempt = 0
         if self._fallback_scope is not None:
             attempt = self._fallback_scope.begin()
         elif tel.config.auto_fallback:
-            self._auto_key = tel.auto_fallbacks.key(self.attribution.get(A.FEATURE))
+            self._auto_key = tel.auto_fallbacks.key(self.attribution.get(A.FEATURE), ctx)
             if self._auto_key is not None:
                 attempt = tel.auto_fallbacks.attempt(self._auto_key)
         attrs[A.FALLBACK] = attempt > 0
@@ -234,7 +289,10 @@ class LLMCall:
             internal_error(f"{self.api.api_type}.response", exc)
 
     def chunk(self, chunk: Any) -> bool:
-        """Fold a stream item in; True when the app must not see it (our usage-only chunk)."""
+        """Fold a stream item in; True when the app must not see it (our usage-only chunk).
+
+        The stream proxies inline this for every item after the first (the hot path).
+        """
         if self.first_chunk_ns == 0:
             self.first_chunk_ns = time.perf_counter_ns()
         try:
@@ -288,11 +346,7 @@ class LLMCall:
             priced = True
             try:
                 cost = tel.pricer.price_call(
-                    self.endpoint.provider,
-                    model,
-                    usage,
-                    service_tier=facts.service_tier,
-                    at=datetime.now(UTC),
+                    self.endpoint.provider, model, usage, service_tier=facts.service_tier
                 )
             except Exception as exc:  # a wrong price must never stop a request
                 internal_error("pricing", exc)
@@ -348,37 +402,22 @@ class LLMCall:
                     attrs[A.OUTPUT_MESSAGES] = content
             span.set_attributes(attrs)
 
-        # Metrics: low-cardinality attributes only.
-        metric_attrs: dict[str, AttrValue] = {
-            A.OPERATION_NAME: self.api.operation,
-            A.PROVIDER_NAME: self.endpoint.provider,
-        }
-        if self.request_model is not None:
-            metric_attrs[A.REQUEST_MODEL] = self.request_model
-        if facts.response_model is not None:
-            metric_attrs[A.RESPONSE_MODEL] = facts.response_model
-        if self.endpoint.address is not None:
-            metric_attrs[A.SERVER_ADDRESS] = self.endpoint.address
-        if self.endpoint.port is not None:
-            metric_attrs[A.SERVER_PORT] = self.endpoint.port
-        if self.error_type is not None:
-            metric_attrs[A.ERROR_TYPE] = self.error_type
-        if tel.config.metrics_tenant and A.TENANT_ID in self.attribution:
-            metric_attrs[A.TENANT_ID] = self.attribution[A.TENANT_ID]
+        # Metrics: low-cardinality attributes only, one cached dict per attribute set.
+        metric_attrs = tel.metric_attributes(self, facts.response_model)
         tel.duration.record((end_ns - self.start_ns) / 1e9, metric_attrs)
         if self.first_chunk_ns:
             tel.time_to_first_chunk.record((self.first_chunk_ns - self.start_ns) / 1e9, metric_attrs)
         if usage is not None:
             if usage.input_tokens is not None:
-                tel.token_usage.record(usage.input_tokens, {**metric_attrs, A.TOKEN_TYPE: "input"})
+                tel.token_usage.record(usage.input_tokens, tel.token_attributes(metric_attrs, "input"))
             if usage.output_tokens is not None and self.api.operation != A.OP_EMBEDDINGS:
-                tel.token_usage.record(usage.output_tokens, {**metric_attrs, A.TOKEN_TYPE: "output"})
+                tel.token_usage.record(usage.output_tokens, tel.token_attributes(metric_attrs, "output"))
         if cost is not None:
             tel.cost.add(float(cost.total), metric_attrs)
         elif priced:
             tel.unpriced.add(1, metric_attrs)
 
-        for totals in current_totals():
+        for totals in self._totals:
             totals.add(
                 failed=failed,
                 input_tokens=usage.input_tokens if usage else None,

@@ -7,6 +7,7 @@ the ``ApiSpec`` extractors and the proxies.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+import weakref
 from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -30,11 +31,25 @@ _BACKGROUND_PENDING = frozenset({"queued", "in_progress"})
 _BACKGROUND_TERMINAL = frozenset({"completed", "failed", "incomplete", "cancelled"})
 
 
+_endpoints: weakref.WeakKeyDictionary[Any, tuple[Any, Endpoint]] = weakref.WeakKeyDictionary()
+
+
 def _endpoint(instance: Any) -> Endpoint:
+    """The client's provider and server, remembered per client until its base URL changes."""
     client = getattr(instance, "_client", None)
-    base_url = str(getattr(client, "base_url", ""))
-    is_azure = type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI")
-    return endpoint_for(base_url, is_azure)
+    base_url = getattr(client, "base_url", None)
+    try:
+        known = _endpoints.get(client)
+    except TypeError:  # not weak-referenceable
+        known = None
+    if known is not None and known[0] is base_url:
+        return known[1]
+    endpoint = endpoint_for(str(base_url or ""), type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"))
+    try:
+        _endpoints[client] = (base_url, endpoint)
+    except TypeError:
+        pass
+    return endpoint
 
 
 def _start(tel: Telemetry, api: ApiSpec, instance: Any, kwargs: dict[str, Any]) -> LLMCall | None:

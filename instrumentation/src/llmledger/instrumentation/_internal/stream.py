@@ -10,6 +10,7 @@ closing the underlying HTTP response, or garbage collection.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -55,6 +56,15 @@ class _StreamProxyBase(_Proxy):
         super().__init__(stream)
         self._self_call = call
         self._self_response_hook: _ResponseCloseHook | None = None
+        # The per-chunk path, bound once: (facts, item) -> is it our usage-only chunk?
+        self._self_fold = call.api.apply_chunk
+        self._self_facts = call.facts
+        self._self_hide = call.hide_usage_chunk
+
+    def _self_first(self, item: Any) -> bool:
+        """The first item: note the time to first chunk, then fold it like the rest."""
+        self._self_call.first_chunk_ns = time.perf_counter_ns()
+        return self._self_call.chunk(item)
 
     @property
     def response(self) -> Any:
@@ -80,7 +90,15 @@ class StreamProxy(_StreamProxyBase):
         try:
             while True:
                 item = self.__wrapped__.__next__()
-                if not call.chunk(item):
+                if not call.first_chunk_ns:
+                    if not self._self_first(item):
+                        return item
+                    continue
+                try:
+                    if not (self._self_fold(self._self_facts, item) and self._self_hide):
+                        return item
+                except Exception as exc:
+                    internal_error(f"{call.api.api_type}.chunk", exc)
                     return item
         except StopIteration:
             call.end()
@@ -118,7 +136,15 @@ class AsyncStreamProxy(_StreamProxyBase):
         try:
             while True:
                 item = await self.__wrapped__.__anext__()
-                if not call.chunk(item):
+                if not call.first_chunk_ns:
+                    if not self._self_first(item):
+                        return item
+                    continue
+                try:
+                    if not (self._self_fold(self._self_facts, item) and self._self_hide):
+                        return item
+                except Exception as exc:
+                    internal_error(f"{call.api.api_type}.chunk", exc)
                     return item
         except StopAsyncIteration:
             call.end()
