@@ -1,4 +1,4 @@
-"""Spans to ``otel_traces`` rows: a pure, column-oriented transform.
+"""Spans to ``otel_traces`` rows: a pure transform, the same for SDK spans and OTLP requests.
 
 Two sources map to the same rows: OpenTelemetry SDK ``ReadableSpan`` objects (the direct
 exporter) and OTLP protobuf ``ExportTraceServiceRequest`` messages (the collector). Every
