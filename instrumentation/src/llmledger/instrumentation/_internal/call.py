@@ -143,7 +143,10 @@ class Telemetry:
         key = (call.api.operation, call.endpoint, call.request_model, response_model, call.error_type, tenant)
         attrs = self._metric_attrs.get(key)
         if attrs is None:
-            attrs = {A.OPERATION_NAME: call.api.operation, A.PROVIDER_NAME: call.endpoint.provider}
+            attrs: dict[str, AttrValue] = {
+                A.OPERATION_NAME: call.api.operation,
+                A.PROVIDER_NAME: call.endpoint.provider,
+            }
             if call.request_model is not None:
                 attrs[A.REQUEST_MODEL] = call.request_model
             if response_model is not None:

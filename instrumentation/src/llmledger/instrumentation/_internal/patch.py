@@ -6,8 +6,9 @@ the ``ApiSpec`` extractors and the proxies.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -45,10 +46,8 @@ def _endpoint(instance: Any) -> Endpoint:
     if known is not None and known[0] is base_url:
         return known[1]
     endpoint = endpoint_for(str(base_url or ""), type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"))
-    try:
+    with contextlib.suppress(TypeError):
         _endpoints[client] = (base_url, endpoint)
-    except TypeError:
-        pass
     return endpoint
 
 
