@@ -123,7 +123,7 @@ class Telemetry:
     def static_attributes(self, api: ApiSpec, endpoint: Endpoint) -> dict[str, AttrValue]:
         """A fresh dict of the attributes every call of ``api`` on ``endpoint`` starts with."""
         key = (api.api_type, endpoint)
-        base = self._static.get(key)
+        base: dict[str, AttrValue] | None = self._static.get(key)
         if base is None:
             base = {
                 A.OPERATION_NAME: api.operation,
@@ -141,9 +141,9 @@ class Telemetry:
     def metric_attributes(self, call: LLMCall, response_model: str | None) -> dict[str, AttrValue]:
         tenant = call.attribution.get(A.TENANT_ID) if self.config.metrics_tenant else None
         key = (call.api.operation, call.endpoint, call.request_model, response_model, call.error_type, tenant)
-        attrs = self._metric_attrs.get(key)
+        attrs: dict[str, AttrValue] | None = self._metric_attrs.get(key)
         if attrs is None:
-            attrs: dict[str, AttrValue] = {
+            attrs = {
                 A.OPERATION_NAME: call.api.operation,
                 A.PROVIDER_NAME: call.endpoint.provider,
             }
