@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from opentelemetry.trace import Link
 
 from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS, SpanRows
@@ -53,7 +54,8 @@ def test_sdk_spans_and_their_otlp_encoding_give_identical_rows(make_recorder, to
     )
     with recorder.tracer.start_as_current_span("parent") as parent:
         parent.add_event("retry", {"attempt": 2, "delay": 0.5, "ok": False})
-        with recorder.tracer.start_as_current_span("child", links=[]):
+        link = Link(parent.get_span_context(), {"link.kind": "follows", "weight": 0.25})
+        with recorder.tracer.start_as_current_span("child", links=[link]):
             pass
     spans = recorder.finished()
 
@@ -64,6 +66,17 @@ def test_sdk_spans_and_their_otlp_encoding_give_identical_rows(make_recorder, to
 
     assert len(from_sdk) == len(spans) == 4
     assert from_sdk.rows() == from_otlp.rows()
+    child = next(row for row in from_sdk.rows() if row[5] == "child")
+    assert child[18:] == (
+        [format(spans[2].context.trace_id, "032x")],
+        [format(spans[3].context.span_id, "016x")],
+        [""],
+        [{"link.kind": "follows", "weight": "0.25"}],
+    )
+    parent_row = next(row for row in from_sdk.rows() if row[5] == "parent")
+    assert parent_row[16:18] == (["retry"], [{"attempt": "2", "delay": "0.5", "ok": "false"}])
+    (event_time,) = parent_row[15]
+    assert event_time >= parent_row[0]
     assert from_sdk.dedup_token() == from_otlp.dedup_token()
 
 

@@ -162,8 +162,14 @@ class SpanRows:
             scope = span.instrumentation_scope
             status = span.status
             trace_state = context.trace_state
-            events = span.events
-            links = span.links
+            # The public properties copy into new tuples (a generator each); the SDK's own
+            # fields are read when present, as for attributes.
+            events = getattr(span, "_events", None)
+            if events is None:
+                events = span.events
+            links = getattr(span, "_links", None)
+            if links is None:
+                links = span.links
             append((
                 start,
                 _hex_trace_id(context.trace_id),
