@@ -150,6 +150,10 @@ def test_tenant_user_dry_run_shows_policies_without_the_password(capsys) -> None
         assert f"ON `llmledger`.`{table}` AS RESTRICTIVE USING" in out
     assert "tenant_id = 'ac\\'me'" in out
     assert "readonly = 2" in out
+    assert "IDENTIFIED WITH sha256_password BY '<password>'" in out
+    # A password that occurs in the SQL text must not garble it.
+    assert main([*argv[:-2], "p", "--dry-run"]) == 0
+    assert "SpanAttributes['traceloop.association.properties.tenant_id']" in capsys.readouterr().out
 
 
 def test_tenant_user_needs_a_server(config: StoreConfig, capsys) -> None:

@@ -26,8 +26,10 @@ TENANT_TABLES: Final[dict[str, str]] = {
     "llm_usage_hourly": "tenant_id = {tenant}",
     "llm_usage_daily": "tenant_id = {tenant}",
     "budgets": "tenant_id = {tenant}",
-    "otel_traces": "SpanAttributes['tenant.id'] = {tenant} "
-    "OR (SpanAttributes['tenant.id'] = '' AND ResourceAttributes['tenant.id'] = {tenant})",
+    # The same tenant llm_calls derives: the span's, OpenLLMetry's, else the resource's.
+    "otel_traces": "coalesce(nullIf(SpanAttributes['tenant.id'], ''), "
+    "nullIf(SpanAttributes['traceloop.association.properties.tenant_id'], ''), "
+    "ResourceAttributes['tenant.id']) = {tenant}",
 }
 _SHARED_TABLES: Final = ("model_prices",)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

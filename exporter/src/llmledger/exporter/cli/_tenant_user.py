@@ -44,11 +44,14 @@ def _create(args: argparse.Namespace) -> int:
     config = store_config(args)
     generated = args.password is None
     password: str = args.password or secrets.token_urlsafe(18)
-    statements = tenant_access_statements(config.database, args.tenant, args.user, password, args.cluster)
     if args.dry_run:
-        for statement in statements:
-            print(statement.replace(password, "<password>") + ";")
+        # Printed with a placeholder: the password never reaches the terminal or a log.
+        for statement in tenant_access_statements(
+            config.database, args.tenant, args.user, "<password>", args.cluster
+        ):
+            print(statement + ";")
         return 0
+    statements = tenant_access_statements(config.database, args.tenant, args.user, password, args.cluster)
     if config.embedded:
         raise StoreError(
             "tenant users need a ClickHouse server: the embedded store has no users or row policies"
