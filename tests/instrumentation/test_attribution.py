@@ -330,3 +330,33 @@ def test_totals_count_errors_and_unpriced(fake: FakeOpenAI, telemetry: Telemetry
             chat(client)
         chat(client, "my-self-hosted-llm")
     assert (totals.calls, totals.errors, totals.unpriced_calls, totals.cost_usd) == (2, 1, 1, Decimal(0))
+
+
+# --- console line -------------------------------------------------------------------------
+
+
+def test_console_line_opt_in(instrument: Any, fake: FakeOpenAI, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.json("/chat/completions", P.chat_completion(usage=P.usage_chat(1200, 80, cached=1024, reasoning=16)))
+    client = Api("sync", fake)._client()
+    instrument()
+    chat(client)
+    assert "[llmledger]" not in capsys.readouterr().err  # off by default
+    instrument(console=True)
+    with attribution(tenant_id="acme"):
+        chat(client)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(
+        "[llmledger] chat gpt-4o-mini-2024-07-18 in=1200 (cached 1024) out=80 (reasoning 16) $"
+    )
+    assert line.endswith("tenant=acme")
+    cost = Decimal(line.split("$", 1)[1].split()[0])
+    from llmledger.instrumentation._internal.pricing import PriceBook
+    from llmledger.instrumentation._internal.usage import TokenUsage
+
+    expected = PriceBook.from_config().price_call(
+        "openai",
+        "gpt-4o-mini-2024-07-18",
+        TokenUsage(input_tokens=1200, output_tokens=80, cached_input_tokens=1024, reasoning_tokens=16),
+    )
+    assert expected is not None
+    assert cost == expected.total
