@@ -1,4 +1,5 @@
-"""``llmledger prices sync``: load genai-prices and the user's price file into ``model_prices``."""
+"""``llmledger prices``: which price applies and why (``show``), check a price file (``validate``),
+and load prices into the store's ``model_prices`` (``sync``)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_store_options(sync)
     sync.set_defaults(handler=_sync)
 
+    show = actions.add_parser(
+        "show",
+        help="which price applies to a model, and why",
+        description="Explain the price the instrumentation uses for a call: the lookup steps (your price "
+        "file, genai-prices' bundled data, Azure deployment mapping, service tier), the rates per million "
+        "tokens and the period they are in effect. Example: llmledger prices show gpt-4o-mini",
+    )
+    show.add_argument("model", help="the model as the API reports it, e.g. gpt-4o-2024-08-06")
+    show.add_argument("--provider", default="openai", help="gen_ai.provider.name (default openai)")
+    show.add_argument("--service-tier", help="priority, flex, batch, default ...")
+    show.add_argument(
+        "--price-file", default=os.environ.get("LLMLEDGER_PRICE_FILE") or None, help="TOML price file"
+    )
+    show.add_argument(
+        "--azure-deployment",
+        action="append",
+        default=[],
+        metavar="DEPLOYMENT=MODEL",
+        help="map an Azure deployment to its model (repeatable)",
+    )
+    show.set_defaults(handler=_show)
+
+    validate = actions.add_parser(
+        "validate",
+        help="check a price file and report every problem",
+        description="Parse a TOML price file and list every problem with its file, line and field; "
+        "exit 0 when it is valid, 1 when it is not.",
+    )
+    validate.add_argument("price_file", help="the TOML price file")
+    validate.set_defaults(handler=_validate)
+
 
 def _sync(args: argparse.Namespace) -> int:
     config = store_config(args)
@@ -63,4 +95,41 @@ def _sync(args: argparse.Namespace) -> int:
         f"wrote {written} prices to {config.database}.model_prices "
         f"({len(rows)} genai-prices, {len(custom)} custom)"
     )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from llmledger.instrumentation._internal.pricing import PriceBook, PriceFileError
+
+    deployments: dict[str, str] = {}
+    for item in args.azure_deployment:
+        name, sep, model = str(item).partition("=")
+        if not sep or not name or not model:
+            print(
+                f"llmledger prices show: --azure-deployment {item!r} is not DEPLOYMENT=MODEL", file=sys.stderr
+            )
+            return 2
+        deployments[name] = model
+    try:
+        book = PriceBook.from_config(price_file=args.price_file, azure_deployments=deployments)
+    except PriceFileError as exc:
+        print(f"llmledger: {exc}", file=sys.stderr)
+        return 2
+    explanation = book.explain(args.provider, args.model, service_tier=args.service_tier)
+    print(explanation)
+    return 0 if explanation.source is not None else 1
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from llmledger.instrumentation._internal.price_file import PriceFileError, load_price_file
+
+    try:
+        prices = load_price_file(args.price_file)
+    except PriceFileError as exc:
+        print(f"llmledger: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"llmledger: cannot read {args.price_file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"{args.price_file}: {len(prices)} prices, no problems")
     return 0
