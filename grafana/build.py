@@ -12,9 +12,14 @@ Conventions every query keeps:
 
 - Tables are unqualified: the datasource's default database (``llmledger``) holds them,
   for dashboards and alert rules alike.
-- ``llm_usage_hourly`` (hourly rollup) answers every question it can; ``llm_calls`` only
-  per-call detail (conversations, single calls, error types, fallback pairs).
-- ``$__timeFilter(hour)`` on the rollup counts whole hours whose start lies in the range.
+- The rollups answer every question they can; ``llm_calls`` only per-call detail
+  (conversations, single calls, error types, fallback pairs). Totals over the range read
+  whole UTC days from ``llm_usage_daily`` and the partial days at the edges from
+  ``llm_usage_hourly`` (which splits by user, so is almost as large as ``llm_calls``);
+  the sums are exactly the hourly rollup's. Time series read the daily rollup when
+  Grafana's interval is a day or more, the hourly one otherwise. Per-user panels read
+  the hourly rollup.
+- A range counts the hours whose start lies in it (``$__timeFilter(hour)`` semantics).
 - Macros without arguments are bound once in ``WITH`` (``$__fromTime AS range_start``).
 - Filters are ``$__conditionalAll(column IN (${var:singlequote}), $var)``: All adds no
   condition, and values are quoted and escaped.
@@ -46,8 +51,16 @@ UIDS: Final = {
     "budgets": "llmledger-budgets",
 }
 
-ROLLUP: Final = "llm_usage_hourly"
+HOURLY: Final = "llm_usage_hourly"
+DAILY: Final = "llm_usage_daily"
 CALLS: Final = "llm_calls"
+
+# What both rollups hold (the daily one has no user_id).
+USAGE_COLUMNS: Final = (
+    "tenant_id, feature, provider, model, operation, calls, errors, fallbacks, input_tokens, "
+    "cached_input_tokens, output_tokens, reasoning_tokens, cost_usd, unpriced_calls, estimated_calls, "
+    "duration_state, ttft_state"
+)
 
 # -- filters ----------------------------------------------------------------------------------------
 
@@ -77,6 +90,57 @@ TENANT_CALLS_FILTERS: Final = " AND ".join(
     ]
 )
 
+# -- where usage rows come from ---------------------------------------------------------------
+
+
+def _range_usage(start: str, end: str, filters: str) -> str:
+    """Usage of the hours whose start lies in [start, end]: exactly what the hourly rollup
+    sums, read cheaply. Whole UTC days inside the range come from llm_usage_daily (one row
+    per tenant x feature x model x day), the hours of the partial days at either edge from
+    llm_usage_hourly (which also splits by user, so is almost as large as llm_calls).
+    ``start``/``end`` are DateTime expressions; rows expose ``hour`` (a day's midnight for
+    daily rows) and the rollup columns except ``user_id``."""
+    first_day = f"toDate({start} + INTERVAL 86399 SECOND, 'UTC')"
+    last_day = f"toDate({end} - INTERVAL 23 HOUR, 'UTC')"
+    return f"""(
+    SELECT toDateTime(day, 'UTC') AS hour, {USAGE_COLUMNS}
+    FROM {DAILY}
+    WHERE day >= {first_day} AND day <= {last_day}
+      AND {filters}
+    UNION ALL
+    SELECT hour, {USAGE_COLUMNS}
+    FROM {HOURLY}
+    WHERE hour >= {start} AND hour <= {end}
+      AND (hour < toDateTime({first_day}, 'UTC') OR hour > toDateTime({last_day}, 'UTC') + INTERVAL 23 HOUR)
+      AND {filters}
+)"""
+
+
+def _series_usage(filters: str) -> str:
+    """Usage rows for a time series: per day from llm_usage_daily when Grafana's interval
+    is a day or more (whole days touching the range), else per hour from llm_usage_hourly
+    (hours starting in the range). The branch not taken reads nothing."""
+    return f"""(
+    SELECT toDateTime(day, 'UTC') AS hour, {USAGE_COLUMNS}
+    FROM {DAILY}
+    WHERE $__interval_s >= 86400
+      AND day >= toDate($__fromTime, 'UTC') AND day <= toDate($__toTime, 'UTC')
+      AND {filters}
+    UNION ALL
+    SELECT hour, {USAGE_COLUMNS}
+    FROM {HOURLY}
+    WHERE $__interval_s < 86400
+      AND $__timeFilter(hour)
+      AND {filters}
+)"""
+
+
+RANGE: Final = "WITH $__fromTime AS range_start, $__toTime AS range_end"
+RANGE_USAGE: Final = _range_usage("range_start", "range_end", ROLLUP_FILTERS)
+SERIES_USAGE: Final = _series_usage(ROLLUP_FILTERS)
+TENANT_RANGE_USAGE: Final = _range_usage("range_start", "range_end", TENANT_ROLLUP_FILTERS)
+TENANT_SERIES_USAGE: Final = _series_usage(TENANT_ROLLUP_FILTERS)
+
 # The same price lookup llm_calls_mv uses: provider names as model_prices spells them, the
 # model as reported or without its date suffix, a custom price over genai-prices.
 PRICE_PROVIDER: Final = (
@@ -87,15 +151,13 @@ PRICE_PROVIDER: Final = (
 # -- spend overview ------------------------------------------------------------------------------------
 
 SPEND_VS_PREVIOUS: Final = f"""
-WITH $__fromTime AS range_start, $__toTime AS range_end,
-     range_start - toIntervalSecond(dateDiff('second', range_start, range_end)) AS previous_start
+{RANGE},
+     range_start - toIntervalSecond(dateDiff('second', range_start, range_end)) AS previous_start,
+     range_start - INTERVAL 1 SECOND AS previous_end
 SELECT
-    sumIf(cost_usd, hour >= range_start) AS spend,
-    sumIf(cost_usd, hour < range_start) AS previous_spend,
+    (SELECT sum(cost_usd) FROM {RANGE_USAGE}) AS spend,
+    (SELECT sum(cost_usd) FROM {_range_usage("previous_start", "previous_end", ROLLUP_FILTERS)}) AS previous_spend,
     if(previous_spend = 0, NULL, toFloat64(spend) / toFloat64(previous_spend) - 1) AS change
-FROM {ROLLUP}
-WHERE hour >= previous_start AND hour <= range_end
-  AND {ROLLUP_FILTERS}
 """
 
 MONTH_END_PROJECTION: Final = f"""
@@ -106,13 +168,12 @@ SELECT
     sum(cost_usd) AS month_to_date,
     toFloat64(month_to_date) * dateDiff('second', month_start, month_end)
         / greatest(dateDiff('second', month_start, as_of), 1) AS projected_month_end
-FROM {ROLLUP}
-WHERE hour >= month_start AND hour <= as_of
-  AND {ROLLUP_FILTERS}
+FROM {_range_usage("month_start", "as_of", ROLLUP_FILTERS)}
 """
 
 CACHED_INPUT_SAVINGS: Final = f"""
-WITH prices AS (
+{RANGE},
+prices AS (
     SELECT
         provider,
         model,
@@ -130,9 +191,7 @@ WITH prices AS (
         if((price_provider, exact_model) IN (SELECT provider, model FROM prices),
            exact_model,
            replaceRegexpOne(exact_model, '-(\\\\d{{4}}-\\\\d{{2}}-\\\\d{{2}}|\\\\d{{8}}|\\\\d{{4}})$', '')) AS price_model
-    FROM {ROLLUP}
-    WHERE $__timeFilter(hour)
-      AND {ROLLUP_FILTERS}
+    FROM {RANGE_USAGE}
     GROUP BY provider, model
     HAVING cached_tokens > 0
 )
@@ -154,14 +213,13 @@ SELECT
     $__timeInterval(hour) AS time,
     if(tenant_id = '', '(unattributed)', tenant_id) AS tenant,
     sum(cost_usd) AS spend
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {SERIES_USAGE}
 GROUP BY time, tenant
 ORDER BY time, tenant
 """
 
 TOP_TENANTS: Final = f"""
+{RANGE}
 SELECT
     if(tenant_id = '', '(unattributed)', tenant_id) AS tenant,
     sum(cost_usd) AS spend,
@@ -169,15 +227,14 @@ SELECT
        toFloat64(spend) / toFloat64(sum(sum(cost_usd)) OVER ())) AS share,
     sum(calls) AS calls,
     sum(unpriced_calls) AS unpriced_calls
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {RANGE_USAGE}
 GROUP BY tenant
 ORDER BY spend DESC, tenant
 LIMIT 10
 """
 
 SPEND_BY_MODEL: Final = f"""
+{RANGE}
 SELECT
     provider,
     model,
@@ -186,18 +243,15 @@ SELECT
     sum(output_tokens) AS output_tokens,
     sum(cost_usd) AS spend,
     sum(unpriced_calls) AS unpriced_calls
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {RANGE_USAGE}
 GROUP BY provider, model
 ORDER BY spend DESC, provider, model
 """
 
 SPEND_BY_PROVIDER: Final = f"""
+{RANGE}
 SELECT provider, sum(cost_usd) AS spend
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {RANGE_USAGE}
 GROUP BY provider
 ORDER BY spend DESC, provider
 """
@@ -209,24 +263,22 @@ SELECT
     sum(cached_input_tokens) AS cached_input,
     toInt64(sum(output_tokens)) - toInt64(sum(reasoning_tokens)) AS visible_output,
     sum(reasoning_tokens) AS reasoning_output
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {SERIES_USAGE}
 GROUP BY time
 ORDER BY time
 """
 
 UNPRICED_TOTALS: Final = f"""
+{RANGE}
 SELECT
     sum(calls) AS calls,
     sum(unpriced_calls) AS unpriced_calls,
     sum(estimated_calls) AS estimated_calls
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {RANGE_USAGE}
 """
 
 UNPRICED_BY_MODEL: Final = f"""
+{RANGE}
 SELECT
     provider,
     model,
@@ -234,9 +286,7 @@ SELECT
     sum(unpriced_calls) AS unpriced_calls,
     sum(estimated_calls) AS estimated_calls,
     unpriced_calls / calls AS unpriced_share
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {RANGE_USAGE}
 GROUP BY provider, model
 HAVING unpriced_calls > 0 OR estimated_calls > 0
 ORDER BY unpriced_calls DESC, estimated_calls DESC, provider, model
@@ -246,16 +296,21 @@ ORDER BY unpriced_calls DESC, estimated_calls DESC, provider, model
 
 
 def _tenant_spend_by(column: str, label: str, empty: str) -> str:
+    # Users are only in the hourly rollup; features and models come from both rollups.
+    source = (
+        f"{HOURLY}\nWHERE $__timeFilter(hour)\n  AND {TENANT_ROLLUP_FILTERS}"
+        if column == "user_id"
+        else TENANT_RANGE_USAGE
+    )
     return f"""
+{RANGE}
 SELECT
     if({column} = '', '{empty}', {column}) AS {label},
     sum(calls) AS calls,
     sum(input_tokens) + sum(output_tokens) AS tokens,
     sum(cost_usd) AS spend,
     sum(unpriced_calls) AS unpriced_calls
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {TENANT_ROLLUP_FILTERS}
+FROM {source}
 GROUP BY {label}
 ORDER BY spend DESC, {label}
 LIMIT 50
@@ -263,13 +318,12 @@ LIMIT 50
 
 
 TENANT_TOTALS: Final = f"""
+{RANGE}
 SELECT
     sum(cost_usd) AS spend,
     sum(calls) AS calls,
     sum(unpriced_calls) AS unpriced_calls
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {TENANT_ROLLUP_FILTERS}
+FROM {TENANT_RANGE_USAGE}
 """
 
 TENANT_SPEND_BY_FEATURE_OVER_TIME: Final = f"""
@@ -277,9 +331,7 @@ SELECT
     $__timeInterval(hour) AS time,
     if(feature = '', '(none)', feature) AS feature_name,
     sum(cost_usd) AS spend
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {TENANT_ROLLUP_FILTERS}
+FROM {TENANT_SERIES_USAGE}
 GROUP BY time, feature_name
 ORDER BY time, feature_name
 """
@@ -292,10 +344,9 @@ TENANT_CONVERSATIONS: Final = f"""
 SELECT
     conversation_id,
     count() AS calls,
-    uniqExact(user_id) AS users,
     min(Timestamp) AS first_call,
     max(Timestamp) AS last_call,
-    arrayStringConcat(arraySort(groupUniqArray(response_model)), ', ') AS models,
+    arrayStringConcat(arraySort(groupUniqArray(toString(response_model))), ', ') AS models,
     sum(cost_usd) AS spend
 FROM {CALLS}
 WHERE $__timeFilter(Timestamp)
@@ -353,16 +404,16 @@ ORDER BY startTime
 # -- reliability -----------------------------------------------------------------------------------------
 
 RELIABILITY_TOTALS: Final = f"""
+{RANGE}
 SELECT
     sum(calls) AS calls,
     sum(errors) / calls AS error_rate,
     sum(fallbacks) / calls AS fallback_rate
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {RANGE_USAGE}
 """
 
 LATENCY_BY_MODEL: Final = f"""
+{RANGE}
 SELECT
     model,
     sum(calls) AS calls,
@@ -374,9 +425,7 @@ SELECT
     if(isNaN(ttft_q[1]), NULL, ttft_q[1] / 1e6) AS ttft_p50_ms,
     if(isNaN(ttft_q[2]), NULL, ttft_q[2] / 1e6) AS ttft_p95_ms,
     if(isNaN(ttft_q[3]), NULL, ttft_q[3] / 1e6) AS ttft_p99_ms
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {RANGE_USAGE}
 GROUP BY model
 ORDER BY calls DESC, model
 """
@@ -388,9 +437,7 @@ SELECT
     $__timeInterval(hour) AS time,
     model,
     quantileTDigestMerge(0.95)({state}) / 1e6 AS {label}
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {SERIES_USAGE}
 GROUP BY time, model
 HAVING NOT isNaN({label})
 ORDER BY time, model
@@ -405,21 +452,17 @@ SELECT
     $__timeInterval(hour) AS time,
     sum(errors) / sum(calls) AS error_rate,
     sum(fallbacks) / sum(calls) AS fallback_rate
-FROM {ROLLUP}
-WHERE $__timeFilter(hour)
-  AND {ROLLUP_FILTERS}
+FROM {SERIES_USAGE}
 GROUP BY time
 ORDER BY time
 """
 
-# error_type is not in the rollup: errors come from llm_calls (a small share of the rows),
+# error_type is in neither rollup: the failed calls (a small share) come from llm_calls,
 # divided by the rollup's call count for the same buckets.
 ERROR_RATE_BY_TYPE: Final = f"""
 WITH totals AS (
     SELECT $__timeInterval(hour) AS time, sum(calls) AS calls
-    FROM {ROLLUP}
-    WHERE $__timeFilter(hour)
-      AND {ROLLUP_FILTERS}
+    FROM {SERIES_USAGE}
     GROUP BY time
 )
 SELECT e.time AS time, e.error_type AS error_type, e.errors / t.calls AS error_rate
@@ -436,11 +479,10 @@ ORDER BY time, error_type
 """
 
 ERRORS_BY_TYPE: Final = f"""
-WITH totals AS (
+{RANGE},
+totals AS (
     SELECT model, sum(calls) AS calls
-    FROM {ROLLUP}
-    WHERE $__timeFilter(hour)
-      AND {ROLLUP_FILTERS}
+    FROM {RANGE_USAGE}
     GROUP BY model
 )
 SELECT e.error_type AS error_type, e.model AS model, e.errors AS errors, t.calls AS calls,
@@ -448,7 +490,7 @@ SELECT e.error_type AS error_type, e.model AS model, e.errors AS errors, t.calls
 FROM (
     SELECT error_type, response_model AS model, count() AS errors
     FROM {CALLS}
-    WHERE $__timeFilter(Timestamp)
+    WHERE Timestamp >= range_start AND Timestamp <= range_end
       AND NOT success
       AND {CALLS_FILTERS}
     GROUP BY error_type, model
@@ -457,33 +499,34 @@ LEFT JOIN totals AS t ON e.model = t.model
 ORDER BY errors DESC, error_type, model
 """
 
-# A fallback is attempt N of a trace; what it fell back from is attempt N-1 of that trace
-# (looked up to an hour before the range, so a range edge does not orphan a pair).
+# A fallback is attempt N of a trace; what it fell back from is attempt N-1 of the same
+# trace, which failed. One pass over the failed and fallback calls (a small share of
+# llm_calls, from an hour before the range so an edge does not orphan a pair), grouped
+# by trace, pairs them.
 FALLBACK_PAIRS: Final = f"""
-WITH $__fromTime AS range_start, $__toTime AS range_end,
-fallbacks AS (
-    SELECT TraceId, fallback_attempt, response_model AS to_model, success
-    FROM {CALLS}
-    WHERE Timestamp >= range_start AND Timestamp <= range_end
-      AND is_fallback AND fallback_attempt > 0
-      AND {_all_filter("tenant_id", "tenant")}
-      AND {_all_filter("feature", "feature")}
-)
+{RANGE}
 SELECT
-    previous.model AS from_model,
-    previous.error_type AS from_error,
-    f.to_model AS to_model,
+    tupleElement(previous, 2) AS from_model,
+    tupleElement(previous, 3) AS from_error,
+    tupleElement(attempt, 2) AS to_model,
     count() AS fallbacks,
-    countIf(f.success) AS fallback_succeeded,
+    countIf(tupleElement(attempt, 4)) AS fallback_succeeded,
     fallback_succeeded / fallbacks AS success_rate
 FROM (
-    SELECT TraceId, fallback_attempt + 1 AS next_attempt, response_model AS model, error_type
+    SELECT groupArray((fallback_attempt, response_model, error_type, success, Timestamp >= range_start)) AS attempts
     FROM {CALLS}
     WHERE Timestamp >= range_start - INTERVAL 1 HOUR AND Timestamp <= range_end
-      AND TraceId IN (SELECT TraceId FROM fallbacks)
-) AS previous
-INNER JOIN fallbacks AS f ON f.TraceId = previous.TraceId AND f.fallback_attempt = previous.next_attempt
-WHERE $__conditionalAll((from_model IN (${{model:singlequote}}) OR to_model IN (${{model:singlequote}})), $model)
+      AND (NOT success OR is_fallback)
+      AND {_all_filter("tenant_id", "tenant")}
+      AND {_all_filter("feature", "feature")}
+    GROUP BY TraceId
+    HAVING max(fallback_attempt) > 0
+)
+ARRAY JOIN attempts AS attempt
+ARRAY JOIN arrayFilter(a -> tupleElement(a, 1) + 1 = tupleElement(attempt, 1), attempts) AS previous
+WHERE tupleElement(attempt, 1) > 0
+  AND tupleElement(attempt, 5)
+  AND $__conditionalAll((from_model IN (${{model:singlequote}}) OR to_model IN (${{model:singlequote}})), $model)
 GROUP BY from_model, from_error, to_model
 ORDER BY fallbacks DESC, from_model, to_model
 """
@@ -500,18 +543,32 @@ LATEST_BUDGETS: Final = """
     FROM budgets
     GROUP BY tenant_id, user_id, period"""
 
+_BUDGETED_TENANTS: Final = "tenant_id IN (SELECT tenant_id FROM budgets)"
+_BUDGETED_USERS: Final = (
+    "user_id != '' AND (tenant_id, user_id) IN (SELECT tenant_id, user_id FROM budgets WHERE user_id != '')"
+)
 
-def _scoped_spend(select: str, where: str, group: str) -> str:
-    """Spend keyed as budgets are: (tenant, '') for the whole tenant, (tenant, user) per user."""
+
+def _scoped_spend(select: str, group: str, start: str, end: str, *, whole_days: bool) -> str:
+    """Spend keyed as budgets are: (tenant, '') for the whole tenant, (tenant, user) per user.
+
+    Only budgeted tenants and users are read. With ``whole_days`` the tenant part reads
+    whole days from the daily rollup (for sums over a period); otherwise every hour comes
+    from the hourly rollup (for running sums hour by hour).
+    """
+    tenant_source = (
+        _range_usage(start, end, _BUDGETED_TENANTS)
+        if whole_days
+        else f"{HOURLY}\n    WHERE hour >= {start} AND hour <= {end} AND {_BUDGETED_TENANTS}"
+    )
     return f"""
     SELECT tenant_id, '' AS user_id, {select}
-    FROM {ROLLUP}
-    WHERE {where}
+    FROM {tenant_source}
     GROUP BY tenant_id{group}
     UNION ALL
     SELECT tenant_id, user_id, {select}
-    FROM {ROLLUP}
-    WHERE {where} AND user_id != ''
+    FROM {HOURLY}
+    WHERE hour >= {start} AND hour <= {end} AND {_BUDGETED_USERS}
     GROUP BY tenant_id, user_id{group}"""
 
 
@@ -523,8 +580,10 @@ _BUDGET_PERIODS: Final = """toDateTime($__toTime, 'UTC') AS as_of,
 def _budget_status(*, tenant_filter: bool = True) -> str:
     spend = _scoped_spend(
         "sumIf(cost_usd, hour >= day_start) AS day_spend, sum(cost_usd) AS month_spend",
-        "hour >= month_start AND hour <= as_of",
         "",
+        "month_start",
+        "as_of",
+        whole_days=True,
     )
     return f"""
 WITH {_BUDGET_PERIODS}
@@ -578,8 +637,9 @@ FROM (
         sum(toFloat64(s.spend)) OVER (PARTITION BY s.tenant_id ORDER BY s.hour) AS cumulative_usd
     FROM (
         SELECT hour, tenant_id, sum(cost_usd) AS spend
-        FROM {ROLLUP}
+        FROM {HOURLY}
         WHERE hour >= month_start AND hour <= as_of
+          AND tenant_id IN (SELECT tenant_id FROM budgets WHERE user_id = '' AND period = 'monthly')
           AND {_all_filter("tenant_id", "tenant")}
         GROUP BY hour, tenant_id
     ) AS s
@@ -591,7 +651,7 @@ ORDER BY time, tenant
 """
 
 BREACHES: Final = f"""
-WITH $__fromTime AS range_start, $__toTime AS range_end
+{RANGE}
 SELECT
     tenant,
     if(user = '', 'all users', user) AS user,
@@ -613,8 +673,10 @@ FROM (
     FROM ({
     _scoped_spend(
         "hour, sum(cost_usd) AS spend",
-        "hour >= toDateTime(toStartOfMonth(toDateTime(range_start, 'UTC')), 'UTC') AND hour <= range_end",
         ", hour",
+        "toDateTime(toStartOfMonth(toDateTime(range_start, 'UTC')), 'UTC')",
+        "range_end",
+        whole_days=False,
     )
 }
     ) AS s
@@ -646,7 +708,7 @@ def _spike(flag: str, rollup_column: str, label: str) -> str:
     fewer than MIN_CALLS_FOR_SPIKE calls in the window are left out.
     """
     return f"""
-WITH $__fromTime AS range_start, $__toTime AS range_end
+{RANGE}
 SELECT now_.model AS model, now_.rate / greatest(0.05, 3 * ifNull(base.rate, 0)) AS {label}
 FROM (
     SELECT response_model AS model, count() AS calls, countIf({flag}) / calls AS rate
@@ -657,7 +719,7 @@ FROM (
 ) AS now_
 LEFT JOIN (
     SELECT model, if(sum(calls) = 0, NULL, sum({rollup_column}) / sum(calls)) AS rate
-    FROM {ROLLUP}
+    FROM {HOURLY}
     WHERE hour >= toStartOfHour(range_start) - INTERVAL 1 DAY AND hour < toStartOfHour(range_start)
     GROUP BY model
 ) AS base ON base.model = now_.model
@@ -720,6 +782,7 @@ def _panel(
     options: dict[str, Any] | None = None,
     links: list[dict[str, Any]] | None = None,
     interval: str | None = None,
+    max_data_points: int | None = None,
 ) -> dict[str, Any]:
     defaults: dict[str, Any] = {}
     if unit:
@@ -739,6 +802,8 @@ def _panel(
     }
     if interval:
         panel["interval"] = interval
+    if max_data_points:
+        panel["maxDataPoints"] = max_data_points
     return panel
 
 
@@ -787,18 +852,18 @@ def _variables(kind: str) -> list[dict[str, Any]]:
         }
 
     tenant_sql = f"""
-SELECT DISTINCT tenant_id FROM {ROLLUP}
+SELECT DISTINCT tenant_id FROM {HOURLY}
 WHERE $__timeFilter(hour) AND tenant_id != ''
 ORDER BY tenant_id
 """
     scope = "tenant_id = ${tenant:singlequote}" if single_tenant else _all_filter("tenant_id", "tenant")
     model_sql = f"""
-SELECT DISTINCT model FROM {ROLLUP}
+SELECT DISTINCT model FROM {HOURLY}
 WHERE $__timeFilter(hour) AND {scope} AND model != ''
 ORDER BY model
 """
     feature_sql = f"""
-SELECT DISTINCT feature FROM {ROLLUP}
+SELECT DISTINCT feature FROM {HOURLY}
 WHERE $__timeFilter(hour) AND {scope} AND feature != ''
 ORDER BY feature
 """
@@ -1066,11 +1131,13 @@ def reliability() -> dict[str, Any]:
                        {"matcher": {"id": "byRegexp", "options": "/_q$/"},
                         "properties": [{"id": "custom.hidden", "value": True}]}],
         ),
+        # At most 24 points: a month is drawn from the daily rollup's t-digests, not from
+        # merging every hourly (per-user) state.
         _panel(g, "timeseries", "p95 latency by model", "p95 call duration per model per interval.",
-               P95_LATENCY_OVER_TIME, TIME_SERIES, w=12, h=8, unit="ms", interval="1h"),
+               P95_LATENCY_OVER_TIME, TIME_SERIES, w=12, h=8, unit="ms", interval="1h", max_data_points=24),
         _panel(g, "timeseries", "p95 time to first chunk by model",
                "p95 time to the first streamed chunk per model per interval.",
-               P95_TTFT_OVER_TIME, TIME_SERIES, w=12, h=8, unit="ms", interval="1h"),
+               P95_TTFT_OVER_TIME, TIME_SERIES, w=12, h=8, unit="ms", interval="1h", max_data_points=24),
         _panel(g, "timeseries", "Error and fallback rate", "Share of calls that failed / were fallbacks.",
                ERROR_AND_FALLBACK_RATE, TIME_SERIES, w=12, h=8, unit="percentunit", interval="1h"),
         _panel(g, "timeseries", "Error rate by error type",

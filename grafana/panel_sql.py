@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-__all__ = ["ALL", "QueryContext", "expand"]
+__all__ = ["ALL", "QueryContext", "expand", "grafana_interval"]
 
 ALL: Final = "$__all"
 """The value Grafana stores for a variable whose selection is All."""
@@ -63,6 +63,28 @@ def expand(sql: str, context: QueryContext) -> str:
     sql = _conditional_all(sql, variables)
     sql = _template_variables(sql, variables, dict(context.all_values or {}))
     return _backend_macros(sql, context)
+
+
+# Grafana's interval rounding (rangeutil.roundInterval): upper bound (ms) -> interval (ms).
+_ROUNDING: Final = (
+    (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1_500, 1_000), (3_500, 2_000),
+    (7_500, 5_000), (12_500, 10_000), (17_500, 15_000), (25_000, 20_000), (45_000, 30_000),
+    (90_000, 60_000), (210_000, 120_000), (450_000, 300_000), (750_000, 600_000), (1_050_000, 900_000),
+    (1_500_000, 1_200_000), (2_700_000, 1_800_000), (5_400_000, 3_600_000), (9_000_000, 7_200_000),
+    (16_200_000, 10_800_000), (30_600_000, 21_600_000), (86_400_000, 43_200_000),
+    (604_800_000, 86_400_000), (1_814_400_000, 604_800_000), (3_628_800_000, 2_592_000_000),
+)  # fmt: skip
+
+
+def grafana_interval(
+    start: datetime, end: datetime, max_data_points: int, min_interval: timedelta | None = None
+) -> timedelta:
+    """The ``$__interval`` Grafana gives a panel: range / max data points, rounded to a nice
+    step, no less than the panel's min interval."""
+    raw_ms = (end - start).total_seconds() * 1000 / max_data_points
+    rounded = next((ms for bound, ms in _ROUNDING if raw_ms < bound), 31_536_000_000)
+    interval = timedelta(milliseconds=rounded)
+    return max(interval, min_interval) if min_interval else interval
 
 
 # -- step 1: $__conditionalAll ---------------------------------------------------------------

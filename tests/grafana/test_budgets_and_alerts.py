@@ -216,3 +216,17 @@ def test_no_spike_an_hour_earlier_and_no_fallback_spike(seeded: Seeded) -> None:
     got = {r["model"]: r["fallback_spike"] for r in rows}
     assert got == pytest.approx(_expected_spike(seeded, RANGE_END, "fallback"))
     assert all(v <= _threshold("llmledger-fallback-spike") for v in got.values())
+
+
+def test_spend_against_budget_in_the_middle_of_a_day(seeded: Seeded) -> None:
+    # Today is partly over: its hours come from the hourly rollup, the month's days before it
+    # from the daily one. The globex burst day, just after the burst.
+    as_of = GLOBEX_BURST + timedelta(hours=1, minutes=30)
+    rows = seeded.panel_rows(UID, "Spend against budget", seeded.context(end=as_of))
+    expected = {(e.tenant, e.user, e.period): e for e in _expected(seeded, as_of)}
+    got = {(r["tenant"], r["user"], r["period"]): r for r in rows}
+    assert set(got) == set(expected)
+    for key, e in expected.items():
+        assert got[key]["spent_usd"] == e.spent
+        assert got[key]["status"] == e.status
+    assert got["globex", "all users", "daily"]["status"] == "breached"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from grafana.panel_sql import ALL, QueryContext, expand
+from grafana.panel_sql import ALL, QueryContext, expand, grafana_interval
 
 START = datetime(2026, 11, 9, tzinfo=UTC)  # 1794182400
 END = datetime(2026, 11, 15, 23, 59, 59, tzinfo=UTC)  # 1794787199
@@ -105,3 +105,20 @@ def test_unknown_names_are_errors_not_silence() -> None:
 def test_time_bounds_must_be_timezone_aware() -> None:
     with pytest.raises(ValueError, match="timezone"):
         QueryContext(datetime(2026, 1, 1), datetime(2026, 1, 2))
+
+
+@pytest.mark.parametrize(
+    ("days", "points", "expected"),
+    [
+        (30, 1000, timedelta(minutes=30)),
+        (30, 24, timedelta(days=1)),
+        (7, 24, timedelta(hours=6)),
+        (1, 1000, timedelta(minutes=1)),
+        (1, 24, timedelta(hours=1)),
+    ],
+)
+def test_grafana_interval(days: int, points: int, expected: timedelta) -> None:
+    assert grafana_interval(START, START + timedelta(days=days), points) == expected
+    assert grafana_interval(START, START + timedelta(days=days), points, timedelta(hours=1)) == max(
+        expected, timedelta(hours=1)
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -208,3 +208,47 @@ def test_variables_list_what_is_in_the_range(seeded: Seeded) -> None:
     assert values("feature", tenant=["acme", "globex"]) == sorted(
         {c.feature for c in _in_range(seeded, (["acme", "globex"], ALL, ALL))}
     )
+
+
+ODD_RANGES = [
+    # (start, end): partial days at either edge, under a day, across a month boundary, midnight-aligned
+    (datetime(2026, 11, 9, 5, 30, tzinfo=UTC), datetime(2026, 11, 14, 17, 20, tzinfo=UTC)),
+    (datetime(2026, 11, 12, 9, 0, tzinfo=UTC), datetime(2026, 11, 12, 16, 59, 59, tzinfo=UTC)),
+    (datetime(2026, 11, 12, 14, 0, tzinfo=UTC), datetime(2026, 11, 13, 14, 0, tzinfo=UTC)),
+    (datetime(2026, 10, 31, 22, 0, tzinfo=UTC), datetime(2026, 11, 3, 0, 0, tzinfo=UTC)),
+    (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize(("start", "end"), ODD_RANGES)
+def test_totals_count_exactly_the_hours_in_any_range(seeded: Seeded, start: datetime, end: datetime) -> None:
+    # Whole days come from llm_usage_daily, edge hours from llm_usage_hourly: the same hours
+    # as the hourly rollup alone, whatever the range.
+    context = seeded.context(start=start, end=end)
+    calls = seeded.data.select(lambda c: in_rollup_range(c, start, end))
+    totals = only(seeded.panel_rows(UID, "Unpriced and estimated calls", context))
+    assert totals["calls"] == len(calls)
+    assert totals["unpriced_calls"] == sum(c.unpriced for c in calls)
+    by_model = {r["model"]: r["spend"] for r in seeded.panel_rows(UID, "Spend by model", context)}
+    assert by_model == {m: cost_sum(c for c in calls if c.model == m) for m in {c.model for c in calls}}
+    (hourly,) = seeded.sql(
+        "SELECT sum(cost_usd) AS spend FROM {db}.llm_usage_hourly WHERE hour >= {s:DateTime} AND hour <= {e:DateTime}",
+        {"s": start, "e": end},
+    )
+    assert only(seeded.panel_rows(UID, "Spend vs previous period", context))["spend"] == hourly["spend"]
+
+
+def test_hourly_and_daily_series_agree(seeded: Seeded) -> None:
+    # Under a day per point the hourly rollup answers, from a day up the daily one.
+    hourly = seeded.panel_rows(UID, "Spend per tenant", seeded.context(interval=timedelta(hours=1)))
+    daily = seeded.panel_rows(UID, "Spend per tenant", seeded.context(interval=timedelta(days=1)))
+    per_hour: dict[tuple[datetime, str], Decimal] = defaultdict(Decimal)
+    for call in _in_range(seeded, (ALL, ALL, ALL)):
+        per_hour[call.hour.replace(tzinfo=None), call.tenant or "(unattributed)"] += (
+            call.expected_cost or Decimal(0)
+        )
+    assert {(r["time"], r["tenant"]): r["spend"] for r in hourly} == dict(per_hour)
+    rolled: dict[tuple[datetime, str], Decimal] = defaultdict(Decimal)
+    for (hour, tenant), spend in per_hour.items():
+        rolled[hour.replace(hour=0), tenant] += spend
+    assert {(r["time"], r["tenant"]): r["spend"] for r in daily} == dict(rolled)
