@@ -120,9 +120,7 @@ def price_file_rows(path: str | Path, at: datetime | None = None) -> list[PriceR
     tier here), as are prefix entries (``model = "ft:…*"``), which need a pattern match.
     """
     # The parser and its validation live with the instrumentation, which reads the same file.
-    from llmledger.instrumentation._internal.price_file import (  # pyright: ignore[reportMissingTypeStubs]
-        load_price_file,
-    )
+    from llmledger.instrumentation._internal.price_file import load_price_file
 
     today = (at or datetime.now(UTC)).date()
     chosen: dict[tuple[str, str], tuple[Any, PriceRow]] = {}
