@@ -57,7 +57,7 @@ def _fmt(value: object, column: str) -> str:
         number = float(value)
         if "share" in column or "rate" in column or column in ("change", "used"):
             return f"{number:.1%}"
-        if any(k in column for k in ("spend", "usd", "cost", "month", "saved", "projected")):
+        if any(k in column for k in ("spend", "usd", "cost", "month", "saved", "projected", "mtok")):
             return f"${number:,.2f}" if abs(number) >= 0.01 or number == 0 else f"${number:.6f}"
         return f"{number:,.1f}"
     if isinstance(value, int):
@@ -112,7 +112,9 @@ def _table(ax: Axes, rows: list[dict[str, Any]], h: int) -> None:
     if not rows:
         ax.text(0.5, 0.5, "No data", color=MUTED, ha="center", va="center", fontsize=9)
         return
-    columns = [c for c in rows[0] if not c.endswith("_q") and c not in ("tags", "serviceTags")][:8]
+    columns = [
+        c for c in rows[0] if not c.endswith("_q") and c not in ("tags", "serviceTags", "enforcement")
+    ][:10]
     shown = rows[: max(1, h - 2)]
     cell_text = [[_fmt(r[c], c) for c in columns] for r in shown]
     table = ax.table(cellText=cell_text, colLabels=columns, loc="upper center", cellLoc="left")
@@ -202,10 +204,11 @@ def main() -> int:
     apply_migrations(client, config)
     seed(client, config.database)
     client.database = config.database
+    # A trace worth a look: a request whose first model failed twice before a fallback answered.
     top_call = run_query(
         client,
-        "SELECT TraceId FROM llm_calls WHERE tenant_id = 'globex' AND Timestamp >= {s:DateTime64(3)} "
-        "ORDER BY cost_usd DESC NULLS LAST LIMIT 1",
+        "SELECT TraceId FROM llm_calls WHERE tenant_id = 'globex' AND fallback_attempt = 2 "
+        "AND Timestamp >= {s:DateTime64(3)} ORDER BY Timestamp LIMIT 1",
         parameters={"s": RANGE_START},
     ).result_rows[0][0]
     base = {"tenant": ALL, "model": ALL, "feature": ALL, "warn_share": "0.8", "trace_id": ""}
