@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import math
 import os
 import random
 import signal
@@ -92,6 +93,8 @@ class CollectorProcess:
         self.grpc_port, self.http_port = ports["grpc_port"], ports["http_port"]
         if wait_ready:
             wait_for(lambda: self.get("/readyz")[0] == 200, 15, "readiness")
+            # The drain process reports its first status once the query server is up.
+            wait_for(lambda: not math.isnan(self.metric("store_up")), 30, "the drain process")
         return self
 
     def log(self) -> str:

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from llmledger.exporter._internal.collector.drain import SpoolDrain
 from llmledger.exporter._internal.collector.metrics import CollectorMetrics
-from llmledger.exporter._internal.collector.spool import DurableSpool
+from llmledger.exporter._internal.collector.spool import DurableSpool, SpoolReader
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.rows import SpanRows
@@ -29,14 +29,15 @@ def main(root: Path) -> None:
     config = StoreConfig(url=f"chdb://{root / 'store'}")
     spool_dir = root / "spool"
 
-    def open_spool() -> DurableSpool:
-        return DurableSpool(spool_dir, max_bytes=64 << 20, segment_bytes=8 << 20)
+    def open_spool() -> tuple[DurableSpool, SpoolReader]:
+        writer = DurableSpool(spool_dir, max_bytes=64 << 20, segment_bytes=8 << 20)
+        return writer, SpoolReader(spool_dir, wait=0)
 
-    spool = open_spool()
+    spool, reader = open_spool()
     for seed in range(3):
         request = make_request(40, seed=seed, tenant=f"tenant-{seed}")
         spool.append(request.SerializeToString(), 40)
-    batch = spool.claim_batch(max_spans=80, max_bytes=64 << 20)
+    batch = reader.claim_batch(max_spans=80, max_bytes=64 << 20)
     assert batch is not None
     assert batch.span_count == 80
 
@@ -49,15 +50,16 @@ def main(root: Path) -> None:
     SpanWriter(client, config.database).write(rows, batch.dedup_token)
     client.close()
     spool.close()
+    reader.close()
 
     # Second run: the claim is replayed with the same token, then the rest is written.
-    spool = open_spool()
+    spool, reader = open_spool()
     drain = SpoolDrain(
-        spool, config, CollectorMetrics(), quarantine_dir=root / "quarantine", batch_max_spans=80
+        reader, config, CollectorMetrics(), quarantine_dir=root / "quarantine", batch_max_spans=80
     )
     drain.start()
     deadline = time.monotonic() + 30
-    while spool.pending_bytes() and time.monotonic() < deadline:
+    while reader.pending_bytes() and time.monotonic() < deadline:
         time.sleep(0.05)
     drain.stop(5)
     client = open_store(config)

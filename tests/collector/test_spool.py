@@ -16,22 +16,39 @@ from llmledger.exporter._internal.collector.spool import (
     DurableSpool,
     SpoolError,
     SpoolFullError,
+    SpoolReader,
     frame_record,
     scan_records,
 )
 
 
-def open_spool(path: Path, **kwargs: object) -> DurableSpool:
-    options: dict[str, object] = {"max_bytes": 1 << 20, "segment_bytes": 64 << 10, "fsync": "always"}
-    options.update(kwargs)
-    return DurableSpool(path, **options)  # type: ignore[arg-type]
+class Spool:
+    """Both sides of one spool directory, as the collector's two processes hold them."""
+
+    def __init__(self, path: Path, **kwargs: object) -> None:
+        options: dict[str, object] = {"max_bytes": 1 << 20, "segment_bytes": 64 << 10, "fsync": "always"}
+        options.update(kwargs)
+        self.writer = DurableSpool(path, **options)  # type: ignore[arg-type]
+        self.reader = SpoolReader(path, wait=0)
+
+    def append(self, payload: bytes, spans: int) -> None:
+        self.writer.append(payload, spans)
+
+    def close(self) -> None:
+        """Both processes stop (or die: nothing here is flushed that an append has not)."""
+        self.writer.close()
+        self.reader.close()
 
 
-def drain_all(spool: DurableSpool) -> list[bytes]:
+def open_spool(path: Path, **kwargs: object) -> Spool:
+    return Spool(path, **kwargs)
+
+
+def drain_all(spool: Spool) -> list[bytes]:
     payloads: list[bytes] = []
-    while (batch := spool.claim_batch(max_spans=7, max_bytes=1 << 20)) is not None:
+    while (batch := spool.reader.claim_batch(max_spans=7, max_bytes=1 << 20)) is not None:
         payloads += [record.payload for record in batch.records]
-        spool.commit(batch)
+        spool.reader.commit(batch)
     return payloads
 
 
@@ -44,20 +61,20 @@ def test_appended_records_come_back_once_in_order(tmp_path: Path) -> None:
     payloads = [f"request-{i}".encode() * (i + 1) for i in range(50)]
     for payload in payloads:
         spool.append(payload, 3)
-    assert spool.pending_bytes() > 0
+    assert spool.reader.pending_bytes() > 0
     assert drain_all(spool) == payloads
-    assert spool.pending_bytes() == 0
-    assert spool.claim_batch(10, 1 << 20) is None
+    assert spool.reader.pending_bytes() == 0
+    assert spool.reader.claim_batch(10, 1 << 20) is None
 
 
 def test_batches_respect_span_limit_and_never_split_a_record(tmp_path: Path) -> None:
     spool = open_spool(tmp_path)
     for i in range(10):
         spool.append(bytes([i]) * 10, 4)
-    batch = spool.claim_batch(max_spans=10, max_bytes=1 << 20)
+    batch = spool.reader.claim_batch(max_spans=10, max_bytes=1 << 20)
     assert batch is not None
     assert [r.span_count for r in batch.records] == [4, 4]
-    spool.commit(batch)
+    spool.reader.commit(batch)
 
 
 def test_reopen_keeps_undrained_records_and_rolls_segments(tmp_path: Path) -> None:
@@ -65,9 +82,9 @@ def test_reopen_keeps_undrained_records_and_rolls_segments(tmp_path: Path) -> No
     payloads = [os.urandom(1000) for _ in range(20)]
     for payload in payloads[:10]:
         spool.append(payload, 1)
-    first = spool.claim_batch(max_spans=3, max_bytes=1 << 20)
+    first = spool.reader.claim_batch(max_spans=3, max_bytes=1 << 20)
     assert first is not None
-    spool.commit(first)
+    spool.reader.commit(first)
     spool.close()
     assert len(segment_files(tmp_path)) > 1
 
@@ -83,18 +100,18 @@ def test_a_claim_left_by_a_crash_is_replayed_with_the_same_range_and_token(tmp_p
     spool = open_spool(tmp_path)
     for i in range(6):
         spool.append(bytes([i]) * 100, 2)
-    claimed = spool.claim_batch(max_spans=4, max_bytes=1 << 20)
+    claimed = spool.reader.claim_batch(max_spans=4, max_bytes=1 << 20)
     assert claimed is not None
     # The process dies between the insert and the commit; more data arrives after restart.
-    del spool
+    spool.close()
     reopened = open_spool(tmp_path)
     reopened.append(b"later", 1)
-    replayed = reopened.claim_batch(max_spans=100, max_bytes=1 << 20)
+    replayed = reopened.reader.claim_batch(max_spans=100, max_bytes=1 << 20)
     assert replayed is not None
     assert (replayed.segment, replayed.start, replayed.end) == (claimed.segment, claimed.start, claimed.end)
     assert replayed.dedup_token == claimed.dedup_token
     assert [r.payload for r in replayed.records] == [r.payload for r in claimed.records]
-    reopened.commit(replayed)
+    reopened.reader.commit(replayed)
     assert drain_all(reopened) == [bytes([i]) * 100 for i in range(2, 6)] + [b"later"]
 
 
@@ -103,9 +120,10 @@ def test_tokens_differ_between_spools(tmp_path: Path) -> None:
     for name in ("a", "b"):
         spool = open_spool(tmp_path / name)
         spool.append(b"same bytes", 1)
-        batch = spool.claim_batch(10, 1 << 20)
+        batch = spool.reader.claim_batch(10, 1 << 20)
         assert batch is not None
         tokens.append(batch.dedup_token)
+        spool.close()
     assert tokens[0] != tokens[1]
 
 
@@ -120,7 +138,7 @@ def test_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
     reopened = open_spool(tmp_path)
     assert segment.stat().st_size == whole
     assert drain_all(reopened) == [b"whole record"]
-    assert reopened.skipped_bytes == 0
+    assert reopened.reader.skipped_bytes == 0
 
 
 def test_damage_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None:
@@ -135,7 +153,7 @@ def test_damage_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None:
     segment.write_bytes(bytes(data))
     reopened = open_spool(tmp_path)
     assert drain_all(reopened) == [b"first" * 20, b"third" * 20]
-    assert reopened.skipped_bytes == HEADER_SIZE + 120
+    assert reopened.reader.skipped_bytes == HEADER_SIZE + 120
 
 
 def test_the_bound_refuses_instead_of_dropping(tmp_path: Path) -> None:
@@ -150,7 +168,7 @@ def test_the_bound_refuses_instead_of_dropping(tmp_path: Path) -> None:
         accepted += 1
     assert 10 <= accepted < 17
     assert len(drain_all(spool)) == accepted
-    spool.append(b"room again", 1)  # draining frees the bound
+    spool.append(b"room again", 1)  # draining frees the bound (the reader deleted segments)
 
 
 def test_a_failed_write_is_reported_and_leaves_no_partial_record(
@@ -174,6 +192,25 @@ def test_a_failed_write_is_reported_and_leaves_no_partial_record(
     spool.append(b"after", 1)
     spool.close()
     assert drain_all(open_spool(tmp_path)) == [b"before", b"after"]
+
+
+def test_one_writer_per_spool_directory(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    with pytest.raises(SpoolError, match="in use by another collector"):
+        DurableSpool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    with pytest.raises(SpoolError, match="in use by another collector"):
+        SpoolReader(tmp_path, wait=0.1)
+    spool.close()
+
+
+def test_the_reader_sees_only_what_the_writer_made_durable(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, fsync="always")
+    spool.append(b"durable", 1)
+    # Bytes written past the published durable position (an append in progress) stay unseen.
+    (segment,) = segment_files(tmp_path)
+    with open(segment, "ab") as file:
+        file.write(frame_record(b"not yet durable", 1, 0))
+    assert drain_all(spool) == [b"durable"]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,6 +9,8 @@ of :data:`SETTINGS`, which also drives the CLI flags and the table in docs/colle
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -293,6 +295,30 @@ class CollectorConfig:
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    def to_json(self) -> str:
+        """The configuration as JSON (for the drain process; no secrets are included)."""
+        values: dict[str, object] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name in ("auth_token", "auth_token_file"):
+                value = None
+            elif item.name == "store":
+                value = dataclasses.asdict(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            values[item.name] = value
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> CollectorConfig:
+        """The inverse of :meth:`to_json`."""
+        values: dict[str, Any] = json.loads(text)
+        values["store"] = StoreConfig(**values["store"])
+        for item in dataclasses.fields(cls):
+            if item.name in values and (item.type == "Path" or item.type == "Path | None"):
+                values[item.name] = None if values[item.name] is None else Path(values[item.name])
+        return cls(**values)
 
 
 def _read_file(path: Path, problems: list[str]) -> dict[str, Any]:

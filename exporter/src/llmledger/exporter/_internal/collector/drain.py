@@ -28,7 +28,7 @@ from llmledger.exporter._internal.store import StoreError, open_store, run_query
 from llmledger.exporter._internal.writer import SpanWriter
 
 from .metrics import CollectorMetrics
-from .spool import DurableSpool, SpoolBatch, SpoolError
+from .spool import SpoolBatch, SpoolError, SpoolReader
 
 __all__ = ["SpoolDrain"]
 
@@ -40,7 +40,7 @@ class SpoolDrain:
 
     def __init__(
         self,
-        spool: DurableSpool,
+        spool: SpoolReader,
         store: StoreConfig,
         metrics: CollectorMetrics,
         *,
@@ -82,7 +82,6 @@ class SpoolDrain:
         """
         self._deadline = time.monotonic() + timeout
         self._stop.set()
-        self._spool.wake()
         self._thread.join(timeout + 5)
         with self._store_lock:
             if self._client is not None:
@@ -106,7 +105,7 @@ class SpoolDrain:
     def _run(self) -> None:
         try:
             while not self._expired():
-                if not self._spool.wait_for_data(0.5):
+                if not self._spool.wait_for_data(0.2):
                     if self._stop.is_set():
                         return
                     continue

@@ -124,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
             ready, detail = server.ready_check()
             self._send(200 if ready else 503, (detail + "\n").encode(), "text/plain; charset=utf-8")
         elif path == "/metrics":
-            body = server.ingest.metrics.render().encode()
+            body = server.metrics_text().encode()
             self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
         elif path == _TRACES:
             self._send_status(405, _UNIMPLEMENTED, "use POST for /v1/traces", True, {"Allow": "POST"})
@@ -232,11 +232,13 @@ class OtlpHttpServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         ingest: Ingest,
+        metrics_text: Callable[[], str],
         ready_check: StatusCheck,
         health_check: StatusCheck,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ingest = ingest
+        self.metrics_text = metrics_text
         self.ready_check = ready_check
         self.health_check = health_check
         self._connections = 0

@@ -7,7 +7,7 @@ span); gauges are read from the spool when ``/metrics`` is scraped.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 __all__ = ["CollectorMetrics"]
@@ -45,6 +45,11 @@ class CollectorMetrics:
         with self._lock:
             return self._values[name]
 
+    def snapshot(self) -> dict[str, int]:
+        """Every counter's current value."""
+        with self._lock:
+            return dict(self._values)
+
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """Register a gauge read when metrics are rendered."""
         self._gauges[name] = ("gauge", help_text, read)
@@ -53,10 +58,16 @@ class CollectorMetrics:
         """Register a counter kept elsewhere (read when metrics are rendered)."""
         self._gauges[f"{name}_total"] = ("counter", help_text, read)
 
-    def render(self) -> str:
-        """Everything in the Prometheus text exposition format (version 0.0.4)."""
+    def render(self, extra: Mapping[str, int] | None = None) -> str:
+        """Everything in the Prometheus text exposition format (version 0.0.4).
+
+        ``extra`` holds counters kept by another process (the drain's), added to these.
+        """
         with self._lock:
             values = dict(self._values)
+        for name, value in (extra or {}).items():
+            if name in values:
+                values[name] += value
         lines: list[str] = []
         for name, help_text in _COUNTERS.items():
             metric = f"llmledger_collector_{name}_total"

@@ -1,9 +1,10 @@
-"""The collector process: spool, drain, receivers and query server started and stopped in order.
+"""The collector: receivers and spool in this process, the drain (and the store) in a child process.
 
-Start: open the spool (recovering what a crash left), start the drain (which opens the
-store and applies the schema), then the query server (embedded store only) and the two
-receivers. Stop (SIGTERM, SIGINT): stop receiving, drain for up to
-``shutdown_timeout_seconds``, keep whatever is left in the spool for the next start.
+Start: open the spool (recovering what a crash left), start the drain process (which opens
+the store, applies the schema and, for the embedded store, serves queries), then the two
+receivers. The drain process is restarted if it dies. Stop (SIGTERM, SIGINT): stop
+receiving, let the drain work for up to ``shutdown_timeout_seconds``, keep whatever is
+left in the spool for the next start.
 
 The bound ports and process id are written to ``<data_dir>/collector.json`` once the
 receivers listen, so tools and tests can find a collector started on port 0.
@@ -23,33 +24,32 @@ from types import FrameType
 import grpc
 
 from .config import CollectorConfig
-from .drain import SpoolDrain
+from .drain_process import DrainProcess
 from .grpc_receiver import start_grpc_server
 from .http_receiver import OtlpHttpServer
 from .ingest import Ingest
 from .metrics import CollectorMetrics
-from .query_server import QueryServer
 from .spool import DurableSpool
 
 __all__ = ["Collector"]
 
 _logger = logging.getLogger("llmledger.collector")
+_MAX_RESTART_DELAY = 30.0
 
 
 class Collector:
-    """One collector process's parts (see the module doc)."""
+    """One collector's parts (see the module doc)."""
 
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.metrics = CollectorMetrics()
         self._stop_requested = threading.Event()
         self._spool: DurableSpool | None = None
-        self._drain: SpoolDrain | None = None
+        self._drain: DrainProcess | None = None
         self._ingest: Ingest | None = None
         self._http: OtlpHttpServer | None = None
         self._http_thread: threading.Thread | None = None
         self._grpc: grpc.Server | None = None
-        self._query: QueryServer | None = None
         self.grpc_port: int | None = None
         self.http_port: int | None = None
 
@@ -65,26 +65,9 @@ class Collector:
             fsync=config.fsync,
         )
         self._spool = spool
-        pending = spool.pending_bytes()
-        if pending:
-            _logger.info("spool holds %d bytes from an earlier run; delivering them first", pending)
-        self._register_gauges(spool)
-        drain = SpoolDrain(
-            spool,
-            config.store,
-            self.metrics,
-            quarantine_dir=config.data_dir / "quarantine",
-            batch_max_spans=config.batch_max_spans,
-            batch_max_bytes=config.batch_max_bytes,
-            retry_initial_seconds=config.retry_initial_seconds,
-            retry_max_seconds=config.retry_max_seconds,
-            apply_schema=config.apply_schema,
-        )
-        self._drain = drain
-        drain.start()
-        if config.store.embedded and config.query_server:
-            self._query = QueryServer(config.store, drain.query)
-            self._query.start()
+        self._drain = DrainProcess(config)
+        self._drain.start()
+        self._register_gauges(spool, self._drain)
         self._ingest = Ingest(
             spool,
             self.metrics,
@@ -113,7 +96,9 @@ class Collector:
             tls_pair = (config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())
         http_address = config.endpoint("http")
         if http_address is not None:
-            self._http = OtlpHttpServer(http_address, ingest, self._readiness, self._health, tls_context)
+            self._http = OtlpHttpServer(
+                http_address, ingest, self._metrics_text, self._readiness, self._health, tls_context
+            )
             self.http_port = self._http.port
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever,
@@ -135,49 +120,63 @@ class Collector:
         tmp.write_text(json.dumps(state), encoding="utf-8")
         os.replace(tmp, path)
 
-    def _register_gauges(self, spool: DurableSpool) -> None:
+    # -- self-observability ----------------------------------------------------------------
+
+    def _register_gauges(self, spool: DurableSpool, drain: DrainProcess) -> None:
         metrics = self.metrics
+
+        def status(name: str) -> float:
+            # NaN until the drain process has reported (it is starting or restarting).
+            value = drain.status.get(name)
+            return float("nan") if value is None else float(value)
+
         metrics.counter_from(
             "spool_damaged_bytes",
             "Spool bytes skipped as damaged (CRC mismatch), never delivered",
-            lambda: spool.skipped_bytes,
+            lambda: status("spool_damaged_bytes"),
         )
         metrics.gauge("spool_bytes", "Bytes of spool segment files on disk", lambda: spool.total_bytes)
-        metrics.gauge("spool_pending_bytes", "Spooled bytes not yet in the store", spool.pending_bytes)
         metrics.gauge(
-            "spool_lag_seconds", "Age of the oldest spooled request not yet in the store", spool.lag_seconds
+            "spool_pending_bytes", "Spooled bytes not yet in the store", lambda: status("pending_bytes")
         )
         metrics.gauge(
-            "store_up",
-            "1 when the last store write succeeded",
-            lambda: 1.0 if self._drain is not None and self._drain.store_connected else 0.0,
+            "spool_lag_seconds",
+            "Age of the oldest spooled request not yet in the store",
+            lambda: status("lag_seconds"),
         )
+        metrics.gauge("store_up", "1 when the last store write succeeded", lambda: status("store_up"))
+        metrics.gauge("drain_restarts", "Times the drain process was restarted", lambda: drain.restarts)
+
+    def _metrics_text(self) -> str:
+        drain = self._drain
+        counters: dict[str, int] = dict(drain.status.get("counters") or {}) if drain is not None else {}
+        return self.metrics.render(counters)
 
     def _health(self) -> tuple[bool, str]:
         drain = self._drain
-        if drain is not None and drain.fatal_error is not None:
-            return False, f"the drain stopped: {drain.fatal_error}"
+        if drain is None or drain.exit_code() is not None:
+            return False, "the drain process is not running"
+        fatal = drain.status.get("fatal_error")
+        if fatal:
+            return False, f"the drain stopped: {fatal}"
         return True, "ok"
 
     def _readiness(self) -> tuple[bool, str]:
-        healthy, detail = self._health()
-        if not healthy:
-            return False, detail
         if self._ingest is None or not self._ingest.accepting:
             return False, "not accepting spans (starting or shutting down)"
         spool = self._spool
-        if (
-            spool is not None
-            and spool.total_bytes + self.config.max_request_bytes > self.config.spool_max_bytes
-        ):
+        if spool is not None and not spool.has_room(self.config.max_request_bytes):
             return False, "the spool is full; spans are refused until the store catches up"
+        healthy, detail = self._health()
         drain = self._drain
-        store = (
-            "store up" if drain is not None and drain.store_connected else "store not written yet or failing"
-        )
-        if drain is not None and drain.last_error:
-            store += f": {drain.last_error}"
+        if not healthy or drain is None:
+            return True, f"ready (spooling only: {detail})"
+        store = "store up" if drain.status.get("store_up") else "store not written yet or failing"
+        if drain.status.get("last_error"):
+            store += f": {drain.status['last_error']}"
         return True, f"ready ({store})"
+
+    # -- stopping --------------------------------------------------------------------------
 
     def stop(self) -> bool:
         """Stop receiving, drain for up to the shutdown timeout; return whether the spool is empty."""
@@ -192,18 +191,12 @@ class Collector:
             grpc_stopped.wait(3.0)
         drained = True
         if self._drain is not None:
-            drained = self._drain.stop(
-                max(0.0, self.config.shutdown_timeout_seconds - (time.monotonic() - started))
-            )
-        if self._query is not None:
-            self._query.stop()
+            remaining = max(0.0, self.config.shutdown_timeout_seconds - (time.monotonic() - started))
+            drained = self._drain.stop(remaining)
         if self._spool is not None:
-            pending = self._spool.pending_bytes()
             self._spool.close()
-            if pending:
-                _logger.warning(
-                    "stopped with %d spooled bytes not yet in the store; kept for the next start", pending
-                )
+        if not drained:
+            _logger.warning("stopped with spooled spans not yet in the store; kept for the next start")
         _logger.info("collector stopped (spool %s)", "empty" if drained else "kept")
         return drained
 
@@ -214,15 +207,26 @@ class Collector:
         self._stop_requested.set()
 
     def run(self) -> int:
-        """Start, serve until SIGTERM or SIGINT, stop; the process exit code."""
+        """Start, serve until SIGTERM or SIGINT (restarting the drain process if it dies), stop."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         self.start()
-        while not self._stop_requested.wait(1.0):
+        delay = 1.0
+        while not self._stop_requested.wait(0.5):
             drain = self._drain
-            if drain is not None and drain.fatal_error is not None:
-                _logger.error("the drain stopped; shutting down so a supervisor can restart the collector")
-                self.stop()
-                return 1
+            code = drain.exit_code() if drain is not None else None
+            if drain is None or code is None:
+                continue
+            _logger.error(
+                "the drain process exited (code %s, %s); restarting it in %.0f s",
+                code,
+                drain.status.get("fatal_error") or "no error reported",
+                delay,
+            )
+            if self._stop_requested.wait(delay):
+                break
+            drain.restarts += 1
+            drain.start()
+            delay = min(delay * 2, _MAX_RESTART_DELAY)
         self.stop()
         return 0

@@ -6,11 +6,19 @@ returns only once the record is on disk (``fsync="always"``: group commit, one
 kernel's page cache (``fsync="never"``: survives a process crash such as SIGKILL, not a
 power loss).
 
-Layout of the spool directory::
+Two sides, which may live in different processes: :class:`DurableSpool` appends (the
+receiving process) and :class:`SpoolReader` claims and commits batches (the drain
+process). Layout of the spool directory::
 
     segment-00000000000000000001.log   framed records, append-only, never rewritten
     segment-00000000000000000002.log   (a new segment per restart and every segment_bytes)
+    durable                            how far the writer has made segments durable
     checkpoint.json                    spool id, drain cursor, the batch being written
+    writer.lock, reader.lock           one writer and one reader at a time (flock)
+
+The writer publishes its durable position in ``durable`` after each group commit: every
+segment before the named one is complete, the named one is durable up to the offset. The
+reader never reads past it, so it never inserts a span that was not safe on disk.
 
 Each record is a 28-byte header and the payload (serialized ``ExportTraceServiceRequest``)::
 
@@ -31,6 +39,8 @@ replayed with the same token, so ClickHouse drops what it already has.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -51,6 +61,7 @@ __all__ = [
     "SpoolBatch",
     "SpoolError",
     "SpoolFullError",
+    "SpoolReader",
     "SpoolRecord",
     "frame_record",
     "scan_records",
@@ -65,6 +76,8 @@ HEADER_SIZE: Final = _HEADER.size + _HEADER_CRC.size
 _MAX_PAYLOAD: Final = 1 << 30
 _SEGMENT_NAME: Final = re.compile(r"^segment-(\d{20})\.log$")
 _CHECKPOINT: Final = "checkpoint.json"
+_DURABLE: Final = "durable"
+_MARKER: Final = struct.Struct("<QQI")  # segment, end, crc32 of the two
 
 FsyncPolicy = Literal["always", "never"]
 
@@ -166,8 +179,83 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _segment_path(directory: Path, segment: int) -> Path:
+    return directory / f"segment-{segment:020d}.log"
+
+
+def _list_segments(directory: Path) -> list[int]:
+    found: list[int] = []
+    for entry in os.listdir(directory):
+        match = _SEGMENT_NAME.match(entry)
+        if match:
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    spool_id: str
+    cursor: tuple[int, int]
+    claim: tuple[int, int, int] | None
+
+
+def _read_checkpoint(directory: Path) -> _Checkpoint | None:
+    path = directory / _CHECKPOINT
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        claim = state.get("claim")
+        return _Checkpoint(
+            str(state["spool_id"]),
+            (int(state["segment"]), int(state["offset"])),
+            (int(claim[0]), int(claim[1]), int(claim[2])) if claim else None,
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise SpoolError(f"cannot read the spool checkpoint {path}: {exc}") from exc
+
+
+def _write_checkpoint(directory: Path, checkpoint: _Checkpoint) -> None:
+    path = directory / _CHECKPOINT
+    tmp = path.with_suffix(".tmp")
+    text = json.dumps(
+        {
+            "spool_id": checkpoint.spool_id,
+            "segment": checkpoint.cursor[0],
+            "offset": checkpoint.cursor[1],
+            "claim": list(checkpoint.claim) if checkpoint.claim else None,
+        }
+    )
+    try:
+        with open(tmp, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise SpoolError(f"cannot write the spool checkpoint {path}: {exc}") from exc
+
+
+def _lock(directory: Path, name: str, *, wait: float) -> int:
+    """An exclusive ``flock`` on ``directory/name`` held for the life of the process (or until closed)."""
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
+                os.close(fd)
+                raise SpoolError(
+                    f"the spool in {directory} is in use by another collector process ({name} is locked)"
+                ) from exc
+            time.sleep(0.05)
+
+
 class DurableSpool:
-    """Append-only, bounded, crash-safe storage of accepted OTLP requests (see the module doc)."""
+    """The appending side: bounded, crash-safe storage of accepted OTLP requests (see the module doc)."""
 
     def __init__(
         self,
@@ -183,85 +271,38 @@ class DurableSpool:
         self._fsync = fsync == "always"
         self._lock = threading.Lock()
         self._sync_cond = threading.Condition(threading.Lock())
-        self._data_cond = threading.Condition(self._lock)
         self._syncing = False
         self._appended_seq = 0
         self._synced_seq = 0
         self._retired_fds: list[int] = []
         self._closed = False
-        self.skipped_bytes = 0
+        self._refreshed = 0.0
         directory.mkdir(parents=True, exist_ok=True)
-        self._spool_id, self._cursor, self._claim = self._load_checkpoint()
-        self._sizes: dict[int, int] = {}  # segment -> file size (bytes written)
-        self._readable: dict[int, int] = {}  # segment -> end of the records a reader may see
-        self._oldest_ms: dict[int, int] = {}  # segment -> appended time of its first record
-        self._recover()
-        last = max(self._sizes, default=self._cursor[0])
-        self._active = max(last, self._cursor[0]) + 1
+        self._lock_fd = _lock(directory, "writer.lock", wait=0)
+        checkpoint = _read_checkpoint(directory)
+        if checkpoint is None:
+            checkpoint = _Checkpoint(uuid.uuid4().hex, (0, 0), None)
+            _write_checkpoint(directory, checkpoint)
+        self.spool_id = checkpoint.spool_id
+        self._sizes: dict[int, int] = {}  # segment -> bytes written
+        self._recover(checkpoint)
+        self._active = max([*self._sizes, checkpoint.cursor[0]]) + 1
         self._fd = self._open_segment(self._active)
+        self._marker_fd = os.open(directory / _DURABLE, os.O_RDWR | os.O_CREAT, 0o600)
+        self._publish(self._active, 0)
         _fsync_dir(directory)
 
-    # -- startup -------------------------------------------------------------------------
-
-    def _load_checkpoint(self) -> tuple[str, tuple[int, int], tuple[int, int, int] | None]:
-        path = self.directory / _CHECKPOINT
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            spool_id = uuid.uuid4().hex
-            self._write_checkpoint_file(spool_id, (0, 0), None)
-            return spool_id, (0, 0), None
-        except (OSError, ValueError) as exc:
-            raise SpoolError(f"cannot read the spool checkpoint {path}: {exc}") from exc
-        claim = state.get("claim")
-        return (
-            str(state["spool_id"]),
-            (int(state["segment"]), int(state["offset"])),
-            (int(claim[0]), int(claim[1]), int(claim[2])) if claim else None,
-        )
-
-    def _write_checkpoint_file(
-        self, spool_id: str, cursor: tuple[int, int], claim: tuple[int, int, int] | None
-    ) -> None:
-        path = self.directory / _CHECKPOINT
-        tmp = path.with_suffix(".tmp")
-        text = json.dumps(
-            {
-                "spool_id": spool_id,
-                "segment": cursor[0],
-                "offset": cursor[1],
-                "claim": list(claim) if claim else None,
-            }
-        )
-        with open(tmp, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.directory)
-
-    def _segments(self) -> list[int]:
-        found: list[int] = []
-        for entry in os.listdir(self.directory):
-            match = _SEGMENT_NAME.match(entry)
-            if match:
-                found.append(int(match.group(1)))
-        return sorted(found)
-
-    def _segment_path(self, segment: int) -> Path:
-        return self.directory / f"segment-{segment:020d}.log"
-
-    def _recover(self) -> None:
+    def _recover(self, checkpoint: _Checkpoint) -> None:
         """Index the segments left by earlier runs; cut a torn tail; drop fully drained segments."""
-        segments = self._segments()
-        for segment in segments:
-            path = self._segment_path(segment)
-            if segment < self._cursor[0] and (self._claim is None or segment != self._claim[0]):
+        keep = checkpoint.claim[0] if checkpoint.claim else checkpoint.cursor[0]
+        for segment in _list_segments(self.directory):
+            path = _segment_path(self.directory, segment)
+            if segment < min(keep, checkpoint.cursor[0]):
                 path.unlink()
                 continue
             data = path.read_bytes()
             # Damage inside is counted when the drain reads past it; only a torn tail is cut here.
-            records, valid_end, _ = scan_records(data)
+            _, valid_end, _ = scan_records(data)
             if valid_end < len(data):
                 _logger.warning(
                     "spool segment %s: cut %d bytes of an incomplete record (a write torn by a crash)",
@@ -272,70 +313,61 @@ class DurableSpool:
                     file.truncate(valid_end)
                     os.fsync(file.fileno())
             self._sizes[segment] = valid_end
-            self._readable[segment] = valid_end
-            if records:
-                self._oldest_ms[segment] = records[0].appended_ms
-        if self._cursor[0] not in self._sizes and self._sizes:
-            # The cursor's segment is gone (fully drained): start at the next one.
-            self._cursor = (min(self._sizes), 0)
 
     def _open_segment(self, segment: int) -> int:
-        fd = os.open(self._segment_path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(_segment_path(self.directory, segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._sizes[segment] = 0
-        self._readable[segment] = 0
         return fd
 
-    # -- writing -------------------------------------------------------------------------
+    def _publish(self, segment: int, end: int) -> None:
+        head = struct.pack("<QQ", segment, end)
+        os.pwrite(self._marker_fd, _MARKER.pack(segment, end, zlib.crc32(head)), 0)
 
-    @property
-    def spool_id(self) -> str:
-        return self._spool_id
+    # -- size accounting -------------------------------------------------------------------
+
+    def _refresh_locked(self) -> None:
+        """Forget segments the reader has deleted (it deletes what is fully drained)."""
+        self._refreshed = time.monotonic()
+        for segment in list(self._sizes):
+            if segment != self._active and not _segment_path(self.directory, segment).exists():
+                del self._sizes[segment]
 
     @property
     def total_bytes(self) -> int:
-        """Bytes of segment files on disk."""
+        """Bytes of segment files on disk (refreshed at most once a second)."""
         with self._lock:
+            if time.monotonic() - self._refreshed > 1.0:
+                self._refresh_locked()
             return sum(self._sizes.values())
 
-    def pending_bytes(self) -> int:
-        """Bytes appended but not yet drained."""
+    def has_room(self, size: int) -> bool:
+        """Whether a record of ``size`` bytes would fit under the bound now."""
         with self._lock:
-            segment, offset = self._cursor
-            return sum(size for seg, size in self._sizes.items() if seg >= segment) - (
-                offset if segment in self._sizes else 0
-            )
+            if sum(self._sizes.values()) + size <= self._max_bytes:
+                return True
+            self._refresh_locked()
+            return sum(self._sizes.values()) + size <= self._max_bytes
 
-    def lag_seconds(self) -> float:
-        """Age of the oldest record not yet drained (0 when everything is drained)."""
-        with self._lock:
-            if self._pending_locked() <= 0:
-                return 0.0
-            segment = self._cursor[0]
-            oldest = self._oldest_ms.get(segment) or min(self._oldest_ms.values(), default=0)
-        return max(0.0, time.time() - oldest / 1000) if oldest else 0.0
-
-    def _pending_locked(self) -> int:
-        segment, offset = self._cursor
-        return sum(size for seg, size in self._sizes.items() if seg >= segment) - (
-            offset if segment in self._sizes else 0
-        )
+    # -- appending -------------------------------------------------------------------------
 
     def append(self, payload: bytes, span_count: int) -> None:
         """Store one record; return once it is durable under the fsync policy.
 
         Raises :class:`SpoolFullError` at the bound and :class:`SpoolError` on a disk error.
         """
-        now_ms = time.time_ns() // 1_000_000
-        record = frame_record(payload, span_count, now_ms)
+        record = frame_record(payload, span_count, time.time_ns() // 1_000_000)
         with self._lock:
             if self._closed:
                 raise SpoolError("the spool is closed")
             total = sum(self._sizes.values())
             if total + len(record) > self._max_bytes:
-                raise SpoolFullError(
-                    f"the spool holds {total} bytes, its bound is {self._max_bytes}: "
-                    "the store is not keeping up or is unreachable"
-                )
+                self._refresh_locked()
+                total = sum(self._sizes.values())
+                if total + len(record) > self._max_bytes:
+                    raise SpoolFullError(
+                        f"the spool holds {total} bytes, its bound is {self._max_bytes}: "
+                        "the store is not keeping up or is unreachable"
+                    )
             try:
                 if (
                     self._sizes[self._active]
@@ -345,15 +377,11 @@ class DurableSpool:
                 self._write_all(record)
             except OSError as exc:
                 raise SpoolError(f"cannot write to the spool in {self.directory}: {exc}") from exc
-            start = self._sizes[self._active]
-            self._sizes[self._active] = start + len(record)
-            if start == 0:
-                self._oldest_ms[self._active] = now_ms
+            self._sizes[self._active] += len(record)
             self._appended_seq += 1
             seq = self._appended_seq
             if not self._fsync:
-                self._readable[self._active] = self._sizes[self._active]
-                self._data_cond.notify_all()
+                self._publish(self._active, self._sizes[self._active])
         if self._fsync:
             self._sync_until(seq)
 
@@ -365,13 +393,13 @@ class DurableSpool:
                 written += os.write(self._fd, view[written:])
         except OSError:
             if written:
-                # Never leave half a record behind a later good one.
+                # Never leave half a record in front of a later good one.
                 os.ftruncate(self._fd, self._sizes[self._active])
             raise
 
     def _roll_locked(self) -> None:
         if self._fsync:
-            self._retired_fds.append(self._fd)
+            self._retired_fds.append(self._fd)  # fsynced (then closed) by the next group commit
         else:
             os.close(self._fd)
         self._active += 1
@@ -388,13 +416,15 @@ class DurableSpool:
                     target = self._appended_seq
                     fds = [*self._retired_fds, self._fd]
                     self._retired_fds = []
-                    ends = dict(self._sizes)
+                    active, end = self._active, self._sizes[self._active]
                 self._sync_cond.release()
                 error: OSError | None = None
                 try:
                     for fd in fds:
                         os.fsync(fd)
-                    _fsync_dir(self.directory)
+                    if len(fds) > 1:
+                        _fsync_dir(self.directory)
+                    self._publish(active, end)
                 except OSError as exc:
                     error = exc
                 finally:
@@ -405,83 +435,131 @@ class DurableSpool:
                     self._sync_cond.notify_all()
                 if error is not None:
                     raise SpoolError(f"cannot fsync the spool in {self.directory}: {error}") from error
-                self._synced_seq = target
-                with self._lock:
-                    for segment, end in ends.items():
-                        if segment in self._readable:
-                            self._readable[segment] = max(self._readable[segment], end)
-                    self._data_cond.notify_all()
+                self._synced_seq = max(self._synced_seq, target)
 
-    # -- draining ------------------------------------------------------------------------
-
-    def wait_for_data(self, timeout: float) -> bool:
-        """Block until undrained records exist (or ``timeout``); return whether they do."""
+    def close(self) -> None:
+        """Flush and close; later appends fail; the lock is released."""
         with self._lock:
-            return self._data_cond.wait_for(self._has_readable_locked, timeout)
+            if self._closed:
+                return
+            self._closed = True
+            fds = [*self._retired_fds, self._fd]
+            self._retired_fds = []
+        for fd in fds:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.close(self._marker_fd)
+        os.close(self._lock_fd)
 
-    def wake(self) -> None:
-        """Wake a drain blocked in :meth:`wait_for_data` (shutdown)."""
-        with self._lock:
-            self._data_cond.notify_all()
 
-    def _has_readable_locked(self) -> bool:
-        if self._closed or self._claim is not None:
-            return True
-        segment, offset = self._cursor
-        return any(
-            end > (offset if seg == segment else 0) for seg, end in self._readable.items() if seg >= segment
-        )
+class SpoolReader:
+    """The draining side: claims batches up to the writer's durable position, commits them, deletes drained segments.
+
+    ``wait`` is how long to wait for a previous reader (a process being replaced) to let go.
+    """
+
+    def __init__(self, directory: Path, *, wait: float = 30.0) -> None:
+        self.directory = directory
+        self._lock_fd = _lock(directory, "reader.lock", wait=wait)
+        checkpoint = _read_checkpoint(directory)
+        if checkpoint is None:
+            raise SpoolError(f"no spool checkpoint in {directory}: the writer creates it first")
+        self._checkpoint = checkpoint
+        self._marker_fd = os.open(directory / _DURABLE, os.O_RDONLY)
+        self.skipped_bytes = 0
+        self.lag_seconds = 0.0
+
+    @property
+    def spool_id(self) -> str:
+        return self._checkpoint.spool_id
+
+    def _durable(self) -> tuple[int, int]:
+        """The writer's published durable position (segment, end)."""
+        for _ in range(100):
+            data = os.pread(self._marker_fd, _MARKER.size, 0)
+            if len(data) == _MARKER.size:
+                segment, end, crc = _MARKER.unpack(data)
+                if zlib.crc32(data[:16]) == crc:
+                    return segment, end
+            time.sleep(0.001)  # a write in progress (or none yet)
+        return 0, 0
+
+    def _size(self, segment: int) -> int | None:
+        try:
+            return _segment_path(self.directory, segment).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def _next_range(self) -> tuple[int, int, int] | None:
+        """(segment, start, end) of durable, undrained bytes from the cursor, else ``None``."""
+        durable_segment, durable_end = self._durable()
+        segment, offset = self._checkpoint.cursor
+        while segment <= durable_segment:
+            end = durable_end if segment == durable_segment else self._size(segment)
+            if end is not None and offset < end:
+                return segment, offset, end
+            if segment == durable_segment:
+                return None
+            segment, offset = segment + 1, 0
+        return None
+
+    def has_data(self) -> bool:
+        return self._checkpoint.claim is not None or self._next_range() is not None
+
+    def wait_for_data(self, timeout: float, poll: float = 0.01) -> bool:
+        """Poll (every ``poll`` s) until undrained durable records exist or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while not self.has_data():
+            if time.monotonic() >= deadline:
+                self.lag_seconds = 0.0
+                return False
+            time.sleep(poll)
+        return True
+
+    def pending_bytes(self) -> int:
+        """Durable bytes not yet drained."""
+        durable_segment, durable_end = self._durable()
+        segment, offset = self._checkpoint.cursor
+        pending = 0
+        for seg in range(segment, durable_segment + 1):
+            end = durable_end if seg == durable_segment else (self._size(seg) or 0)
+            pending += max(0, end - (offset if seg == segment else 0))
+        return pending
 
     def claim_batch(self, max_spans: int, max_bytes: int) -> SpoolBatch | None:
         """The next batch to insert, its claim made durable first; ``None`` when nothing is pending.
 
         A claim left by a crashed run is returned again, byte for byte, with the same token.
         """
-        with self._lock:
-            claim = self._claim
-            if claim is None:
-                segment, offset = self._cursor
-                while True:
-                    end = self._readable.get(segment)
-                    if end is None:
-                        later = [seg for seg in self._readable if seg > segment]
-                        if not later:
-                            return None
-                        segment, offset = min(later), 0
-                        self._cursor = (segment, offset)
-                        continue
-                    if offset < end:
-                        break
-                    if segment >= self._active:
-                        return None
-                    segment, offset = segment + 1, 0
-                    self._cursor = (segment, offset)
-                limit_end = end
-            else:
-                segment, offset, limit_end = claim
-        records, stop = self._read_range(
-            segment, offset, limit_end, None if claim else (max_spans, max_bytes)
-        )
-        if claim is None:
-            if stop == offset:
+        claim = self._checkpoint.claim
+        if claim is not None:
+            segment, start, end = claim
+            records, stop = self._read_range(segment, start, end, None)
+        else:
+            found = self._next_range()
+            if found is None:
                 return None
-            # Only the drain thread claims and commits, so the file is written outside the lock.
-            self._write_checkpoint_file(self._spool_id, (segment, offset), (segment, offset, stop))
-            with self._lock:
-                self._claim = (segment, offset, stop)
-        token = f"llmledger-spool-{self._spool_id}-{segment}-{offset}-{stop}"
-        return SpoolBatch(segment, offset, stop, tuple(records), token)
+            segment, start, end = found
+            records, stop = self._read_range(segment, start, end, (max_spans, max_bytes))
+            self._checkpoint = _Checkpoint(self.spool_id, (segment, start), (segment, start, stop))
+            _write_checkpoint(self.directory, self._checkpoint)
+        if records:
+            self.lag_seconds = max(0.0, time.time() - records[0].appended_ms / 1000)
+        token = f"llmledger-spool-{self.spool_id}-{segment}-{start}-{stop}"
+        return SpoolBatch(segment, start, stop, tuple(records), token)
 
     def _read_range(
         self, segment: int, start: int, end: int, limits: tuple[int, int] | None
     ) -> tuple[list[SpoolRecord], int]:
         try:
-            with open(self._segment_path(segment), "rb") as file:
+            with open(_segment_path(self.directory, segment), "rb") as file:
                 file.seek(start)
                 data = file.read(end - start)
         except OSError as exc:
             raise SpoolError(f"cannot read spool segment {segment}: {exc}") from exc
-        records, valid_end, skipped = scan_records(data, start)
+        records, _, skipped = scan_records(data, start)
         if skipped:
             _logger.error("spool segment %d: skipped %d damaged bytes", segment, skipped)
             self.skipped_bytes += skipped
@@ -495,55 +573,34 @@ class DurableSpool:
                 return taken, record.offset
             taken.append(record)
             spans += record.span_count
-        # A reader only sees whole records (``_readable`` moves after a full write), so bytes
-        # past the last valid record inside the range are damage: step over them.
-        del valid_end
+        # Only whole records lie below the durable position, so bytes past the last valid
+        # record inside the range are damage: step over them.
         return taken, end
 
     def commit(self, batch: SpoolBatch) -> None:
-        """Record that ``batch`` is in the store; drop segments that are fully drained."""
+        """Record that ``batch`` is in the store; delete segments that are fully drained."""
         cursor = (batch.segment, batch.end)
-        with self._lock:
-            finished = batch.segment != self._active and batch.end >= self._readable.get(batch.segment, 0)
-        if finished:
-            cursor = (batch.segment + 1, 0)
-        self._write_checkpoint_file(self._spool_id, cursor, None)
-        with self._lock:
-            self._cursor = cursor
-            self._claim = None
-            for segment in [s for s in self._sizes if s < cursor[0]]:
-                self._drop_segment_locked(segment)
-
-    def _drop_segment_locked(self, segment: int) -> None:
-        self._sizes.pop(segment, None)
-        self._readable.pop(segment, None)
-        self._oldest_ms.pop(segment, None)
-        with contextlib.suppress(FileNotFoundError):
-            self._segment_path(segment).unlink()
+        durable_segment, _ = self._durable()
+        size = self._size(batch.segment)
+        if batch.segment < durable_segment and (size is None or batch.end >= size):
+            cursor = (batch.segment + 1, 0)  # sealed and finished
+        self._checkpoint = _Checkpoint(self.spool_id, cursor, None)
+        _write_checkpoint(self.directory, self._checkpoint)
+        for segment in _list_segments(self.directory):
+            if segment < cursor[0]:
+                with contextlib.suppress(FileNotFoundError):
+                    _segment_path(self.directory, segment).unlink()
 
     def iter_pending(self) -> Iterator[SpoolRecord]:
-        """Every undrained record (for tools and tests), oldest first."""
-        with self._lock:
-            segment, offset = self._cursor
-            ranges = [
-                (seg, offset if seg == segment else 0, end)
-                for seg, end in sorted(self._readable.items())
-                if seg >= segment
-            ]
-        for seg, start, end in ranges:
-            yield from self._read_range(seg, start, end, None)[0]
+        """Every undrained durable record (for tools and tests), oldest first."""
+        durable_segment, durable_end = self._durable()
+        segment, offset = self._checkpoint.cursor
+        for seg in range(segment, durable_segment + 1):
+            end = durable_end if seg == durable_segment else self._size(seg)
+            if end:
+                yield from self._read_range(seg, offset if seg == segment else 0, end, None)[0]
 
     def close(self) -> None:
-        """Flush and close the active segment; later appends fail."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            fds = [*self._retired_fds, self._fd]
-            self._retired_fds = []
-            self._data_cond.notify_all()
-        for fd in fds:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        """Release the reader lock."""
+        os.close(self._marker_fd)
+        os.close(self._lock_fd)

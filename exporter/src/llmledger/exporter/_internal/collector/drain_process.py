@@ -1,0 +1,212 @@
+"""The drain in a process of its own: the store, the spool reader and the query server live here.
+
+The receiving process acknowledges requests only after the spool has them; this process
+turns spooled requests into rows and inserts them. Row building is long pure-Python work
+and the store's client holds the GIL in stretches of tens of milliseconds, so keeping it
+out of the receiving process is what keeps acknowledgement latency low.
+
+Protocol with the parent, one JSON object per line: the parent writes the configuration
+on stdin, then ``{"stop": seconds}`` to ask for a graceful stop (drain for at most that
+long); this process writes a status object on stdout every ``STATUS_INTERVAL`` seconds
+and once more on exit. End of stdin means the parent is gone: stop at once (on Linux the
+kernel also kills this process when the parent dies, via ``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import IO, Any, Final
+
+from .config import CollectorConfig
+from .drain import SpoolDrain
+from .log_format import configure_logging
+from .metrics import CollectorMetrics
+from .query_server import QueryServer
+from .spool import SpoolReader
+
+__all__ = ["DrainProcess", "main"]
+
+_logger = logging.getLogger("llmledger.collector.drain")
+
+STATUS_INTERVAL: Final = 0.25
+DRAIN_NICENESS: Final = 5
+# Not ``-m`` on this module: the package imports it, and runpy warns about running it twice.
+_CHILD_MAIN: Final = (
+    "import sys; from llmledger.exporter._internal.collector.drain_process import main; sys.exit(main())"
+)
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    library = ctypes.util.find_library("c")
+    if library is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(library, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _status(
+    drain: SpoolDrain, reader: SpoolReader, metrics: CollectorMetrics, query: QueryServer | None
+) -> dict[str, Any]:
+    return {
+        "counters": metrics.snapshot(),
+        "spool_damaged_bytes": reader.skipped_bytes,
+        "pending_bytes": reader.pending_bytes(),
+        "lag_seconds": reader.lag_seconds if reader.has_data() else 0.0,
+        "store_up": drain.store_connected,
+        "last_error": drain.last_error,
+        "fatal_error": None if drain.fatal_error is None else str(drain.fatal_error),
+        "query_port": None if query is None else query.port,
+    }
+
+
+def main() -> int:
+    """Entry point of the drain process; ``sys.argv[1]`` is the parent's process id."""
+    _die_with_parent(int(sys.argv[1]))
+    # Background work: when both want the CPU, acknowledging requests comes first.
+    os.nice(DRAIN_NICENESS)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    config = CollectorConfig.from_json(sys.stdin.readline())
+    configure_logging(config.log_format, config.log_level)
+    out = sys.stdout
+    metrics = CollectorMetrics()
+    reader = SpoolReader(config.spool_dir)
+    drain = SpoolDrain(
+        reader,
+        config.store,
+        metrics,
+        quarantine_dir=config.data_dir / "quarantine",
+        batch_max_spans=config.batch_max_spans,
+        batch_max_bytes=config.batch_max_bytes,
+        retry_initial_seconds=config.retry_initial_seconds,
+        retry_max_seconds=config.retry_max_seconds,
+        apply_schema=config.apply_schema,
+    )
+    drain.start()
+    query: QueryServer | None = None
+    if config.store.embedded and config.query_server:
+        query = QueryServer(config.store, drain.query)
+        query.start()
+    stop_after: list[float] = []
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            try:
+                command = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(command, dict) and "stop" in command:
+                stop_after.append(float(command["stop"]))  # pyright: ignore[reportUnknownArgumentType]
+                return
+        stop_after.append(0.0)  # the parent is gone
+
+    threading.Thread(target=read_commands, name="llmledger-drain-commands", daemon=True).start()
+    code = 0
+    while not stop_after:
+        _send(out, _status(drain, reader, metrics, query))
+        if drain.fatal_error is not None:
+            code = 1
+            break
+        time.sleep(STATUS_INTERVAL)
+    drained = drain.stop(stop_after[0] if stop_after else 0.0)
+    if query is not None:
+        query.stop()
+    status = _status(drain, reader, metrics, query)
+    status["exited"] = True
+    status["drained"] = drained
+    _send(out, status)
+    reader.close()
+    return code
+
+
+def _send(out: IO[str], status: Mapping[str, Any]) -> None:
+    try:
+        out.write(json.dumps(status) + "\n")
+        out.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+class DrainProcess:
+    """The parent's handle on the drain process: start it, read its status, stop it."""
+
+    def __init__(self, config: CollectorConfig) -> None:
+        self._config = config
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self.status: dict[str, Any] = {}
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.status = {}
+        self._process = subprocess.Popen(  # noqa: S603  (our own module, our own interpreter)
+            [sys.executable, "-c", _CHILD_MAIN, str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert self._process.stdin is not None
+        self._process.stdin.write(self._config.to_json() + "\n")
+        self._process.stdin.flush()
+        self._reader = threading.Thread(target=self._read_status, args=(self._process,), daemon=True)
+        self._reader.start()
+
+    def _read_status(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                self.status = json.loads(line)
+            except ValueError:
+                _logger.debug("unreadable status line from the drain process: %r", line)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def exit_code(self) -> int | None:
+        """``None`` while it runs."""
+        return None if self._process is None else self._process.poll()
+
+    def counter(self, name: str) -> int:
+        counters: Mapping[str, int] = self.status.get("counters") or {}
+        return int(counters.get(name, 0))
+
+    def stop(self, timeout: float) -> bool:
+        """Ask for a graceful stop (drain for up to ``timeout`` s); return whether the spool was emptied."""
+        process = self._process
+        if process is None:
+            return True
+        if process.poll() is None and process.stdin is not None:
+            try:
+                process.stdin.write(json.dumps({"stop": timeout}) + "\n")
+                process.stdin.flush()
+                process.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+        try:
+            process.wait(timeout + 15)
+        except subprocess.TimeoutExpired:
+            _logger.error("the drain process did not stop in time; killing it (the spool keeps its data)")
+            process.kill()
+            process.wait(10)
+        if self._reader is not None:
+            self._reader.join(5)
+        return bool(self.status.get("drained"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
