@@ -195,6 +195,11 @@ def draw(dashboard: dict[str, Any], results: dict[int, list[dict[str, Any]]], pa
             _trace(ax, data)
     fig.savefig(path, dpi=DPI, facecolor=BACKGROUND)
     plt.close(fig)
+    # A 64-colour palette keeps the committed PNGs small (Pillow comes with matplotlib).
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.convert("RGB").quantize(colors=64).save(path, optimize=True)
 
 
 def main() -> int:
