@@ -1,4 +1,4 @@
-"""``llmledger demo`` end to end, in real subprocesses; its printed report checked against the store."""
+"""``llmledger demo`` end to end (collector, app and server in real processes); its printed report checked against the store."""
 
 from __future__ import annotations
 
@@ -28,14 +28,15 @@ def _table(out: str) -> dict[str, dict[str, str]]:
 
 @pytest.mark.subprocess
 def test_demo_report_matches_the_store(tmp_path: Path, tiktoken_offline: Path) -> None:
-    store = tmp_path / "demo-store"
+    demo_dir = tmp_path / "demo"
+    store = demo_dir / "store"
     env = {
         "PATH": str(Path(sys.executable).parent),
         "HOME": str(tmp_path),
         "TIKTOKEN_CACHE_DIR": str(tiktoken_offline),
     }
     demo = subprocess.run(
-        [LLMLEDGER, "demo", "--store", str(store)],
+        [LLMLEDGER, "demo", "--dir", str(demo_dir)],
         capture_output=True,
         text=True,
         env=env,
@@ -43,7 +44,7 @@ def test_demo_report_matches_the_store(tmp_path: Path, tiktoken_offline: Path) -
         check=False,
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "Next:"):
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "Next:"):
         assert step in demo.stdout
     printed = _table(demo.stdout)
     assert set(printed) == {"acme", "globex", "initech", "TOTAL"}
@@ -83,7 +84,7 @@ def test_demo_refuses_to_wipe_a_non_demo_directory(tmp_path: Path) -> None:
     (precious / "data.txt").write_text("keep me")
     env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
     done = subprocess.run(
-        [LLMLEDGER, "demo", "--store", str(precious)],
+        [LLMLEDGER, "demo", "--dir", str(precious)],
         capture_output=True,
         text=True,
         env=env,
@@ -91,5 +92,5 @@ def test_demo_refuses_to_wipe_a_non_demo_directory(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode != 0
-    assert "is not a demo store" in done.stdout + done.stderr
+    assert "is not a demo directory" in done.stdout + done.stderr
     assert (precious / "data.txt").read_text() == "keep me"

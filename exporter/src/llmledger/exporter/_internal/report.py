@@ -7,19 +7,30 @@ the fixed table below are substituted, and every value is bound.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from string import Template
-from typing import Any
+from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
+from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.store import run_query
 
-__all__ = ["DIMENSIONS", "METRICS", "ReportQuery", "ReportResult", "parse_when", "run_report"]
+__all__ = [
+    "DIMENSIONS",
+    "METRICS",
+    "QueryRunner",
+    "ReportQuery",
+    "ReportResult",
+    "client_runner",
+    "collector_runner",
+    "parse_when",
+    "run_report",
+]
 
 # dimension → (rollup expression, llm_calls expression)
 DIMENSIONS: dict[str, tuple[str | None, str]] = {
@@ -111,7 +122,35 @@ def _template(name: str) -> Template:
     return Template(resources.files("llmledger.exporter._internal").joinpath("queries", name).read_text())
 
 
-def run_report(client: Client, database: str, query: ReportQuery) -> ReportResult:
+class QueryRunner(Protocol):
+    """Runs one read-only query with bound parameters: a store client, or the collector that owns the store."""
+
+    def __call__(
+        self, sql: str, parameters: Mapping[str, object]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+
+def client_runner(client: Client) -> QueryRunner:
+    def run(sql: str, parameters: Mapping[str, object]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        result = run_query(client, sql, parameters=parameters, settings={"readonly": 1})
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    return run
+
+
+def collector_runner(store: StoreConfig) -> QueryRunner:
+    """Queries through the collector that owns an embedded store (its loopback query server)."""
+
+    def run(sql: str, parameters: Mapping[str, object]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        from llmledger.exporter._internal.collector import query_via_collector
+
+        result = query_via_collector(store, sql, parameters)
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    return run
+
+
+def run_report(client: Client | QueryRunner, database: str, query: ReportQuery) -> ReportResult:
     problems = query.validate()
     if problems:
         raise ValueError("; ".join(problems))
@@ -127,10 +166,10 @@ def run_report(client: Client, database: str, query: ReportQuery) -> ReportResul
     )
     since = query.since or datetime(1970, 1, 1, tzinfo=UTC)
     until = query.until or datetime(2200, 1, 1, tzinfo=UTC)
-    result = run_query(
-        client,
+    runner = client_runner(client) if isinstance(client, Client) else client
+    columns, rows = runner(
         sql,
-        parameters={
+        {
             "since": since.replace(tzinfo=None),
             "until": until.replace(tzinfo=None),
             "tenants": list(query.tenants),
@@ -140,13 +179,8 @@ def run_report(client: Client, database: str, query: ReportQuery) -> ReportResul
             "providers": list(query.providers),
             "limit": query.limit,
         },
-        settings={"readonly": 1},
     )
-    return ReportResult(
-        list(result.column_names),
-        [tuple(r) for r in result.result_rows],
-        "llm_calls" if use_calls else "llm_usage_hourly",
-    )
+    return ReportResult(columns, rows, "llm_calls" if use_calls else "llm_usage_hourly")
 
 
 def _identifier(name: str) -> str:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmledger.exporter._internal.demo.run import default_demo_store, run_demo
+from llmledger.exporter._internal.demo.run import default_demo_dir, run_demo
 
 __all__ = ["register"]
 
@@ -15,19 +15,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "demo",
         help="run the whole flow locally and print the cost per tenant",
-        description="Start a local OpenAI-compatible server, run a sample multi-tenant app under "
-        "opentelemetry-instrument, land its spans in a fresh embedded store of its own and print the "
-        "cost per tenant. Needs no network and no API key; your own store is not touched.",
+        description="Start a local OpenAI-compatible server and the collector on a fresh embedded store of "
+        "the demo's own, run a sample multi-tenant app under opentelemetry-instrument sending spans to the "
+        "collector, and print the cost per tenant. Needs no network and no API key; your own store is "
+        "not touched.",
     )
     parser.add_argument(
-        "--store",
+        "--dir",
         type=Path,
         default=None,
-        help=f"the demo's store directory, recreated on every run (default: {default_demo_store()})",
+        help=f"the demo's directory (store, collector spool, log), recreated on every run "
+        f"(default: {default_demo_dir()})",
     )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    code, _ = run_demo(args.store or default_demo_store(), sys.stdout)
+    code, _ = run_demo(args.dir or default_demo_dir(), sys.stdout)
     return code

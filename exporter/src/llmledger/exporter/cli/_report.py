@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llmledger.exporter._internal.report import DIMENSIONS, ReportQuery, parse_when, run_report
-from llmledger.exporter._internal.store import open_store
+from llmledger.exporter._internal.report import (
+    DIMENSIONS,
+    ReportQuery,
+    collector_runner,
+    parse_when,
+    run_report,
+)
+from llmledger.exporter._internal.store import StoreLockedError, open_store
 from llmledger.exporter.cli._common import add_store_options, store_config
 from llmledger.exporter.cli._sql import write_result
 
@@ -79,10 +85,15 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 2
     config = store_config(args)
-    client = open_store(config)
     try:
-        result = run_report(client, config.database, query)
-    finally:
-        client.close()
+        client = open_store(config)
+    except StoreLockedError:
+        # The collector owns this embedded store: ask it instead.
+        result = run_report(collector_runner(config), config.database, query)
+    else:
+        try:
+            result = run_report(client, config.database, query)
+        finally:
+            client.close()
     write_result(result.columns, result.rows, args.format, sys.stdout)
     return 0

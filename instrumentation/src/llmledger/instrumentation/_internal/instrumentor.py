@@ -132,10 +132,8 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
                 logger.error("llmledger: prices could not be loaded, calls will not be priced: %s", exc)
                 pricer = None
         tel = Telemetry(tracer, meter, config, pricer, _resource_tenant(tracer_provider))
-        if config.estimate_tokens:
-            from llmledger.instrumentation._internal.estimate import TOKEN_COUNTER
-
-            TOKEN_COUNTER.preload("o200k_base")
+        # tiktoken's encodings load lazily, in the background, the first time a call needs an
+        # estimate: an app whose API always reports usage never triggers their download.
         self._telemetry = tel
         self._wrapped = []
         for target in TARGETS:

@@ -2,48 +2,57 @@
 
 1. a local OpenAI-compatible server (deterministic, with usage, streams, embeddings and
    injected 503s),
-2. the sample multi-tenant app (:mod:`.app`) in a real subprocess under
-   ``opentelemetry-instrument``, its spans going to a store of the demo's own,
-3. the cost report per tenant, read back from the store, and what to try next.
+2. ``llmledger collector`` in a subprocess, owning a fresh embedded store of the demo's own,
+3. the sample multi-tenant app (:mod:`.app`) in a real subprocess under
+   ``opentelemetry-instrument``, sending its spans to the collector over OTLP/HTTP,
+4. the cost report per tenant, asked of the running collector (which owns the store), and
+   what to try next.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import TextIO
 
 from llmledger.exporter._internal.config import StoreConfig, default_store_path
 from llmledger.exporter._internal.demo.server import serve_demo_openai
-from llmledger.exporter._internal.report import ReportQuery, ReportResult, run_report
-from llmledger.exporter._internal.store import open_store
+from llmledger.exporter._internal.report import ReportQuery, ReportResult, collector_runner, run_report
 
-__all__ = ["DEMO_MARKER", "default_demo_store", "run_demo"]
+__all__ = ["DEMO_MARKER", "default_demo_dir", "run_demo"]
 
-DEMO_MARKER = ".llmledger-demo-store"
+DEMO_MARKER = ".llmledger-demo"
 # The primary lead-scoring model is "overloaded" for a share of requests, so the app's
 # fallback to the smaller model shows up in the data.
 FAILING_MODELS = {"gpt-4.1": 0.35}
+STEPS = 5
 
 
-def default_demo_store() -> Path:
-    return default_store_path().parent / "demo-store"
+class DemoError(RuntimeError):
+    pass
+
+
+def default_demo_dir() -> Path:
+    return default_store_path().parent / "demo"
 
 
 class Progress:
-    def __init__(self, out: TextIO, steps: int) -> None:
+    def __init__(self, out: TextIO) -> None:
         self._out = out
-        self._steps = steps
         self._step = 0
         self._started = time.monotonic()
 
     def step(self, text: str) -> None:
         self._step += 1
-        self._out.write(f"[{self._step}/{self._steps}] {text}\n")
+        self._out.write(f"[{self._step}/{STEPS}] {text}\n")
         self._out.flush()
 
     def note(self, text: str) -> None:
@@ -55,69 +64,124 @@ class Progress:
         return time.monotonic() - self._started
 
 
-def _prepare_store(path: Path) -> None:
-    if path.exists():
-        if not (path / DEMO_MARKER).exists() and any(path.iterdir()):
-            raise RuntimeError(
-                f"{path} exists and is not a demo store; pass --store with an empty or new directory"
+def _prepare(directory: Path) -> None:
+    if directory.exists():
+        if not (directory / DEMO_MARKER).exists() and any(directory.iterdir()):
+            raise DemoError(
+                f"{directory} exists and is not a demo directory; pass --dir with an empty or new one"
             )
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / DEMO_MARKER).write_text("created by `llmledger demo`; safe to delete\n")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    (directory / DEMO_MARKER).write_text("created by `llmledger demo`; safe to delete\n")
 
 
-def run_demo(store: Path, out: TextIO) -> tuple[int, ReportResult | None]:
-    progress = Progress(out, 4)
-    store = store.expanduser().resolve()
-    progress.step(f"preparing a fresh embedded store at {store}")
-    _prepare_store(store)
-    url = f"chdb://{store}"
-    bin_dir = Path(sys.executable).parent
-    instrument = bin_dir / "opentelemetry-instrument"
-    if not instrument.exists():
-        out.write(
-            "opentelemetry-instrument is not installed next to this Python; install opentelemetry-distro\n"
-        )
-        return 2, None
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
-    with serve_demo_openai(failing_models=FAILING_MODELS) as server:
-        progress.step(f"local OpenAI-compatible server listening on {server.base_url}")
-        progress.step("running the sample multi-tenant app under opentelemetry-instrument")
-        env = {
-            **os.environ,
-            "OPENAI_BASE_URL": server.base_url,
-            "OPENAI_API_KEY": "sk-demo-not-a-real-key",
-            "OTEL_SERVICE_NAME": "llmledger-demo-app",
-            "OTEL_TRACES_EXPORTER": "llmledger",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "LLMLEDGER_CLICKHOUSE_URL": url,
-        }
-        env.pop("LLMLEDGER_CLICKHOUSE_DATABASE", None)  # the demo store uses its default database
-        started = time.monotonic()
-        done = subprocess.run(  # noqa: S603 - our own interpreter and module
-            [str(instrument), sys.executable, "-m", "llmledger.exporter._internal.demo.app"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            out.write(f"the sample app failed (exit {done.returncode}):\n{done.stderr}\n")
-            return 1, None
-        summary = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "sample app finished"
-        progress.note(f"{summary} in {time.monotonic() - started:.1f}s")
 
-    progress.step("cost per tenant, read back from the store")
-    config = StoreConfig.from_env({"LLMLEDGER_CLICKHOUSE_URL": url})
-    client = open_store(config)
+def _metric(port: int, name: str) -> float | None:
     try:
-        result = run_report(client, config.database, ReportQuery(group_by=("tenant",)))
-    finally:
-        client.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, flags=re.M)
+    return float(match.group(1)) if match else None
+
+
+def _wait_ready(collector: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if collector.poll() is not None:
+            raise DemoError(f"the collector exited with code {collector.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise DemoError(f"the collector was not ready within {timeout:.0f}s")
+
+
+def _wait_written(port: int, timeout: float) -> int:
+    """Until every span the collector received is in the store; returns how many."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        received = _metric(port, "llmledger_collector_received_spans_total")
+        written = _metric(port, "llmledger_collector_written_spans_total")
+        if received is not None and written is not None and received > 0 and written >= received:
+            return int(written)
+        time.sleep(0.1)
+    raise DemoError(f"the collector had not written every span to the store after {timeout:.0f}s")
+
+
+def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
+    progress = Progress(out)
+    directory = directory.expanduser().resolve()
+    try:
+        _prepare(directory)
+    except DemoError as exc:
+        out.write(f"llmledger demo: {exc}\n")
+        return 2, None
+    store = StoreConfig.from_env({"LLMLEDGER_CLICKHOUSE_URL": f"chdb://{directory / 'store'}"})
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    if not instrument.exists():
+        out.write("llmledger demo: opentelemetry-instrument is missing; install llmledger-exporter[demo]\n")
+        return 2, None
+    log_path = directory / "collector.log"
+    http_port = _free_port()
+    with serve_demo_openai(failing_models=FAILING_MODELS) as server, log_path.open("wb") as log:
+        progress.step(f"local OpenAI-compatible server on {server.base_url}")
+        progress.step(
+            f"starting the collector (OTLP/HTTP 127.0.0.1:{http_port}) on the embedded store {store.display_url}"
+        )
+        collector = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "llmledger.exporter.cli", "collector", "--url", store.url,
+             "--grpc-endpoint", "", "--http-endpoint", f"127.0.0.1:{http_port}",
+             "--data-dir", str(directory / "collector"), "--fsync", "never"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            _wait_ready(collector, http_port, timeout=60)
+            progress.step("running the sample multi-tenant app under opentelemetry-instrument")
+            env = {
+                **os.environ,
+                "OPENAI_BASE_URL": server.base_url,
+                "OPENAI_API_KEY": "sk-demo-not-a-real-key",
+                "OTEL_SERVICE_NAME": "llmledger-demo-app",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none",
+            }
+            started = time.monotonic()
+            app = subprocess.run(  # noqa: S603 - our own interpreter and module
+                [str(instrument), sys.executable, "-m", "llmledger.exporter._internal.demo.app"],
+                env=env, capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+            if app.returncode != 0:
+                out.write(f"the sample app failed (exit {app.returncode}):\n{app.stderr}\n")
+                return 1, None
+            summary = app.stderr.strip().splitlines()[-1] if app.stderr.strip() else "sample app finished"
+            progress.note(f"{summary} in {time.monotonic() - started:.1f}s")
+            spans = _wait_written(http_port, timeout=60)
+            progress.step(f"the collector wrote {spans} spans; asking it for the cost per tenant")
+            result = run_report(collector_runner(store), store.database, ReportQuery(group_by=("tenant",)))
+        except DemoError as exc:
+            out.write(f"llmledger demo: {exc}; the collector's log is {log_path}\n")
+            return 1, None
+        finally:
+            collector.send_signal(signal.SIGTERM)
+            try:
+                collector.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                collector.kill()
+                collector.wait()
+    progress.step("stopped the collector")
     _print_report(result, out)
-    out.write(_next_steps(url, progress.elapsed))
+    out.write(_next_steps(store.url, progress.elapsed))
     return 0, result
 
 
@@ -128,17 +192,15 @@ def _print_report(result: ReportResult, out: TextIO) -> None:
     totals = result.totals()
     rows.append(["TOTAL", *(str(totals[c]) for c in header[1:])])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = "  ".join(
-        h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))
-    )
-    out.write("\n" + line + "\n" + "  ".join("-" * w for w in widths) + "\n")
-    for row in rows:
-        out.write(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-            + "\n"
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
+
+    out.write("\n" + line(header) + "\n" + "  ".join("-" * w for w in widths) + "\n")
+    for row in rows:
+        out.write(line(row) + "\n")
 
 
 def _next_steps(url: str, elapsed: float) -> str:
@@ -146,8 +208,9 @@ def _next_steps(url: str, elapsed: float) -> str:
 Done in {elapsed:.1f}s. Next:
   * the same data, your way:
       LLMLEDGER_CLICKHOUSE_URL={url} llmledger report --by tenant,feature,model
-      LLMLEDGER_CLICKHOUSE_URL={url} llmledger sql "SELECT user_id, sum(cost_usd) FROM llm_calls GROUP BY user_id"
-  * your own app: pip install llmledger-instrumentation opentelemetry-distro, then
-      OTEL_TRACES_EXPORTER=llmledger opentelemetry-instrument python app.py
-  * dashboards: the compose stack in deploy/ (ClickHouse, Grafana, the collector) — see deploy/README.md
+      LLMLEDGER_CLICKHOUSE_URL={url} llmledger sql "SELECT user_id, sum(cost_usd) AS spend FROM llm_calls GROUP BY user_id"
+  * your own app: run `llmledger collector`, then
+      pip install llmledger-instrumentation opentelemetry-distro opentelemetry-exporter-otlp
+      OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf opentelemetry-instrument python app.py
+  * dashboards: the compose stack in deploy/ (ClickHouse, Grafana, the collector) - see deploy/README.md
 """

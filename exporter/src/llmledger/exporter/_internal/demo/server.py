@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Generator, Mapping
@@ -228,6 +229,12 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.failing_models = dict(failing_models)
         self.latency_s = latency_s
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its keep-alive connection is not an error worth a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
     def should_fail(self, model: str, request: Mapping[str, Any]) -> bool:
         share = self.failing_models.get(model, 0.0)
