@@ -235,7 +235,10 @@ def test_totals_count_exactly_the_hours_in_any_range(seeded: Seeded, start: date
         "SELECT sum(cost_usd) AS spend FROM {db}.llm_usage_hourly WHERE hour >= {s:DateTime} AND hour <= {e:DateTime}",
         {"s": start, "e": end},
     )
-    assert only(seeded.panel_rows(UID, "Spend vs previous period", context))["spend"] == hourly["spend"]
+    row = only(seeded.panel_rows(UID, "Spend vs previous period", context))
+    assert row["spend"] == hourly["spend"]
+    length = end - start
+    assert row["previous_spend"] == cost_sum(seeded.data.select(lambda c: start - length <= c.hour < start))
 
 
 def test_hourly_and_daily_series_agree(seeded: Seeded) -> None:
