@@ -58,6 +58,10 @@ def test_an_unreachable_store_fails_the_export_quietly_and_logs_once(recorder, c
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert "could not write 1 span(s)" in errors[0].getMessage()
+    # The store is not tried again on every batch: the later failures fail fast.
+    causes = [str(record.exc_info[1]) for record in caplog.records if record.exc_info]
+    assert len(causes) == 2
+    assert all("not retrying the store" in cause for cause in causes)
     exporter.shutdown()
 
 
