@@ -102,9 +102,27 @@ class SpoolDrain:
 
     # -- the loop ------------------------------------------------------------------------
 
+    def _open_when_idle(self, next_attempt: float, delay: float) -> tuple[float, float]:
+        """Open the store (and apply the schema) while no data waits: at start, then with back-off."""
+        if self._writer is not None or time.monotonic() < next_attempt:
+            return next_attempt, delay
+        try:
+            self._open()
+        except Exception as exc:
+            self._failed(exc, 0)
+            return time.monotonic() + delay, min(delay * 2, self._retry_max)
+        if self._failing_since is not None:
+            _logger.warning("store reachable again")
+            self._failing_since = None
+            self.last_error = None
+        return next_attempt, delay
+
     def _run(self) -> None:
+        next_open, open_delay = 0.0, self._retry_initial
         try:
             while not self._expired():
+                if not self._stop.is_set():
+                    next_open, open_delay = self._open_when_idle(next_open, open_delay)
                 if not self._spool.wait_for_data(0.2):
                     if self._stop.is_set():
                         return
@@ -183,7 +201,8 @@ class SpoolDrain:
 
     def _failed(self, exc: Exception, spans: int) -> None:
         self._metrics.add("store_errors")
-        self._metrics.add("retried_spans", spans)
+        if spans:
+            self._metrics.add("retried_spans", spans)
         self.last_error = str(exc)
         if self._failing_since is None:
             self._failing_since = time.monotonic()
