@@ -1249,6 +1249,7 @@ def _alert_rule(
             },
             {
                 "refId": "C",
+                "relativeTimeRange": {"from": 0, "to": 0},
                 "datasourceUid": "__expr__",
                 "model": {
                     "refId": "C",
