@@ -594,6 +594,8 @@ SELECT
     toString(b.enforcement) AS enforcement,
     b.limit_usd AS budget_usd,
     if(b.period = 'daily', s.day_spend, s.month_spend) AS spent_usd,
+    -- As `llmledger budget check` has it: at the limit is breached (exact, in Decimal).
+    spent_usd >= b.limit_usd AS is_breached,
     if(b.limit_usd > 0, toFloat64(spent_usd) / toFloat64(b.limit_usd), NULL) AS used_share,
     if(b.period = 'daily', day_start, month_start) AS period_start,
     if(b.period = 'daily', day_start + INTERVAL 1 DAY, month_start + INTERVAL 1 MONTH) AS period_end,
@@ -611,8 +613,8 @@ WHERE {_all_filter("b.tenant_id", "tenant") if tenant_filter else "b.limit_usd >
 BUDGET_STATUS: Final = f"""
 SELECT
     tenant, user, period, enforcement, budget_usd, spent_usd, used_share, projected_usd, projected_share,
-    multiIf(used_share > 1, 'breached', used_share >= $warn_share, 'warning',
-            projected_share > 1, 'on track to breach', 'ok') AS status
+    multiIf(is_breached, 'breached', used_share >= $warn_share, 'warning',
+            projected_share >= 1, 'on track to breach', 'ok') AS status
 FROM ({_budget_status()})
 ORDER BY used_share DESC, tenant, user, period
 """
@@ -620,9 +622,9 @@ ORDER BY used_share DESC, tenant, user, period
 BUDGET_COUNTS: Final = f"""
 SELECT
     count() AS budgets,
-    countIf(used_share > 1) AS breached,
-    countIf(used_share >= $warn_share AND used_share <= 1) AS near_limit,
-    countIf(used_share <= 1 AND projected_share > 1) AS on_track_to_breach
+    countIf(is_breached) AS breached,
+    countIf(NOT is_breached AND used_share >= $warn_share) AS near_limit,
+    countIf(NOT is_breached AND projected_share >= 1) AS on_track_to_breach
 FROM ({_budget_status()})
 """
 
@@ -684,7 +686,7 @@ FROM (
     ) AS b ON b.tenant_id = s.tenant_id AND b.user_id = s.user_id
     WHERE {_all_filter("b.tenant_id", "tenant")}
 )
-WHERE cumulative_usd > limit_usd
+WHERE cumulative_usd >= limit_usd
 GROUP BY tenant, user, period, window_start, limit_usd
 HAVING max(time) >= range_start
 ORDER BY breached_in_hour DESC, tenant, user
@@ -1166,8 +1168,8 @@ def budgets() -> dict[str, Any]:
     panels = [
         _panel(
             g, "stat", "Budgets now",
-            "Budgets breached (spend > limit), near their limit (>= warn share) and on track to "
-            "breach at the current rate, as of the end of the range.",
+            "Budgets breached (spend at or over the limit), near it (>= warn share) and on track "
+            "to breach at the current rate, as of the end of the range.",
             BUDGET_COUNTS, TABLE, w=24, h=4, unit="short",
             overrides=[_display_name("budgets", "Budgets"), _display_name("breached", "Breached"),
                        _display_name("near_limit", "Near limit"),
@@ -1192,7 +1194,7 @@ def budgets() -> dict[str, Any]:
                      "tooltip": {"mode": "multi", "sort": "desc"}},
         ),
         _panel(
-            g, "table", "Breaches", "Budget periods in the range whose spend went over the limit, "
+            g, "table", "Breaches", "Budget periods in the range whose spend reached the limit, "
             "and the hour it happened.",
             BREACHES, TABLE, w=12, h=9, unit=USD,
         ),
@@ -1223,14 +1225,14 @@ def _alert_rule(
     sql: str,
     *,
     window_s: int,
-    above: float,
+    at_least: float,
     pending: str,
     severity: str,
     summary: str,
     description: str,
 ) -> dict[str, Any]:
     """A rule whose SQL returns one row per alert instance: string columns are its labels,
-    the one number is compared with ``above`` (threshold expression C on query A)."""
+    the one number fires at ``at_least`` or more (threshold expression C on query A)."""
     return {
         "uid": uid,
         "title": title,
@@ -1256,7 +1258,7 @@ def _alert_rule(
                     "type": "threshold",
                     "expression": "A",
                     "datasource": {"type": "__expr__", "uid": "__expr__"},
-                    "conditions": [{"evaluator": {"type": "gt", "params": [above]}}],
+                    "conditions": [{"evaluator": {"type": "gte", "params": [at_least]}}],
                 },
             },
         ],
@@ -1291,7 +1293,7 @@ def alert_rules() -> dict[str, Any]:
                         f"Tenant spend crossed {BUDGET_WARN_SHARE:.0%} of its budget",
                         ALERT_BUDGET_SHARE,
                         window_s=3_600,
-                        above=BUDGET_WARN_SHARE,
+                        at_least=BUDGET_WARN_SHARE,
                         pending="0s",
                         severity="warning",
                         summary=budget_summary,
@@ -1300,14 +1302,15 @@ def alert_rules() -> dict[str, Any]:
                     ),
                     _alert_rule(
                         "llmledger-budget-exceeded",
-                        "Tenant spend exceeded its budget",
+                        "Tenant spend reached its budget",
                         ALERT_BUDGET_SHARE,
                         window_s=3_600,
-                        above=1.0,
+                        at_least=1.0,
                         pending="0s",
                         severity="critical",
                         summary=budget_summary,
-                        description="Spend in the current period is over the limit in the budgets table.",
+                        description="Spend in the current period is at or over the limit in the budgets "
+                        "table (what `llmledger budget check` calls breached).",
                     ),
                 ],
             },
@@ -1322,7 +1325,7 @@ def alert_rules() -> dict[str, Any]:
                         "LLM error rate spike",
                         ALERT_ERROR_SPIKE,
                         window_s=900,
-                        above=1.0,
+                        at_least=1.0,
                         pending="2m",
                         severity="warning",
                         summary="{{ $labels.model }}: error rate over max(5 %, 3x its last-24h rate) "
@@ -1335,7 +1338,7 @@ def alert_rules() -> dict[str, Any]:
                         "LLM fallback rate spike",
                         ALERT_FALLBACK_SPIKE,
                         window_s=900,
-                        above=1.0,
+                        at_least=1.0,
                         pending="2m",
                         severity="warning",
                         summary="{{ $labels.model }}: fallback rate over max(5 %, 3x its last-24h rate) "

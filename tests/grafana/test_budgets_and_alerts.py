@@ -37,12 +37,16 @@ class Expected:
     projected_share: float
 
     @property
+    def breached(self) -> bool:
+        return self.spent >= self.limit  # as `llmledger budget check` has it
+
+    @property
     def status(self) -> str:
-        if self.used > 1:
+        if self.breached:
             return "breached"
         if self.used >= WARN:
             return "warning"
-        return "on track to breach" if self.projected_share > 1 else "ok"
+        return "on track to breach" if self.projected_share >= 1 else "ok"
 
 
 def _in_scope(call: SeedCall, tenant: str, user: str) -> bool:
@@ -96,9 +100,9 @@ def test_budget_counts(seeded: Seeded, tenant: VariableValue) -> None:
     expected = [e for e in _expected(seeded) if tenant == ALL or e.tenant in tenant]
     assert row == {
         "budgets": len(expected),
-        "breached": sum(e.used > 1 for e in expected),
-        "near_limit": sum(WARN <= e.used <= 1 for e in expected),
-        "on_track_to_breach": sum(e.used <= 1 and e.projected_share > 1 for e in expected),
+        "breached": sum(e.breached for e in expected),
+        "near_limit": sum(not e.breached and e.used >= WARN for e in expected),
+        "on_track_to_breach": sum(not e.breached and e.projected_share >= 1 for e in expected),
     }
 
 
@@ -128,7 +132,7 @@ def _expected_breaches(seeded: Seeded) -> dict[tuple[str, str, str, datetime], d
         for hour in sorted(hourly):
             window = hour.replace(hour=0) if period == "daily" else hour.replace(day=1, hour=0)
             cumulative[window] += hourly[hour]
-            if cumulative[window] > limit:
+            if cumulative[window] >= limit:
                 over[window].append(hour)
         for window, hours in over.items():
             if max(hours) >= RANGE_START:
@@ -158,10 +162,12 @@ def test_breaches_outside_the_range_are_not_listed(seeded: Seeded) -> None:
 # -- alert rules ----------------------------------------------------------------------------------------------
 
 
-def _threshold(uid: str) -> float:
+def _fires(uid: str, value: float) -> bool:
+    """Whether rule ``uid``'s threshold expression fires for ``value``."""
     (condition,) = [d for d in alert_rule(uid)["data"] if d["refId"] == alert_rule(uid)["condition"]]
-    (params,) = [c["evaluator"]["params"] for c in condition["model"]["conditions"]]
-    return params[0]
+    (evaluator,) = [c["evaluator"] for c in condition["model"]["conditions"]]
+    compare = {"gt": float.__gt__, "gte": float.__ge__}[evaluator["type"]]
+    return compare(float(value), float(evaluator["params"][0]))
 
 
 @pytest.mark.parametrize(
@@ -177,8 +183,7 @@ def test_budget_alerts_fire_for_the_budgets_over_their_share(
     rows = seeded.alert_rows(uid, end=RANGE_END)
     expected = {(e.tenant, e.user, e.period): e.used for e in _expected(seeded)}
     assert {(r["tenant"], r["user"], r["period"]): r["used_share"] for r in rows} == pytest.approx(expected)
-    threshold = _threshold(uid)
-    assert {(r["tenant"], r["user"], r["period"]) for r in rows if r["used_share"] > threshold} == firing
+    assert {(r["tenant"], r["user"], r["period"]) for r in rows if _fires(uid, r["used_share"])} == firing
 
 
 def _expected_spike(seeded: Seeded, end: datetime, flag: str) -> dict[str, float]:
@@ -205,7 +210,7 @@ def test_error_spike_alert_fires_for_the_failing_model_only(seeded: Seeded) -> N
     rows = seeded.alert_rows("llmledger-error-spike", end=RANGE_END)
     got = {r["model"]: r["error_spike"] for r in rows}
     assert got == pytest.approx(_expected_spike(seeded, RANGE_END, "error"))
-    assert {m for m, v in got.items() if v > _threshold("llmledger-error-spike")} == {"gpt-4o-mini"}
+    assert {m for m, v in got.items() if _fires("llmledger-error-spike", v)} == {"gpt-4o-mini"}
     assert RANGE_END - timedelta(minutes=15) <= ALERT_START
 
 
@@ -215,7 +220,7 @@ def test_no_spike_an_hour_earlier_and_no_fallback_spike(seeded: Seeded) -> None:
     rows = seeded.alert_rows("llmledger-fallback-spike", end=RANGE_END)
     got = {r["model"]: r["fallback_spike"] for r in rows}
     assert got == pytest.approx(_expected_spike(seeded, RANGE_END, "fallback"))
-    assert all(v <= _threshold("llmledger-fallback-spike") for v in got.values())
+    assert not any(_fires("llmledger-fallback-spike", v) for v in got.values())
 
 
 def test_spend_against_budget_in_the_middle_of_a_day(seeded: Seeded) -> None:
