@@ -15,6 +15,7 @@ the real query results, not screenshots.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from datetime import datetime, timedelta
@@ -235,6 +236,7 @@ def main() -> int:
         draw(dashboard, results, image)
         print(f"wrote {image.relative_to(ROOT)} ({image.stat().st_size // 1024} KiB)")
     client.close()
+    shutil.rmtree(store, ignore_errors=True)
     return 0
 
 
