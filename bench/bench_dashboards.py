@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -236,10 +237,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--store", type=Path, help="embedded store directory (default: a temporary one)")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="embedded store directory, kept for re-runs (default: a temporary one, removed)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the results as a Markdown table")
     args = parser.parse_args()
 
+    temporary = args.store is None
     store = args.store or Path(tempfile.mkdtemp(prefix="llmledger-bench-dashboards-"))
     config = StoreConfig(url=f"chdb://{store}", database=DATABASE)
     client = open_store(config, use_database=False)
@@ -262,6 +268,8 @@ def main() -> int:
         results.append((query.where, median, fastest, rows))
         print(f"  {median:8.1f} ms  (best {fastest:7.1f})  {rows:6d} rows  {query.where}", flush=True)
     client.close()
+    if temporary:
+        shutil.rmtree(store, ignore_errors=True)
 
     results.sort(key=lambda r: -r[1])
     over = [r for r in results if r[1] >= GOAL_MS]
