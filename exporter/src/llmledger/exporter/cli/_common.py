@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from typing import Any
 
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.store import StoreLockedError, open_store
 
-__all__ = ["add_store_options", "store_config"]
+__all__ = ["add_store_options", "read_query", "store_config"]
 
 
 def add_store_options(parser: argparse.ArgumentParser, *, layout: bool = False) -> None:
@@ -38,3 +41,19 @@ def store_config(args: argparse.Namespace) -> StoreConfig:
         for name in ("url", "database", "cluster", "spans_ttl_days", "calls_ttl_days", "rollup_ttl_days")
     }
     return StoreConfig.from_env(**overrides)
+
+
+def read_query(
+    config: StoreConfig, sql: str, parameters: Mapping[str, object] | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only query on the store, or through the collector when it owns the embedded store."""
+    from llmledger.exporter._internal.report import client_runner, collector_runner
+
+    try:
+        client = open_store(config)
+    except StoreLockedError:
+        return collector_runner(config)(sql, parameters or {})
+    try:
+        return client_runner(client)(sql, parameters or {})
+    finally:
+        client.close()

@@ -11,8 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from llmledger.exporter._internal.store import open_store, run_query
-from llmledger.exporter.cli._common import add_store_options, store_config
+from llmledger.exporter.cli._common import add_store_options, read_query, store_config
 
 __all__ = ["register", "write_result"]
 
@@ -33,13 +32,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _run(args: argparse.Namespace) -> int:
     query: str = sys.stdin.read() if args.query == "-" else args.query
-    config = store_config(args)
-    client = open_store(config)
-    try:
-        result = run_query(client, query, settings={"readonly": 1})
-        write_result(result.column_names, result.result_rows, args.format, sys.stdout)
-    finally:
-        client.close()
+    columns, rows = read_query(store_config(args), query)
+    write_result(columns, rows, args.format, sys.stdout)
     return 0
 
 
