@@ -86,7 +86,12 @@ def open_store(config: StoreConfig, *, use_database: bool = True) -> Client:
             locked, holder = _lock_holder(path)
             if locked:
                 raise StoreLockedError(path, holder) from exc
-        raise StoreError(f"cannot open the llmledger store {config.display_url}: {exc}") from exc
+        hint = (
+            "check that the ClickHouse server is up and that LLMLEDGER_CLICKHOUSE_URL (or --url) names it"
+            if path is None
+            else "check the path and its permissions"
+        )
+        raise StoreError(f"cannot open the llmledger store {config.display_url}: {exc}\n  {hint}") from exc
     if use_database:
         exists = run_query(
             client,

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit code."""
     logging.basicConfig(level=logging.WARNING, format="llmledger: %(levelname)s: %(message)s")
+    # clickhouse-connect logs each failed HTTP attempt; the error we print says it once.
+    logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
@@ -63,4 +66,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ClickHouseError as exc:  # the query or statement failed in ClickHouse: its message says why
         print(f"llmledger: {exc}", file=sys.stderr)
+        hint = _hint(str(exc))
+        if hint:
+            print(f"  {hint}", file=sys.stderr)
         return 1
+
+
+def _hint(message: str) -> str | None:
+    """What to do next for the ClickHouse errors people hit most."""
+    if "UNKNOWN_IDENTIFIER" in message or "NO_SUCH_COLUMN_IN_TABLE" in message:
+        return 'list a table\'s columns with: llmledger sql "DESCRIBE llm_calls" (or llm_usage_hourly, otel_traces)'
+    if "UNKNOWN_TABLE" in message or "UNKNOWN_DATABASE" in message:
+        return "create the tables with: llmledger schema apply (and check --database / the URL's database)"
+    if "ILLEGAL_AGGREGATION" in message:
+        return "an alias equal to a column name is resolved inside the aggregate; alias sums differently (AS spend)"
+    if "READONLY" in message:
+        return "llmledger sql is read-only; change data with the dedicated commands (schema, prices, budget)"
+    return None

@@ -51,8 +51,16 @@ def read_query(
 
     try:
         client = open_store(config)
-    except StoreLockedError:
-        return collector_runner(config)(sql, parameters or {})
+    except StoreLockedError as locked:
+        from llmledger.exporter._internal.collector.query_server import CollectorQueryError, endpoint_file
+
+        endpoint = endpoint_file(config)
+        if endpoint is None or not endpoint.exists():
+            raise locked from None  # held by something that is not a collector: say who holds it
+        try:
+            return collector_runner(config)(sql, parameters or {})
+        except CollectorQueryError as exc:
+            raise CollectorQueryError(f"{exc} (the store itself is locked: {locked})") from exc
     try:
         return client_runner(client)(sql, parameters or {})
     finally:
