@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +38,29 @@ def tiktoken_offline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     seed_tiktoken_cache(cache)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
     return cache
+
+
+# --- the session's store ------------------------------------------------------------------
+# chDB hosts one engine path per process, so every test module shares one embedded store
+# (a fresh database per test or module). With LLMLEDGER_TEST_CLICKHOUSE_URL set, the same
+# tests run against that server instead. Imports are lazy: the instrumentation suite also
+# runs where only the instrumentation is installed.
+
+
+@pytest.fixture(scope="session")
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's store: the test server when configured, else an embedded store in a temp dir."""
+    return (
+        os.environ.get("LLMLEDGER_TEST_CLICKHOUSE_URL")
+        or f"chdb://{tmp_path_factory.mktemp('store') / 'data'}"
+    )
+
+
+@pytest.fixture(scope="session")
+def store_client(store_url: str) -> Iterator[Any]:
+    from llmledger.exporter import StoreConfig
+    from llmledger.exporter._internal.store import open_store
+
+    client = open_store(StoreConfig(url=store_url), use_database=False)
+    yield client
+    client.close()

@@ -26,22 +26,10 @@ from opentelemetry.util.types import AttributeValue
 
 from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
-from llmledger.exporter._internal.store import open_store, run_command, run_query
+from llmledger.exporter._internal.store import run_command, run_query
 
 SERVER_URL = os.environ.get("LLMLEDGER_TEST_CLICKHOUSE_URL")
-
-
-@pytest.fixture(scope="session")
-def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The session's store: the test server when configured, else an embedded store in a temp dir."""
-    return SERVER_URL or f"chdb://{tmp_path_factory.mktemp('store') / 'data'}"
-
-
-@pytest.fixture(scope="session")
-def store_client(store_url: str) -> Iterator[Client]:
-    client = open_store(StoreConfig(url=store_url), use_database=False)
-    yield client
-    client.close()
+# store_url and store_client, the session's one store, live in tests/conftest.py.
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from grafana.panel_sql import ALL, QueryContext, VariableValue, expand
-from llmledger.exporter import StoreConfig, StoreError
+from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
-from llmledger.exporter._internal.store import open_store, run_command, run_query
+from llmledger.exporter._internal.store import run_command, run_query
 from tests.grafana.seed import RANGE_END, RANGE_START, SeedData, seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,21 +66,10 @@ def alert_rule(uid: str) -> dict[str, Any]:
 
 # chDB hosts one engine path per process. tests/exporter opens its own session store; when
 # it ran first in this process, its engine is the one to use (its path is in the error).
-_ENGINE_PATH = re.compile(r"already initialized with path '([^']+)'")
-
-
 @pytest.fixture(scope="session")
-def grafana_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    url = SERVER_URL or f"chdb://{tmp_path_factory.mktemp('grafana-store') / 'data'}"
-    try:
-        client = open_store(StoreConfig(url=url), use_database=False)
-    except StoreError as exc:
-        match = _ENGINE_PATH.search(str(exc))
-        if SERVER_URL or match is None:
-            raise
-        client = open_store(StoreConfig(url=f"chdb://{match.group(1)}"), use_database=False)
-    yield client
-    client.close()
+def grafana_store(store_client: Client) -> Client:
+    """The session's one store (tests/conftest.py): chDB hosts one engine path per process."""
+    return store_client
 
 
 @dataclass
