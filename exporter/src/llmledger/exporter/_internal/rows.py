@@ -95,7 +95,14 @@ def _span_attributes(span: ReadableSpan) -> dict[str, str]:
 
 
 def _otlp_attributes(attributes: Iterable[KeyValue]) -> dict[str, str]:
-    return {kv.key: stringify_any_value(kv.value) for kv in attributes}
+    out: dict[str, str] = {}
+    for kv in attributes:
+        value = kv.value
+        # Most values are strings: a non-empty string_value can only be the set oneof
+        # member, which skips WhichOneof and the dispatch (~10% of the conversion).
+        text = value.string_value
+        out[kv.key] = text if text else stringify_any_value(value)
+    return out
 
 
 def _hex_trace_id(trace_id: int) -> str:
