@@ -204,8 +204,15 @@ def _print_report(result: ReportResult, out: TextIO) -> None:
 
 
 def _next_steps(url: str, elapsed: float) -> str:
+    bin_dir = Path(sys.executable).parent
+    on_path = shutil.which("llmledger") == str(bin_dir / "llmledger")
+    activate = (
+        ""
+        if on_path
+        else f"\n  (the commands below live in {bin_dir}: run `source {bin_dir / 'activate'}` first)"
+    )
     return f"""
-Done in {elapsed:.1f}s. Next:
+Done in {elapsed:.1f}s. Next:{activate}
   * the same data, your way:
       LLMLEDGER_CLICKHOUSE_URL={url} llmledger report --by tenant,feature,model
       LLMLEDGER_CLICKHOUSE_URL={url} llmledger sql "SELECT user_id, sum(cost_usd) AS spend FROM llm_calls GROUP BY user_id"
