@@ -52,10 +52,17 @@ def main(root: Path) -> None:
     spool.close()
     reader.close()
 
-    # Second run: the claim is replayed with the same token, then the rest is written.
+    # Second run: the claim is replayed with the same token, then the rest is written. The
+    # replay takes the native path, the first insert took SpanRows: one block each, so the
+    # tokens match all the same.
     spool, reader = open_spool()
     drain = SpoolDrain(
-        reader, config, CollectorMetrics(), quarantine_dir=root / "quarantine", batch_max_spans=80
+        reader,
+        config,
+        CollectorMetrics(),
+        quarantine_dir=root / "quarantine",
+        batch_max_spans=80,
+        native_insert_file=root / "native-batch.pb",
     )
     drain.start()
     deadline = time.monotonic() + 30

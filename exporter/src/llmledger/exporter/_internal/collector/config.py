@@ -97,6 +97,12 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("tls_cert_file", "path", None, "PEM certificate (chain) for TLS on both ports"),
     Setting("tls_key_file", "path", None, "PEM private key for TLS"),
     Setting("apply_schema", "bool", True, "apply pending schema migrations on start"),
+    Setting(
+        "native_insert",
+        "bool",
+        True,
+        "embedded store: the engine decodes spooled OTLP itself (faster); off: rows are built in Python",
+    ),
     Setting("query_server", "bool", True, "embedded store: serve read-only SQL to the CLI over loopback"),
     Setting("log_format", "choice", "logfmt", "structured log format", ("logfmt", "json")),
     Setting("log_level", "choice", "info", "log level", ("debug", "info", "warning", "error")),
@@ -181,6 +187,7 @@ class CollectorConfig:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     apply_schema: bool = True
+    native_insert: bool = True
     query_server: bool = True
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -28,6 +28,7 @@ from llmledger.exporter._internal.store import StoreError, open_store, run_query
 from llmledger.exporter._internal.writer import SpanWriter
 
 from .metrics import CollectorMetrics
+from .native_insert import NativeInsert
 from .spool import SpoolBatch, SpoolError, SpoolReader
 
 __all__ = ["SpoolDrain"]
@@ -50,6 +51,7 @@ class SpoolDrain:
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
         apply_schema: bool = True,
+        native_insert_file: Path | None = None,
     ) -> None:
         self._spool = spool
         self._store = store
@@ -63,6 +65,8 @@ class SpoolDrain:
         self._store_lock = threading.Lock()
         self._client: Client | None = None
         self._writer: SpanWriter | None = None
+        self._native_file = native_insert_file if store.embedded else None
+        self._native: NativeInsert | None = None
         self._stop = threading.Event()
         self._deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="llmledger-drain", daemon=True)
@@ -91,6 +95,7 @@ class SpoolDrain:
                     _logger.debug("closing the store failed", exc_info=True)
                 self._client = None
                 self._writer = None
+                self._native = None
         return self._spool.pending_bytes() == 0
 
     @property
@@ -171,16 +176,26 @@ class SpoolDrain:
         _logger.exception("a spooled request could not be converted to rows; kept in %s", path)
 
     def _deliver(self, batch: SpoolBatch) -> bool:
-        """Insert ``batch`` until it lands; ``False`` when shutdown cut the retries short."""
-        rows = self._rows(batch)
+        """Insert ``batch`` until it lands; ``False`` when shutdown cut the retries short.
+
+        The path is a function of the batch (its content and the configuration), so a
+        replay after a crash takes the same path with the same token.
+        """
+        rows: SpanRows | None = None
+        written = batch.span_count
         delay = self._retry_initial
         while True:
             try:
                 writer = self._open()
                 with self._store_lock:
-                    writer.write(rows, batch.dedup_token)
+                    native = self._native
+                    if native is None or not native.write(batch):
+                        if rows is None:
+                            rows = self._rows(batch)
+                        written = len(rows)
+                        writer.write(rows, batch.dedup_token)
             except Exception as exc:
-                self._failed(exc, len(rows))
+                self._failed(exc, written)
                 pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
                 if self._deadline is not None:
                     pause = min(pause, max(0.0, self._deadline - time.monotonic()))
@@ -192,7 +207,7 @@ class SpoolDrain:
                     return False
                 delay = min(delay * 2, self._retry_max)
                 continue
-            self._metrics.add("written_spans", len(rows))
+            self._metrics.add("written_spans", written)
             if self._failing_since is not None:
                 _logger.warning("store writes recovered after %.1f s", time.monotonic() - self._failing_since)
                 self._failing_since = None
@@ -224,6 +239,7 @@ class SpoolDrain:
                     _logger.debug("closing the store failed", exc_info=True)
             self._client = None
             self._writer = None
+            self._native = None
 
     def _open(self) -> SpanWriter:
         with self._store_lock:
@@ -247,6 +263,8 @@ class SpoolDrain:
                 raise
             self._client = client
             self._writer = SpanWriter(client, database)
+            if self._native_file is not None:
+                self._native = NativeInsert(client, database, self._native_file)
             _logger.info("store open: %s database %s", self._store.display_url, database)
             return self._writer
 

@@ -94,6 +94,7 @@ def main() -> int:
         retry_initial_seconds=config.retry_initial_seconds,
         retry_max_seconds=config.retry_max_seconds,
         apply_schema=config.apply_schema,
+        native_insert_file=config.data_dir / "native-batch.pb" if config.native_insert else None,
     )
     drain.start()
     query: QueryServer | None = None

@@ -1,0 +1,170 @@
+"""Run in a child process: the native insert writes exactly the rows ``SpanRows`` writes.
+
+``python -m tests.collector.native_equivalence_worker <dir> <batches>`` inserts the same
+random OTLP batches both ways into two databases of one embedded store, compares every
+column of every row, and prints a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from llmledger.exporter._internal.collector.native_insert import NativeInsert
+from llmledger.exporter._internal.collector.spool import SpoolBatch, SpoolRecord
+from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.migrations import apply_migrations
+from llmledger.exporter._internal.rows import SpanRows
+from llmledger.exporter._internal.store import open_store, run_query
+from llmledger.exporter._internal.writer import SpanWriter
+
+TEXT = ["", "plain", "ünïcødé ✓", 'quote " and \\ backslash', "<b>&amp;</b>", "line\nbreak\ttab\r", "\u2028\u2029", "bell\x07", "emoji 🎉", "/slash/"]  # fmt: skip
+DOUBLES = [0.0, -0.0, 0.000435, 1e-7, 1.5e-6, 1e-6, 123.456, 3.0, 1e21, 1e20, -2.5e22, 5e-324, 1.7976931348623157e308, float("nan"), float("inf"), float("-inf")]  # fmt: skip
+
+
+def scalar(value: AnyValue, rng: random.Random, allow_special: bool = True) -> None:
+    kind = rng.randrange(6)
+    if kind == 0:
+        value.string_value = rng.choice(TEXT if allow_special else TEXT[:7] + TEXT[8:])
+    elif kind == 1:
+        value.bool_value = rng.random() < 0.5
+    elif kind == 2:
+        value.int_value = rng.choice([0, -1, 7, 2**63 - 1, -(2**63), rng.randrange(-(10**12), 10**12)])
+    elif kind == 3:
+        choices = DOUBLES if allow_special else [d for d in DOUBLES if math.isfinite(d)]
+        value.double_value = rng.choice([*choices, rng.uniform(-1, 1) * 10 ** rng.randint(-12, 25)])
+    elif kind == 4:
+        value.bytes_value = rng.randbytes(rng.randrange(6))
+    # kind 5: no value at all
+
+
+def any_value(value: AnyValue, rng: random.Random, unsupported: float) -> None:
+    roll = rng.random()
+    if roll < unsupported:
+        if rng.random() < 0.5:
+            entry = value.kvlist_value.values.add()
+            entry.key = "k"
+            scalar(entry.value, rng)
+        else:
+            scalar(value.array_value.values.add().array_value.values.add(), rng)
+    elif roll < 0.25:
+        array = value.array_value
+        array.SetInParent()
+        for _ in range(rng.randrange(4)):
+            scalar(array.values.add(), rng, allow_special=False)
+    else:
+        scalar(value, rng)
+
+
+def attributes(target: object, rng: random.Random, count: int, unsupported: float) -> None:
+    for index in range(count):
+        kv = target.add()  # type: ignore[attr-defined]
+        kv.key = rng.choice(["service.name", "gen_ai.usage.cost", "tenant.id", "k.<&>", "ключ"]) + str(index)
+        any_value(kv.value, rng, unsupported)
+
+
+def make_request(rng: random.Random, unsupported: float) -> tuple[bytes, int]:
+    request = ExportTraceServiceRequest()
+    spans = 0
+    for _ in range(rng.randrange(1, 3)):
+        resource_spans = request.resource_spans.add()
+        if rng.random() < 0.8:
+            kv = resource_spans.resource.attributes.add()
+            kv.key, kv.value.string_value = "service.name", rng.choice(["svc", "ünï", ""])
+        attributes(resource_spans.resource.attributes, rng, rng.randrange(3), unsupported)
+        for _ in range(rng.randrange(1, 3)):
+            scope_spans = resource_spans.scope_spans.add()
+            scope_spans.scope.name = rng.choice(["", "llmledger", "opentelemetry.instrumentation.openai_v2"])
+            scope_spans.scope.version = rng.choice(["", "1.2.3"])
+            for _ in range(rng.randrange(1, 5)):
+                span = scope_spans.spans.add()
+                spans += 1
+                span.trace_id = rng.randbytes(16)
+                span.span_id = rng.randbytes(8)
+                span.parent_span_id = rng.choice([b"", bytes(8), rng.randbytes(8)])
+                span.trace_state = rng.choice(["", "vendor=a,other=b"])
+                span.name = rng.choice(["chat gpt-4o", "embeddings text-embedding-3-small", ""])
+                span.kind = rng.choice([0, 1, 2, 3, 4, 5, 9])  # type: ignore[assignment]
+                span.start_time_unix_nano = rng.randrange(
+                    1_600_000_000, 1_900_000_000
+                ) * 10**9 + rng.randrange(10**9)
+                span.end_time_unix_nano = span.start_time_unix_nano + rng.randrange(-(10**6), 10**10)
+                span.status.code = rng.choice([0, 1, 2, 5])  # type: ignore[assignment]
+                span.status.message = rng.choice(["", "boom <x>"])
+                attributes(span.attributes, rng, rng.randrange(25), unsupported)
+                for _ in range(rng.randrange(3)):
+                    event = span.events.add()
+                    event.time_unix_nano = span.start_time_unix_nano + rng.randrange(10**9)
+                    event.name = rng.choice(["gen_ai.choice", "exception", ""])
+                    attributes(event.attributes, rng, rng.randrange(3), unsupported)
+                for _ in range(rng.randrange(2)):
+                    link = span.links.add()
+                    link.trace_id = rng.choice([rng.randbytes(16), bytes(16)])
+                    link.span_id = rng.randbytes(8)
+                    link.trace_state = rng.choice(["", "k=v"])
+                    attributes(link.attributes, rng, rng.randrange(3), unsupported)
+    return request.SerializeToString(), spans
+
+
+def main(root: Path, batches: int) -> None:
+    rows_db = StoreConfig(url=f"chdb://{root / 'store'}", database="by_rows")
+    native_db = StoreConfig(url=rows_db.url, database="by_engine")
+    client = open_store(rows_db, use_database=False)
+    apply_migrations(client, rows_db)
+    apply_migrations(client, native_db)
+    writer = SpanWriter(client, rows_db.database)
+    native = NativeInsert(client, native_db.database, root / "native-batch.pb")
+    rng = random.Random(20261125)
+    native_batches = refused = 0
+    for number in range(batches):
+        unsupported = 0.0 if number % 3 else 0.02
+        records: list[SpoolRecord] = []
+        for _ in range(rng.randrange(1, 6)):
+            payload, spans = make_request(rng, unsupported)
+            records.append(SpoolRecord(0, 0, spans, 0, payload))
+        batch = SpoolBatch(1, number, number + 1, tuple(records), f"equivalence-{number}")
+        rows = SpanRows()
+        for record in records:
+            rows.add_otlp(ExportTraceServiceRequest.FromString(record.payload))
+        writer.write(rows, batch.dedup_token)
+        if native.write(batch):
+            native_batches += 1
+        else:
+            refused += 1
+            SpanWriter(client, native_db.database).write(rows, batch.dedup_token)
+
+    def table(database: str) -> list[tuple[object, ...]]:
+        return [
+            tuple(row)
+            for row in run_query(
+                client, f"SELECT * FROM `{database}`.otel_traces ORDER BY SpanId, Timestamp, TraceId"
+            ).result_rows
+        ]
+
+    expected, actual = table(rows_db.database), table(native_db.database)
+    differences = [
+        {"rows": repr(a), "native": repr(b)} for a, b in zip(expected, actual, strict=False) if a != b
+    ]
+    print(
+        json.dumps(
+            {
+                "rows": len(expected),
+                "native_rows": len(actual),
+                "native_batches": native_batches,
+                "refused_batches": refused,
+                "differences": differences[:3],
+                "different": len(differences),
+            }
+        )
+    )
+    client.close()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]))
