@@ -26,7 +26,6 @@ __all__ = [
     "BudgetGuard",
     "BudgetStatus",
     "budget_status",
-    "list_budgets",
     "parse_limit",
     "remove_budget",
     "set_budget",
@@ -126,10 +125,6 @@ def remove_budget(client: Client, database: str, *, tenant: str, user: str = "",
             settings={"mutations_sync": 2},
         )
     return int(found)
-
-
-def list_budgets(client: Client, database: str) -> list[BudgetStatus]:
-    return budget_status(client, database)
 
 
 def budget_status(client: Client, database: str, now: datetime | None = None) -> list[BudgetStatus]:

@@ -91,11 +91,6 @@ class ApiSpec:
     def add_specific_attributes(self, kwargs: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
         """What only this API's requests carry."""
 
-    def request_attributes(self, kwargs: Mapping[str, Any]) -> dict[str, AttrValue]:
-        attrs: dict[str, AttrValue] = {}
-        self.add_request_attributes(kwargs, attrs)
-        return attrs
-
     def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
         """Ask a stream for its usage chunk when the user did not say; True when we did."""
         return False

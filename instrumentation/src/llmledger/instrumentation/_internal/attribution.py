@@ -15,7 +15,7 @@ import functools
 import inspect
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import TracebackType
@@ -388,8 +388,3 @@ def propagate_context(func: Callable[P, R]) -> Callable[P, R]:
         return ctx.copy().run(func, *args, **kwargs)
 
     return run
-
-
-def baggage_attribution(entries: Mapping[str, object]) -> dict[str, str]:
-    """The attribution keys present in a baggage mapping (for gateways setting baggage upstream)."""
-    return {k: v for k in BAGGAGE_KEYS if isinstance(v := entries.get(k), str) and v}
