@@ -98,6 +98,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) of ``pid`` and of its children (the drain process)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def one(process: int) -> float:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return one(pid), sum(one(int(child)) for child in children)
+
+
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory of ``pid`` and its children (the drain process), summed."""
     total = 0.0
@@ -255,6 +267,7 @@ def measure(
     end_to_end = time.monotonic() - start
     poller.join(10)
     written = collector.metric("written_spans_total")
+    receiver_cpu, drain_cpu = cpu_seconds(collector.process.pid)
     return {
         "offered_spans_per_second": float(args.rate),
         "acked_spans_per_second": total / sending,
@@ -269,6 +282,8 @@ def measure(
         "queryable_max_s": max(queryable, default=float("nan")),
         "drain_after_load_s": end_to_end - sending,
         "collector_peak_rss_mib": peak_rss_mib(collector.process.pid),
+        "receiver_cpu_us_per_span": receiver_cpu / max(total, 1) * 1e6,
+        "drain_cpu_us_per_span": drain_cpu / max(written, 1) * 1e6,
     }
 
 
