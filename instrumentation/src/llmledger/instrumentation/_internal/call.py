@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
@@ -112,8 +112,7 @@ class Telemetry:
             description="Cost of GenAI calls in US dollars (priced calls only)",
         )
         self._static: dict[tuple[str, Endpoint], dict[str, AttrValue]] = {}
-        self._metric_attrs: dict[tuple[Any, ...], dict[str, AttrValue]] = {}
-        self._token_attrs: dict[tuple[int, str], dict[str, AttrValue]] = {}
+        self._metric_attrs: dict[tuple[Any, ...], MetricAttributes] = {}
         self.unpriced = meter.create_counter(
             "llmledger.client.unpriced_calls",
             unit="{call}",
@@ -138,12 +137,13 @@ class Telemetry:
                 self._static[key] = base
         return dict(base)
 
-    def metric_attributes(self, call: LLMCall, response_model: str | None) -> dict[str, AttrValue]:
+    def metric_attributes(self, call: LLMCall, response_model: str | None) -> MetricAttributes:
+        """The call's metric attribute sets (plain, input tokens, output tokens), cached per distinct set."""
         tenant = call.attribution.get(A.TENANT_ID) if self.config.metrics_tenant else None
         key = (call.api.operation, call.endpoint, call.request_model, response_model, call.error_type, tenant)
-        attrs: dict[str, AttrValue] | None = self._metric_attrs.get(key)
-        if attrs is None:
-            attrs = {
+        sets = self._metric_attrs.get(key)
+        if sets is None:
+            attrs: dict[str, AttrValue] = {
                 A.OPERATION_NAME: call.api.operation,
                 A.PROVIDER_NAME: call.endpoint.provider,
             }
@@ -159,18 +159,19 @@ class Telemetry:
                 attrs[A.ERROR_TYPE] = call.error_type
             if tenant is not None:
                 attrs[A.TENANT_ID] = tenant
+            sets = MetricAttributes(
+                attrs, {**attrs, A.TOKEN_TYPE: "input"}, {**attrs, A.TOKEN_TYPE: "output"}
+            )
             if len(self._metric_attrs) >= _CACHE_LIMIT:
                 self._metric_attrs.clear()
-                self._token_attrs.clear()
-            self._metric_attrs[key] = attrs
-        return attrs
+            self._metric_attrs[key] = sets
+        return sets
 
-    def token_attributes(self, metric_attrs: dict[str, AttrValue], token_type: str) -> dict[str, AttrValue]:
-        key = (id(metric_attrs), token_type)
-        attrs = self._token_attrs.get(key)
-        if attrs is None or attrs.get(A.OPERATION_NAME) != metric_attrs[A.OPERATION_NAME]:
-            attrs = self._token_attrs[key] = {**metric_attrs, A.TOKEN_TYPE: token_type}
-        return attrs
+
+class MetricAttributes(NamedTuple):
+    call: dict[str, AttrValue]
+    input_tokens: dict[str, AttrValue]
+    output_tokens: dict[str, AttrValue]
 
 
 # Bounds the per-attribute-set caches (model names come from requests).
@@ -406,15 +407,16 @@ class LLMCall:
             span.set_attributes(attrs)
 
         # Metrics: low-cardinality attributes only, one cached dict per attribute set.
-        metric_attrs = tel.metric_attributes(self, facts.response_model)
+        sets = tel.metric_attributes(self, facts.response_model)
+        metric_attrs = sets.call
         tel.duration.record((end_ns - self.start_ns) / 1e9, metric_attrs)
         if self.first_chunk_ns:
             tel.time_to_first_chunk.record((self.first_chunk_ns - self.start_ns) / 1e9, metric_attrs)
         if usage is not None:
             if usage.input_tokens is not None:
-                tel.token_usage.record(usage.input_tokens, tel.token_attributes(metric_attrs, "input"))
+                tel.token_usage.record(usage.input_tokens, sets.input_tokens)
             if usage.output_tokens is not None and self.api.operation != A.OP_EMBEDDINGS:
-                tel.token_usage.record(usage.output_tokens, tel.token_attributes(metric_attrs, "output"))
+                tel.token_usage.record(usage.output_tokens, sets.output_tokens)
         if cost is not None:
             tel.cost.add(float(cost.total), metric_attrs)
         elif priced:
