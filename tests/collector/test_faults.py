@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -115,6 +117,19 @@ def test_sigkill_mid_load_then_restart_delivers_every_acked_span_once(tmp_path: 
 
     restarted = CollectorProcess(tmp_path / "data", store).start()
     wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, 30, "the spool to drain")
+    assert_each_span_once(restarted, acked)
+
+    # The drain process dies on its own (an OOM kill, say): it is restarted, nothing is lost.
+    (drain_pid,) = Path(f"/proc/{restarted.pid}/task/{restarted.pid}/children").read_text().split()
+    os.kill(int(drain_pid), signal.SIGKILL)
+    for seed in range(5):
+        request = make_request(100, seed=10_000_000 + seed)
+        assert restarted.post_traces(request.SerializeToString())[0] == 200
+        acked += span_ids(request)
+    wait_for(lambda: restarted.metric("drain_restarts") == 1, 20, "the drain process to be restarted")
+    written_before = restarted.metric("written_spans_total")
+    wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, 30, "the new spans to be written")
+    assert restarted.metric("written_spans_total") >= written_before  # counters survive the restart
     assert_each_span_once(restarted, acked)
     assert restarted.stop() == 0
 

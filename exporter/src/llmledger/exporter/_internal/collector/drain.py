@@ -34,6 +34,7 @@ from .spool import SpoolBatch, SpoolError, SpoolReader
 __all__ = ["SpoolDrain"]
 
 _logger = logging.getLogger("llmledger.collector.drain")
+_NATIVE_ATTEMPTS = 3
 
 
 class SpoolDrain:
@@ -184,18 +185,29 @@ class SpoolDrain:
         rows: SpanRows | None = None
         written = batch.span_count
         delay = self._retry_initial
+        native_failures = 0
         while True:
+            native: NativeInsert | None = None
             try:
                 writer = self._open()
                 with self._store_lock:
                     native = self._native
                     if native is None or not native.write(batch):
+                        native = None
                         if rows is None:
                             rows = self._rows(batch)
                         written = len(rows)
                         writer.write(rows, batch.dedup_token)
             except Exception as exc:
                 self._failed(exc, written)
+                if native is not None:
+                    native_failures += 1
+                    if native_failures >= _NATIVE_ATTEMPTS:
+                        # The engine-side path itself is failing (an engine without a setting
+                        # it needs, say): SpanRows writes the same single block, same token.
+                        _logger.error("native insert disabled after %d failures: %s", native_failures, exc)
+                        self._native_file = None
+                        self._native = None
                 pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
                 if self._deadline is not None:
                     pause = min(pause, max(0.0, self._deadline - time.monotonic()))

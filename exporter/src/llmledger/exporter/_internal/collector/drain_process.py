@@ -150,8 +150,17 @@ class DrainProcess:
         self._reader: threading.Thread | None = None
         self.status: dict[str, Any] = {}
         self.restarts = 0
+        self._carried: dict[str, int] = {}
+
+    def counters(self) -> dict[str, int]:
+        """The drain's counters, those of earlier (restarted) drain processes included."""
+        current: Mapping[str, int] = self.status.get("counters") or {}
+        return {
+            name: self._carried.get(name, 0) + current.get(name, 0) for name in {*self._carried, *current}
+        }
 
     def start(self) -> None:
+        self._carried = self.counters()  # counters never go backwards across a restart
         self.status = {}
         self._process = subprocess.Popen(  # noqa: S603  (our own module, our own interpreter)
             [sys.executable, "-c", _CHILD_MAIN, str(os.getpid())],
@@ -181,10 +190,6 @@ class DrainProcess:
     def exit_code(self) -> int | None:
         """``None`` while it runs."""
         return None if self._process is None else self._process.poll()
-
-    def counter(self, name: str) -> int:
-        counters: Mapping[str, int] = self.status.get("counters") or {}
-        return int(counters.get(name, 0))
 
     def stop(self, timeout: float) -> bool:
         """Ask for a graceful stop (drain for up to ``timeout`` s); return whether the spool was emptied."""

@@ -41,6 +41,7 @@ _INVALID_ARGUMENT: Final = 3
 _NOT_FOUND: Final = 5
 _RESOURCE_EXHAUSTED: Final = 8
 _UNIMPLEMENTED: Final = 12
+_INTERNAL: Final = 13
 _UNAVAILABLE: Final = 14
 _UNAUTHENTICATED: Final = 16
 
@@ -132,6 +133,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_status(404, _NOT_FOUND, f"no such endpoint {path}", True)
 
     def do_POST(self) -> None:
+        try:
+            self._post()
+        except (OSError, ssl.SSLError):
+            raise  # the connection broke: nothing to answer
+        except Exception:
+            # Our bug, not the sender's: logged with its traceback, answered, never silent.
+            _logger.exception("internal error handling %s from %s", self.path, self.client_address[0])
+            self.close_connection = True
+            self._send_status(500, _INTERNAL, "internal error in the collector (logged)", True)
+
+    def _post(self) -> None:
         path = self._path()
         content_type = self.headers.get("Content-Type", "")
         # Protobuf answers only to a protobuf request; JSON (readable) to anything else.

@@ -149,8 +149,7 @@ class Collector:
 
     def _metrics_text(self) -> str:
         drain = self._drain
-        counters: dict[str, int] = dict(drain.status.get("counters") or {}) if drain is not None else {}
-        return self.metrics.render(counters)
+        return self.metrics.render(drain.counters() if drain is not None else {})
 
     def _health(self) -> tuple[bool, str]:
         drain = self._drain
