@@ -9,6 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc.status_pb2 import Status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -237,3 +239,42 @@ def test_metrics_are_prometheus_text(secure_collector: CollectorProcess) -> None
     ):
         assert f"# TYPE llmledger_collector_{name} " in text
     assert secure_collector.metric("spooled_spans_total") == secure_collector.metric("received_spans_total")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(
+        st.binary(max_size=2048),
+        st.builds(
+            lambda seed, cut: make_request(3, seed).SerializeToString()[:cut],
+            st.integers(0, 99),
+            st.integers(0, 4000),
+        ),
+    ),
+    content_type=st.sampled_from(["application/x-protobuf", "application/json", "text/plain", ""]),
+    gzipped=st.booleans(),
+)
+def test_random_bodies_over_the_wire_are_answered_and_never_break_the_collector(
+    secure_collector: CollectorProcess,
+    tls_files: tuple[Path, Path],
+    body: bytes,
+    content_type: str,
+    gzipped: bool,
+) -> None:
+    status, _, _ = secure_collector.post_traces(
+        body, content_type=content_type, gzip_body=gzipped, token=TOKEN
+    )
+    assert status in (200, 400, 413, 415)
+    cert, _ = tls_files
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{secure_collector.grpc_port}", grpc.ssl_channel_credentials(cert.read_bytes())
+    )
+    try:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        try:
+            export(body, metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # pyright: ignore[reportAttributeAccessIssue]  # noqa: PT017
+    finally:
+        channel.close()
+    assert secure_collector.get("/healthz")[0] == 200

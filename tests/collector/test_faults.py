@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
 from .conftest import free_port
@@ -62,7 +63,10 @@ def test_store_unavailable_then_available(tmp_path: Path) -> None:
         assert holder.stdout.readline() == "held\n"
         collector = CollectorProcess(tmp_path / "data", f"chdb://{store}").start()
         endpoint = f"http://127.0.0.1:{collector.http_port}/v1/traces"
-        send_llm_spans(HttpSpanExporter(endpoint=endpoint), "while-locked", 300)
+        send_llm_spans(HttpSpanExporter(endpoint=endpoint), "while-locked", 200)
+        send_llm_spans(
+            GrpcSpanExporter(endpoint=f"http://127.0.0.1:{collector.grpc_port}"), "while-locked", 100
+        )
         wait_for(lambda: collector.metric("store_errors_total") >= 1, 10, "a failed store open")
         assert collector.metric("spooled_spans_total") == 300
         assert collector.metric("written_spans_total") == 0
