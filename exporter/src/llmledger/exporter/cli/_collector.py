@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from llmledger.exporter._internal.collector import SETTINGS, Collector, CollectorConfig
 from llmledger.exporter._internal.collector.config import ENV_CONFIG_FILE
 from llmledger.exporter._internal.collector.log_format import configure_logging
+from llmledger.exporter._internal.collector.spool import SpoolError
 
 __all__ = ["register"]
 
@@ -22,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--config", type=Path, help=f"TOML config file (default: {ENV_CONFIG_FILE})")
     store = parser.add_argument_group("store")
-    store.add_argument("--url", dest="clickhouse_url", help="store URL (overrides LLMLEDGER_CLICKHOUSE_URL)")
+    store.add_argument(
+        "--url", dest="clickhouse_url", metavar="URL", help="store URL (overrides LLMLEDGER_CLICKHOUSE_URL)"
+    )
     store.add_argument("--database", help="database name (default: from the URL, else llmledger)")
     group = parser.add_argument_group("collector")
     for setting in SETTINGS:
@@ -52,4 +56,8 @@ def _run(args: argparse.Namespace) -> int:
     flags["database"] = args.database
     config = CollectorConfig.build(flags, config_file=args.config)
     configure_logging(config.log_format, config.log_level)
-    return Collector(config).run()
+    try:
+        return Collector(config).run()
+    except SpoolError as exc:  # another collector on this data dir, an unwritable disk
+        print(f"llmledger collector: {exc}", file=sys.stderr)
+        return 2

@@ -73,10 +73,6 @@ class Ingest:
         self._slots = threading.BoundedSemaphore(max_concurrent_requests)
         self.accepting = True
 
-    @property
-    def auth_required(self) -> bool:
-        return self._token is not None
-
     def authorized(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` value carries the configured bearer token (constant time)."""
         if self._token is None:

@@ -26,7 +26,7 @@ Each record is a 28-byte header and the payload (serialized ``ExportTraceService
     | payload CRC-32 u32 | header CRC-32 u32 (over the 24 bytes before it)
 
 Readers trust nothing: a record counts only when both CRCs match. A torn write at the
-end of the last segment (a crash mid-append) is cut off when the spool opens; damage
+end of a segment (a crash mid-append) is cut off when the writer opens the spool; damage
 elsewhere is skipped by scanning for the next valid header, and the skipped bytes are
 counted and logged, never silently passed on.
 
@@ -50,7 +50,6 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -590,15 +589,6 @@ class SpoolReader:
             if segment < cursor[0]:
                 with contextlib.suppress(FileNotFoundError):
                     _segment_path(self.directory, segment).unlink()
-
-    def iter_pending(self) -> Iterator[SpoolRecord]:
-        """Every undrained durable record (for tools and tests), oldest first."""
-        durable_segment, durable_end = self._durable()
-        segment, offset = self._checkpoint.cursor
-        for seg in range(segment, durable_segment + 1):
-            end = durable_end if seg == durable_segment else self._size(seg)
-            if end:
-                yield from self._read_range(seg, offset if seg == segment else 0, end, None)[0]
 
     def close(self) -> None:
         """Release the reader lock."""
