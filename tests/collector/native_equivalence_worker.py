@@ -66,6 +66,8 @@ def attributes(target: object, rng: random.Random, count: int, unsupported: floa
     for index in range(count):
         kv = target.add()  # type: ignore[attr-defined]
         kv.key = rng.choice(["service.name", "gen_ai.usage.cost", "tenant.id", "k.<&>", "ключ"]) + str(index)
+        if rng.random() < unsupported:
+            kv.key = "repeated"  # twice or more in one list only now and then
         any_value(kv.value, rng, unsupported)
 
 
