@@ -121,3 +121,15 @@ def test_retrieve_of_unknown_response_is_not_billed(api: Api, fake: FakeOpenAI, 
     fake.json("/responses/resp_other", P.response(id="resp_other"))
     api.call(lambda c: c.responses.retrieve("resp_other"))
     assert telemetry.finished() == []
+
+
+def test_beta_responses_create(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
+    pytest.importorskip(
+        "openai.resources.beta.responses.responses", reason="client.beta.responses is newer than this openai"
+    )
+    fake.json("/responses", P.response(usage=P.response_usage(12, 34)))
+    api.call(lambda c: c.beta.responses.create(model="gpt-4.1", input="hi"))
+    assert "beta=true" in str(fake.requests[-1].url)
+    attrs = telemetry.only_span().attributes or {}
+    assert attrs["openai.api.type"] == "responses"
+    assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (12, 34)

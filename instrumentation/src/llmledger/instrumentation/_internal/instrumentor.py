@@ -31,6 +31,7 @@ logger = logging.getLogger("llmledger.instrumentation")
 
 _CHAT = "openai.resources.chat.completions.completions"
 _RESPONSES = "openai.resources.responses.responses"
+_BETA_RESPONSES = "openai.resources.beta.responses.responses"  # client.beta.responses (newer SDKs)
 _COMPLETIONS = "openai.resources.completions"
 _EMBEDDINGS = "openai.resources.embeddings"
 
@@ -55,6 +56,10 @@ TARGETS: tuple[Target, ...] = (
     Target(_RESPONSES, "AsyncResponses", "parse", apis.RESPONSES),
     Target(_RESPONSES, "Responses", "retrieve", None),
     Target(_RESPONSES, "AsyncResponses", "retrieve", None),
+    Target(_BETA_RESPONSES, "Responses", "create", apis.RESPONSES),
+    Target(_BETA_RESPONSES, "AsyncResponses", "create", apis.RESPONSES),
+    Target(_BETA_RESPONSES, "Responses", "retrieve", None),
+    Target(_BETA_RESPONSES, "AsyncResponses", "retrieve", None),
     Target(_COMPLETIONS, "Completions", "create", apis.COMPLETIONS),
     Target(_COMPLETIONS, "AsyncCompletions", "create", apis.COMPLETIONS),
     Target(_EMBEDDINGS, "Embeddings", "create", apis.EMBEDDINGS),
