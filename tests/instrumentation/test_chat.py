@@ -269,3 +269,30 @@ def test_error_metric_has_error_type(api: Api, fake: FakeOpenAI, telemetry: Tele
         api.call(lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
     (duration,) = telemetry.metric_points("gen_ai.client.operation.duration")
     assert duration.attributes["error.type"] == "RateLimitError"
+
+
+def test_cost_counter_sums_exactly_per_attribute_set(
+    api: Api, fake: FakeOpenAI, telemetry: Telemetry
+) -> None:
+    from decimal import Decimal
+
+    fake.json("/chat/completions", P.chat_completion(usage=P.usage_chat(1234, 567, cached=1024)))
+    for _ in range(7):
+        api.call(lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+    spans = telemetry.finished()
+    per_call = {Decimal(repr((s.attributes or {})["gen_ai.usage.cost"])) for s in spans}
+    assert len(per_call) == 1
+    (point,) = telemetry.metric_points("llmledger.client.cost")
+    assert Decimal(repr(point.value)) == per_call.pop() * 7
+    assert point.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert telemetry.metric_points("llmledger.client.unpriced_calls") == []
+
+
+def test_unpriced_calls_are_counted_not_costed(api: Api, fake: FakeOpenAI, telemetry: Telemetry) -> None:
+    fake.json("/chat/completions", P.chat_completion(model="my-self-hosted-llm"))
+    for _ in range(3):
+        api.call(lambda c: c.chat.completions.create(model="my-self-hosted-llm", messages=MESSAGES))
+    assert all("gen_ai.usage.cost" not in (s.attributes or {}) for s in telemetry.finished())
+    (point,) = telemetry.metric_points("llmledger.client.unpriced_calls")
+    assert point.value == 3
+    assert telemetry.metric_points("llmledger.client.cost") == []

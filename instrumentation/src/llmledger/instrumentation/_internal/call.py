@@ -9,15 +9,17 @@ arrives, ``fail()`` on the app's exception, and ``end()`` exactly once.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from llmledger.instrumentation._internal import attributes as A
@@ -106,8 +108,14 @@ class Telemetry:
             description="Time to receive the first chunk of a streamed response",
             explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
         )
-        self.cost = meter.create_counter(
+        # The cost counter is a sum nobody reads per call: keep exact running totals per
+        # attribute set here (a Decimal add) and hand them to the SDK when it collects,
+        # instead of one SDK measurement per call.
+        self._cost_lock = threading.Lock()
+        self._cost_totals: dict[tuple[Any, ...], tuple[dict[str, AttrValue], list[Decimal]]] = {}
+        meter.create_observable_counter(
             A.METRIC_COST,
+            callbacks=[self._observe_cost],
             unit="USD",
             description="Cost of GenAI calls in US dollars (priced calls only)",
         )
@@ -160,15 +168,38 @@ class Telemetry:
             if tenant is not None:
                 attrs[A.TENANT_ID] = tenant
             sets = MetricAttributes(
-                attrs, {**attrs, A.TOKEN_TYPE: "input"}, {**attrs, A.TOKEN_TYPE: "output"}
+                key, attrs, {**attrs, A.TOKEN_TYPE: "input"}, {**attrs, A.TOKEN_TYPE: "output"}
             )
             if len(self._metric_attrs) >= _CACHE_LIMIT:
                 self._metric_attrs.clear()
             self._metric_attrs[key] = sets
         return sets
 
+    def add_cost(self, sets: MetricAttributes, amount: Decimal) -> None:
+        with self._cost_lock:
+            entry = self._cost_totals.get(sets.key)
+            if entry is None:
+                if len(self._cost_totals) >= _COST_SERIES_LIMIT:
+                    # Past the limit, like the SDK's cardinality limit: one overflow series.
+                    key: tuple[Any, ...] = ("otel.metric.overflow",)
+                    entry = self._cost_totals.get(key)
+                    if entry is None:
+                        entry = self._cost_totals[key] = ({"otel.metric.overflow": True}, [Decimal(0)])
+                else:
+                    entry = self._cost_totals[sets.key] = (sets.call, [Decimal(0)])
+            entry[1][0] += amount
+
+    def _observe_cost(self, options: CallbackOptions) -> list[Observation]:
+        with self._cost_lock:
+            totals = [(attrs, total[0]) for attrs, total in self._cost_totals.values()]
+        return [Observation(float(total), attrs) for attrs, total in totals]
+
+
+_COST_SERIES_LIMIT = 2000
+
 
 class MetricAttributes(NamedTuple):
+    key: tuple[Any, ...]
     call: dict[str, AttrValue]
     input_tokens: dict[str, AttrValue]
     output_tokens: dict[str, AttrValue]
@@ -418,7 +449,7 @@ class LLMCall:
             if usage.output_tokens is not None and self.api.operation != A.OP_EMBEDDINGS:
                 tel.token_usage.record(usage.output_tokens, sets.output_tokens)
         if cost is not None:
-            tel.cost.add(float(cost.total), metric_attrs)
+            tel.add_cost(sets, cost.total)
         elif priced:
             tel.unpriced.add(1, metric_attrs)
 
