@@ -234,6 +234,23 @@ def test_explicit_fallback_scope(fake: FakeOpenAI, telemetry: Telemetry, instrum
         ("gpt-4.1-mini", True, 1),
         ("gpt-4o-mini", True, 2),
     ]
+    # Each fallback names what it replaced: the model and the error of the attempt before it.
+    assert _origins(telemetry) == [
+        (None, None),
+        ("gpt-4.1", "InternalServerError"),
+        ("gpt-4.1-mini", "InternalServerError"),
+    ]
+
+
+def _origins(telemetry: Telemetry) -> list[tuple[Any, Any]]:
+    return [
+        (
+            (s.attributes or {}).get("llmledger.fallback.from_model"),
+            (s.attributes or {}).get("llmledger.fallback.from_error"),
+        )
+        for s in telemetry.finished()
+        if s.name.startswith("chat")
+    ]
 
 
 def test_explicit_scope_async(fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any) -> None:
@@ -263,6 +280,7 @@ def test_automatic_rule_within_a_parent_span(
         _try_models(client, ["gpt-4.1", "gpt-4o-mini"])
         chat(client, "gpt-4.1")  # a later, independent call after a success: not a fallback
     assert _attempts(telemetry) == [("gpt-4.1", False, 0), ("gpt-4o-mini", True, 1), ("gpt-4.1", False, 0)]
+    assert _origins(telemetry) == [(None, None), ("gpt-4.1", "InternalServerError"), (None, None)]
 
 
 def test_automatic_rule_other_feature_or_no_parent_is_not_fallback(

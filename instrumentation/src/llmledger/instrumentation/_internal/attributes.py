@@ -52,6 +52,8 @@ SESSION_ID: Final = "session.id"
 FEATURE: Final = "llmledger.feature"
 FALLBACK: Final = "llmledger.fallback"
 FALLBACK_ATTEMPT: Final = "llmledger.fallback.attempt"
+FALLBACK_FROM_MODEL: Final = "llmledger.fallback.from_model"
+FALLBACK_FROM_ERROR: Final = "llmledger.fallback.from_error"
 
 # Operation names and API types.
 OP_CHAT: Final = "chat"

@@ -193,25 +193,32 @@ def current_attribution(resource_tenant: str | None = None, ctx: Context | None 
 # --- fallbacks -------------------------------------------------------------------------
 
 
+# (failures before this attempt, the model of the last failed attempt, its error type)
+FallbackOrigin = tuple[int, str | None, str | None]
+
+
 class FallbackState:
     """Attempts in one explicit fallback scope: each failed call makes the next one a fallback."""
 
-    __slots__ = ("_lock", "attempts", "failures")
+    __slots__ = ("_lock", "attempts", "failures", "last_error", "last_model")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.attempts = 0
         self.failures = 0
+        self.last_model: str | None = None
+        self.last_error: str | None = None
 
-    def begin(self) -> int:
+    def begin(self) -> FallbackOrigin:
         with self._lock:
             self.attempts += 1
-            return self.failures
+            return self.failures, self.last_model, self.last_error
 
-    def finish(self, failed: bool) -> None:
+    def finish(self, failed: bool, model: str | None = None, error_type: str | None = None) -> None:
         if failed:
             with self._lock:
                 self.failures += 1
+                self.last_model, self.last_error = model, error_type
 
 
 class fallbacks(_Scope):
@@ -251,7 +258,7 @@ class AutoFallbackTracker:
 
     def __init__(self, max_parents: int = 4096) -> None:
         self._lock = threading.Lock()
-        self._failures: OrderedDict[tuple[int, int, str | None], int] = OrderedDict()
+        self._failures: OrderedDict[tuple[int, int, str | None], FallbackOrigin] = OrderedDict()
         self._max = max_parents
 
     @staticmethod
@@ -261,19 +268,29 @@ class AutoFallbackTracker:
             return None
         return (parent.trace_id, parent.span_id, feature)
 
-    def attempt(self, key: tuple[int, int, str | None]) -> int:
+    def attempt(self, key: tuple[int, int, str | None]) -> FallbackOrigin:
         with self._lock:
-            return self._failures.get(key, 0)
+            return self._failures.get(key, _NO_FAILURES)
 
-    def finish(self, key: tuple[int, int, str | None], failed: bool) -> None:
+    def finish(
+        self,
+        key: tuple[int, int, str | None],
+        failed: bool,
+        model: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
         with self._lock:
             if failed:
-                self._failures[key] = self._failures.get(key, 0) + 1
+                count = self._failures.get(key, _NO_FAILURES)[0]
+                self._failures[key] = (count + 1, model, error_type)
                 self._failures.move_to_end(key)
                 while len(self._failures) > self._max:
                     self._failures.popitem(last=False)
             else:
                 self._failures.pop(key, None)
+
+
+_NO_FAILURES: FallbackOrigin = (0, None, None)
 
 
 # --- per-request totals ------------------------------------------------------------------

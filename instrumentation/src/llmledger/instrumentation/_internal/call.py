@@ -205,6 +205,8 @@ class MetricAttributes(NamedTuple):
     output_tokens: dict[str, AttrValue]
 
 
+_FIRST_ATTEMPT = (0, None, None)
+
 # Bounds the per-attribute-set caches (model names come from requests).
 _CACHE_LIMIT = 4096
 
@@ -278,15 +280,22 @@ class LLMCall:
         # Fallback numbering: the explicit scope wins over the automatic rule.
         self._fallback_scope: FallbackState | None = current_fallback_scope(ctx)
         self._auto_key: tuple[int, int, str | None] | None = None
-        attempt = 0
+        origin = _FIRST_ATTEMPT
         if self._fallback_scope is not None:
-            attempt = self._fallback_scope.begin()
+            origin = self._fallback_scope.begin()
         elif tel.config.auto_fallback:
             self._auto_key = tel.auto_fallbacks.key(self.attribution.get(A.FEATURE), ctx)
             if self._auto_key is not None:
-                attempt = tel.auto_fallbacks.attempt(self._auto_key)
+                origin = tel.auto_fallbacks.attempt(self._auto_key)
+        attempt, from_model, from_error = origin
         attrs[A.FALLBACK] = attempt > 0
         attrs[A.FALLBACK_ATTEMPT] = attempt
+        if attempt:
+            # What this fallback replaced, so "which model falls back to which" needs no join.
+            if from_model is not None:
+                attrs[A.FALLBACK_FROM_MODEL] = from_model
+            if from_error is not None:
+                attrs[A.FALLBACK_FROM_ERROR] = from_error
 
         if tel.config.capture_content:
             content = messages_json(api.input_messages(kwargs))
@@ -387,9 +396,9 @@ class LLMCall:
                 internal_error("pricing", exc)
 
         if self._fallback_scope is not None:
-            self._fallback_scope.finish(failed)
+            self._fallback_scope.finish(failed, self.request_model, self.error_type)
         elif self._auto_key is not None:
-            tel.auto_fallbacks.finish(self._auto_key, failed)
+            tel.auto_fallbacks.finish(self._auto_key, failed, self.request_model, self.error_type)
 
         span = self.span
         if span.is_recording():
