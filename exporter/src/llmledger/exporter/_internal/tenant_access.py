@@ -25,6 +25,7 @@ TENANT_TABLES: Final[dict[str, str]] = {
     "llm_calls": "tenant_id = {tenant}",
     "llm_usage_hourly": "tenant_id = {tenant}",
     "llm_usage_daily": "tenant_id = {tenant}",
+    "llm_fallbacks": "tenant_id = {tenant}",
     "budgets": "tenant_id = {tenant}",
     # The same tenant llm_calls derives: the span's, OpenLLMetry's, else the resource's.
     "otel_traces": "coalesce(nullIf(SpanAttributes['tenant.id'], ''), "
