@@ -122,6 +122,16 @@ FROM llm_calls
 """
 
 
+# The rows llm_fallbacks_mv writes for the fallback spans the instrumentation emits: each
+# lead-scoring fallback replaced the gpt-4.1 attempt that failed before it.
+FILL_FALLBACKS = """
+INSERT INTO llm_fallbacks (Timestamp, TraceId, tenant_id, feature, from_model, from_error, to_model, attempt, success)
+SELECT Timestamp, TraceId, tenant_id, feature, 'gpt-4.1', 'RateLimitError', response_model, fallback_attempt, success
+FROM llm_calls
+WHERE is_fallback
+"""
+
+
 def _budgets_sql() -> str:
     rows = [f"('tenant-{t}', '', 'monthly', {200 + 50 * t}, 'soft', now64(3))" for t in range(50)]
     rows += [f"('tenant-{t}', '', 'daily', {20 + 5 * t}, 'soft', now64(3))" for t in range(0, 50, 5)]
@@ -157,6 +167,10 @@ def seed(client: Client, calls: int) -> None:
             "otel_traces (one request span per call)",
             lambda: run_command(client, FILL_SPANS, settings=settings),
         ),
+        (
+            "llm_fallbacks (what each fallback replaced)",
+            lambda: run_command(client, FILL_FALLBACKS, settings=settings),
+        ),
         ("OPTIMIZE … FINAL (the merges a month of inserts gets)", lambda: _optimize(client)),
     ]
     for label, step in steps:
@@ -166,7 +180,7 @@ def seed(client: Client, calls: int) -> None:
 
 
 def _optimize(client: Client) -> None:
-    for table in ("llm_calls", "llm_usage_hourly", "otel_traces", "otel_traces_trace_id_ts"):
+    for table in ("llm_calls", "llm_usage_hourly", "llm_fallbacks", "otel_traces", "otel_traces_trace_id_ts"):
         run_command(client, f"OPTIMIZE TABLE {table} FINAL")
 
 
@@ -257,6 +271,10 @@ def main() -> int:
             sys.exit(f"{store} holds {have:,} calls, not {args.calls:,}: use another --store")
         print(f"seeding {store}", flush=True)
         seed(client, args.calls)
+    elif not run_query(client, "SELECT count() FROM llm_fallbacks").result_rows[0][0]:
+        # A store seeded before llm_fallbacks existed (migration 0006).
+        run_command(client, FILL_FALLBACKS)
+        run_command(client, "OPTIMIZE TABLE llm_fallbacks FINAL")
     rollup_rows = run_query(client, "SELECT count() FROM llm_usage_hourly").result_rows[0][0]
     print(f"{args.calls:,} calls over {DAYS} days; llm_usage_hourly holds {rollup_rows:,} rows", flush=True)
 

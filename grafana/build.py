@@ -499,33 +499,22 @@ LEFT JOIN totals AS t ON e.model = t.model
 ORDER BY errors DESC, error_type, model
 """
 
-# A fallback is attempt N of a trace; what it fell back from is attempt N-1 of the same
-# trace, which failed. One pass over the failed and fallback calls (a small share of
-# llm_calls, from an hour before the range so an edge does not orphan a pair), grouped
-# by trace, pairs them.
+# A fallback names what it replaced (llmledger.fallback.from_model / from_error, recorded by
+# the instrumentation), and llm_fallbacks keeps one row per fallback call: the pairs are a
+# filtered read of that small table, not a pairing of attempts across every failed trace.
 FALLBACK_PAIRS: Final = f"""
 {RANGE}
 SELECT
-    tupleElement(previous, 2) AS from_model,
-    tupleElement(previous, 3) AS from_error,
-    tupleElement(attempt, 2) AS to_model,
+    from_model,
+    from_error,
+    to_model,
     count() AS fallbacks,
-    countIf(tupleElement(attempt, 4)) AS fallback_succeeded,
+    countIf(success) AS fallback_succeeded,
     fallback_succeeded / fallbacks AS success_rate
-FROM (
-    SELECT groupArray((fallback_attempt, response_model, error_type, success, Timestamp >= range_start)) AS attempts
-    FROM {CALLS}
-    WHERE Timestamp >= range_start - INTERVAL 1 HOUR AND Timestamp <= range_end
-      AND (NOT success OR is_fallback)
-      AND {_all_filter("tenant_id", "tenant")}
-      AND {_all_filter("feature", "feature")}
-    GROUP BY TraceId
-    HAVING max(fallback_attempt) > 0
-)
-ARRAY JOIN attempts AS attempt
-ARRAY JOIN arrayFilter(a -> tupleElement(a, 1) + 1 = tupleElement(attempt, 1), attempts) AS previous
-WHERE tupleElement(attempt, 1) > 0
-  AND tupleElement(attempt, 5)
+FROM llm_fallbacks
+WHERE Timestamp >= range_start AND Timestamp <= range_end
+  AND {_all_filter("tenant_id", "tenant")}
+  AND {_all_filter("feature", "feature")}
   AND $__conditionalAll((from_model IN (${{model:singlequote}}) OR to_model IN (${{model:singlequote}})), $model)
 GROUP BY from_model, from_error, to_model
 ORDER BY fallbacks DESC, from_model, to_model

@@ -88,6 +88,8 @@ class SeedCall:
     estimated: bool = False
     error: str | None = None
     fallback_attempt: int = 0
+    fallback_from_model: str = ""
+    fallback_from_error: str = ""
     duration_ms: int = 800
     ttft_ms: int | None = None
     operation: str = "chat"
@@ -230,6 +232,8 @@ def _fallback_chain(rng: random.Random, at: datetime, trace_id: int) -> list[See
             model="gpt-4o-mini",
             error="APITimeoutError",
             fallback_attempt=1,
+            fallback_from_model=first.model,
+            fallback_from_error="RateLimitError",
             duration_ms=30_000,
         )
         third = replace(
@@ -240,6 +244,8 @@ def _fallback_chain(rng: random.Random, at: datetime, trace_id: int) -> list[See
             input_tokens=3_000,
             output_tokens=400,
             fallback_attempt=2,
+            fallback_from_model="gpt-4o-mini",
+            fallback_from_error="APITimeoutError",
             duration_ms=700,
         )
         return [first, second, third]
@@ -251,6 +257,8 @@ def _fallback_chain(rng: random.Random, at: datetime, trace_id: int) -> list[See
         output_tokens=400,
         cost=0.00069,
         fallback_attempt=1,
+        fallback_from_model=first.model,
+        fallback_from_error="RateLimitError",
         duration_ms=900,
     )
     return [first, second]
@@ -397,6 +405,8 @@ def _attributes(call: SeedCall) -> dict[str, AttributeValue]:
     if call.fallback_attempt:
         attributes["llmledger.fallback"] = True
         attributes["llmledger.fallback.attempt"] = call.fallback_attempt
+        attributes["llmledger.fallback.from_model"] = call.fallback_from_model
+        attributes["llmledger.fallback.from_error"] = call.fallback_from_error
     if call.error is not None:
         attributes["error.type"] = call.error
     return attributes

@@ -24,6 +24,8 @@ ROLLUP_ONLY_EXCEPTIONS = {
     "Errors by type and model",
     "Which models fall back to which",
 }
+# Panels answered by a purpose-built table (neither the rollups nor llm_calls).
+OWN_TABLE = {"Which models fall back to which": "llm_fallbacks"}
 
 
 def test_the_committed_files_are_what_build_writes() -> None:
@@ -102,11 +104,18 @@ def test_rollup_answers_unless_the_question_is_per_call(uid: str, panel: dict[st
     (target,) = panel["targets"]
     sql = target["rawSql"]
     reads_calls = re.search(r"\bllm_calls\b", sql) is not None
-    assert reads_calls == (panel["title"] in ROLLUP_ONLY_EXCEPTIONS and panel["title"] != "Trace")
+    own_table = OWN_TABLE.get(panel["title"])
+    if own_table is not None:
+        assert re.search(rf"\bFROM {own_table}\b", sql)
+    assert reads_calls == (
+        panel["title"] in ROLLUP_ONLY_EXCEPTIONS and panel["title"] != "Trace" and own_table is None
+    )
     if panel["title"] not in ROLLUP_ONLY_EXCEPTIONS:
         assert "llm_usage_hourly" in sql
     # Tables unqualified: the datasource's default database resolves them.
-    assert not re.search(r"\b\w+\.(llm_calls|llm_usage_hourly|otel_traces|budgets|model_prices)\b", sql)
+    assert not re.search(
+        r"\b\w+\.(llm_calls|llm_usage_hourly|llm_fallbacks|otel_traces|budgets|model_prices)\b", sql
+    )
 
 
 @pytest.mark.parametrize("uid", sorted(DASHBOARDS))
