@@ -200,18 +200,16 @@ FallbackOrigin = tuple[int, str | None, str | None]
 class FallbackState:
     """Attempts in one explicit fallback scope: each failed call makes the next one a fallback."""
 
-    __slots__ = ("_lock", "attempts", "failures", "last_error", "last_model")
+    __slots__ = ("_lock", "failures", "last_error", "last_model")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.attempts = 0
         self.failures = 0
         self.last_model: str | None = None
         self.last_error: str | None = None
 
     def begin(self) -> FallbackOrigin:
         with self._lock:
-            self.attempts += 1
             return self.failures, self.last_model, self.last_error
 
     def finish(self, failed: bool, model: str | None = None, error_type: str | None = None) -> None:

@@ -132,6 +132,8 @@ class AsyncStreamProxy(_StreamProxyBase):
         return self
 
     async def __anext__(self) -> Any:
+        # StreamProxy.__next__ with `await`: kept inline rather than behind a shared helper,
+        # which would cost a call per chunk on the hottest path.
         call = self._self_call
         try:
             while True:
