@@ -177,6 +177,9 @@ def test_cluster_mode_emits_on_cluster_and_replicated_engines() -> None:
     creates = [s for s in statements if s.startswith("CREATE")]
     assert creates
     assert all("ON CLUSTER `prod`" in s for s in creates)
+    alters = [s for s in statements if s.startswith("ALTER")]
+    assert alters
+    assert all("ON CLUSTER `prod`" in s for s in alters)
     tables = [s for s in creates if s.startswith("CREATE TABLE")]
     assert all("ENGINE = Replicated" in s for s in tables), "every table replicated"
     assert not any("non_replicated_deduplication_window" in s for s in statements)
@@ -212,3 +215,21 @@ def test_default_store_is_in_the_users_data_dir(tmp_path) -> None:
     server = StoreConfig.from_env({"LLMLEDGER_CLICKHOUSE_URL": "https://u:secret@ch.example:8443/ledger"})
     assert (server.embedded, server.database) == (False, "ledger")
     assert "secret" not in server.display_url
+
+
+def test_embedded_only_migrations_run_on_the_embedded_store_and_are_recorded_on_a_server(
+    config: StoreConfig, query
+) -> None:
+    tuning = [m for m in load_migrations() if m.embedded_only]
+    assert tuning, "the merge-width migration is embedded-only"
+    server = StoreConfig(url="http://ch:8123", database="ledger")
+    assert all(m.statements(server) == [] for m in tuning)
+    embedded = StoreConfig(url="chdb:///tmp/store", database="ledger")
+    assert all(m.statements(embedded) for m in tuning)
+    # Applied to the test store: on the embedded one the one-row-per-span tables merge
+    # wider and the rollups keep the default; on a server nothing changed.
+    tables = create_statements(query, config.database)
+    for table in ("otel_traces", "otel_traces_trace_id_ts", "llm_calls"):
+        assert ("merge_selector_base = 10" in tables[table]) == config.embedded, table
+    for table in ("llm_usage_hourly", "llm_usage_daily", "llm_fallbacks"):
+        assert "merge_selector_base" not in tables[table], table

@@ -24,6 +24,7 @@ from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.store import run_command, run_query
 
 __all__ = [
+    "EMBEDDED_ONLY",
     "LEDGER_TABLE",
     "Migration",
     "MigrationStatus",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 LEDGER_TABLE: Final = "llmledger_schema_migrations"
+# A template whose first line is this applies to the embedded store only (engine tuning
+# for a store that merges on the application's own core); on a server it is recorded as
+# applied with nothing run, so the versions stay in step.
+EMBEDDED_ONLY: Final = "-- llmledger: embedded store only"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Retried inserts are recognised by their token within this many recent blocks; replicated
 # tables have it by default (replicated_deduplication_window).
@@ -48,11 +53,18 @@ class Migration:
     template: str
 
     @property
+    def embedded_only(self) -> bool:
+        """Whether this migration applies to the embedded store only (see :data:`EMBEDDED_ONLY`)."""
+        return self.template.startswith(EMBEDDED_ONLY + "\n")
+
+    @property
     def checksum(self) -> str:
         return hashlib.sha256(self.template.encode()).hexdigest()[:16]
 
     def statements(self, config: StoreConfig) -> list[str]:
         """The migration's statements with identifiers and clauses for ``config`` substituted."""
+        if self.embedded_only and not config.embedded:
+            return []
         sql = string.Template(self.template).substitute(_substitutions(config))
         return [statement for statement in _split_statements(sql) if statement]
 
