@@ -8,12 +8,16 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from llmledger.exporter import ClickHouseSpanExporter, StoreConfig
+from llmledger.exporter._internal.migrations import apply_migrations
+from llmledger.exporter._internal.store import run_command
 
 BIN = Path(sys.executable).parent
 EMBEDDED_ONLY = pytest.mark.skipif(
@@ -27,41 +31,140 @@ def child_env(store: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+CHAT = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "tenant.id": "acme",
+    "gen_ai.usage.input_tokens": 7,
+    "gen_ai.usage.output_tokens": 3,
+}
+
+
+def record(recorder, count: int) -> list[ReadableSpan]:
+    """``count`` new spans (the recorder keeps every span it finished; start afresh)."""
+    recorder.memory.clear()
+    for _ in range(count):
+        recorder.call("chat gpt-4o-mini", CHAT)
+    return recorder.finished()
+
+
+def parts_and_spans(query, database: str) -> tuple[int, int]:
+    (row,) = query(f"SELECT uniqExact(_part) AS parts, count() AS spans FROM {database}.otel_traces")
+    return row["parts"], row["spans"]
+
+
 def test_exports_spans_and_applies_the_schema_itself(blank_config: StoreConfig, recorder, query) -> None:
     exporter = ClickHouseSpanExporter(blank_config)
-    recorder.call(
-        "chat gpt-4o-mini",
-        {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": "openai",
-            "gen_ai.request.model": "gpt-4o-mini",
-            "tenant.id": "acme",
-            "gen_ai.usage.input_tokens": 7,
-            "gen_ai.usage.output_tokens": 3,
-        },
-    )
-    assert exporter.export(recorder.finished()) is SpanExportResult.SUCCESS
-    assert exporter.export(recorder.finished()) is SpanExportResult.SUCCESS  # a retry: deduplicated
-    exporter.shutdown()
+    assert exporter.export(record(recorder, 1)) is SpanExportResult.SUCCESS
+    exporter.shutdown()  # writes what is pending, as the SDK's shutdown at exit does
     assert query(f"SELECT tenant_id, input_tokens, output_tokens FROM {blank_config.database}.llm_calls") == [
         {"tenant_id": "acme", "input_tokens": 7, "output_tokens": 3}
     ]
-    assert exporter.export(recorder.finished()) is SpanExportResult.FAILURE  # after shutdown
+    assert exporter.export(record(recorder, 1)) is SpanExportResult.FAILURE  # after shutdown
 
 
-def test_an_unreachable_store_fails_the_export_quietly_and_logs_once(recorder, caplog) -> None:
-    exporter = ClickHouseSpanExporter(StoreConfig(url="http://127.0.0.1:9/nowhere"))
-    recorder.call("chat", {"gen_ai.operation.name": "chat"})
+@pytest.fixture
+def unmerged(config: StoreConfig, store_client) -> StoreConfig:
+    """A migrated database whose otel_traces keeps every insert as its own part."""
+    run_command(store_client, f"SYSTEM STOP MERGES `{config.database}`.`otel_traces`")
+    return config
+
+
+def test_the_sdks_small_batches_are_written_as_one_insert(unmerged: StoreConfig, recorder, query) -> None:
+    exporter = ClickHouseSpanExporter(unmerged, max_delay_s=60)
+    results = [exporter.export(record(recorder, 3)) for _ in range(5)]
+    assert results == [SpanExportResult.SUCCESS] * 5
+    assert exporter.force_flush() is True
+    assert parts_and_spans(query, unmerged.database) == (1, 15)
+    exporter.shutdown()
+
+
+def test_without_a_delay_every_export_is_its_own_insert(unmerged: StoreConfig, recorder, query) -> None:
+    exporter = ClickHouseSpanExporter(unmerged, max_delay_s=0)
+    for _ in range(3):
+        assert exporter.export(record(recorder, 2)) is SpanExportResult.SUCCESS
+        # Written before export returned: no flush needed.
+    assert parts_and_spans(query, unmerged.database) == (3, 6)
+    exporter.shutdown()
+
+
+def test_a_full_batch_is_written_by_the_exporting_thread(unmerged: StoreConfig, recorder, query) -> None:
+    exporter = ClickHouseSpanExporter(unmerged, max_batch_spans=4, max_delay_s=60)
+    exporter.export(record(recorder, 3))
+    assert parts_and_spans(query, unmerged.database) == (0, 0)
+    exporter.export(record(recorder, 1))  # reaches 4: written before export returns
+    assert parts_and_spans(query, unmerged.database) == (1, 4)
+    exporter.shutdown()
+
+
+def test_a_batch_is_written_when_it_is_max_delay_old(config: StoreConfig, recorder, query) -> None:
+    exporter = ClickHouseSpanExporter(config, max_delay_s=0.2)
+    exporter.export(record(recorder, 2))
+    deadline = time.monotonic() + 10
+    while parts_and_spans(query, config.database)[1] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert parts_and_spans(query, config.database)[1] == 2  # no flush, no shutdown: the timer wrote it
+    exporter.shutdown()
+
+
+def test_a_failed_batch_is_kept_and_lands_once_when_the_store_recovers(
+    blank_config: StoreConfig, store_client, recorder, query, caplog
+) -> None:
+    # The store opens but the database does not exist yet: every write fails for real.
+    exporter = ClickHouseSpanExporter(blank_config, apply_schema=False, max_delay_s=60)
     with caplog.at_level(logging.DEBUG, logger="llmledger.exporter"):
-        results = [exporter.export(recorder.finished()) for _ in range(3)]
-    assert results == [SpanExportResult.FAILURE] * 3
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1
-    assert "could not write 1 span(s)" in errors[0].getMessage()
-    # The store is not tried again on every batch: the later failures fail fast.
-    causes = [str(record.exc_info[1]) for record in caplog.records if record.exc_info]
-    assert len(causes) == 2
-    assert all("not retrying the store" in cause for cause in causes)
+        assert exporter.export(record(recorder, 2)) is SpanExportResult.SUCCESS
+        assert exporter.force_flush() is False
+        assert exporter.export(record(recorder, 1)) is SpanExportResult.SUCCESS
+        assert exporter.force_flush() is False
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1, errors  # logged once per outage
+        assert "could not write 2 span(s)" in errors[0]
+        assert "kept, retried later" in errors[0]
+
+        apply_migrations(store_client, blank_config)
+        assert exporter.force_flush() is True
+        assert exporter.force_flush() is True  # nothing left: nothing written twice
+    assert any("recovered" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert parts_and_spans(query, blank_config.database)[1] == 3
+    exporter.shutdown()
+
+
+def test_an_unreachable_store_bounds_what_waits_and_says_so(recorder, caplog) -> None:
+    exporter = ClickHouseSpanExporter(
+        StoreConfig(url="http://127.0.0.1:9/nowhere"), max_batch_spans=2, max_delay_s=60
+    )
+    with caplog.at_level(logging.DEBUG, logger="llmledger.exporter"):
+        # Each full batch tries the store; the first failure is logged, later ones fail
+        # fast without reopening. Up to 10 batches' worth (20 spans) waits, then refusal.
+        results = [exporter.export(record(recorder, 1)) for _ in range(25)]
+        assert results == [SpanExportResult.SUCCESS] * 20 + [SpanExportResult.FAILURE] * 5
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 2, errors  # the write failure once, the refusal once
+        assert "could not write 2 span(s)" in errors[0]
+        assert "20 span(s) waiting for the store" in errors[1]
+        causes = [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+        assert causes
+        assert all("not retrying the store" in cause for cause in causes)
+        exporter.shutdown()
+    assert "shut down with 20 span(s) it could not write" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_inherit_pending_spans(recorder) -> None:
+    exporter = ClickHouseSpanExporter(StoreConfig(url="http://127.0.0.1:9/nowhere"), max_delay_s=60)
+    exporter.export(record(recorder, 3))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it would write, without touching any store
+        os.write(write, str(exporter.pending_spans).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 100) == b"0"
+    os.close(read)
+    assert exporter.pending_spans == 3
     exporter.shutdown()
 
 

@@ -2,19 +2,37 @@
 
 ``OTEL_TRACES_EXPORTER=llmledger opentelemetry-instrument python app.py`` builds it with
 no arguments (the store comes from ``LLMLEDGER_CLICKHOUSE_URL`` or the default embedded
-store) behind the SDK's ``BatchSpanProcessor``, which flushes it on shutdown. The store
-is opened and the schema applied on the first export, off the app's import path. Export
-never raises into the app: a failure is logged once (until the next success) and
-reported as ``FAILURE``; after a store fails to open, batches fail fast for
-:data:`REOPEN_AFTER_S` before it is tried again.
+store) behind the SDK's ``BatchSpanProcessor``. The store is opened and the schema
+applied on the first write, off the app's import path.
+
+The SDK hands over at most 512 spans at a time (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), and
+every insert pays a fixed ~60 ms of engine work (the materialized views are planned per
+insert, and each insert leaves parts to merge later): written one by one, such batches
+cost ~165 µs a span instead of ~20. So :meth:`export` converts the spans to rows and
+adds them to a pending batch, which is written as one insert when it reaches
+``max_batch_spans`` (in the exporting thread, which gives the SDK's queue back-pressure)
+or is ``max_delay_s`` old (by a background thread), and on :meth:`force_flush` and
+:meth:`shutdown`, which the SDK calls at exit. Spans wait here as they wait in the
+SDK's own queue: a killed process loses both.
+
+Export never raises into the app. A batch that fails to write is kept, with its
+deduplication token, and retried before anything newer (a retry after a write that did
+land is dropped by the store); a failure is logged once until the next success. While
+the store stays unusable pending spans are bounded by ``max_pending_spans``: past it
+:meth:`export` refuses new spans with ``FAILURE`` (the SDK counts them as dropped). After
+a store fails to open, it is not tried again for :data:`REOPEN_AFTER_S`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 from clickhouse_connect.driver.client import Client
 from opentelemetry.sdk.trace import ReadableSpan
@@ -26,26 +44,104 @@ from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import StoreError, open_store
 from llmledger.exporter._internal.writer import SpanWriter
 
-__all__ = ["ClickHouseSpanExporter"]
+__all__ = ["ENV_BATCH_SPANS", "ENV_DELAY_MS", "ClickHouseSpanExporter"]
 
 _logger = logging.getLogger(__name__)
 
-# After the store fails to open, batches fail fast for this long before the next attempt.
+# After the store fails to open, writes fail fast for this long before the next attempt.
 REOPEN_AFTER_S = 30.0
+
+ENV_BATCH_SPANS: Final = "LLMLEDGER_EXPORT_BATCH_SPANS"
+ENV_DELAY_MS: Final = "LLMLEDGER_EXPORT_DELAY_MS"
+DEFAULT_BATCH_SPANS: Final = 20_000
+DEFAULT_DELAY_MS: Final = 1_000
+# Pending spans allowed while writes fail, as a multiple of the batch size.
+_PENDING_BATCHES: Final = 10
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        _logger.error("%s=%r is not a whole number >= %d; using %d", name, raw, minimum, default)
+        return default
+    return value
+
+
+class _Batch:
+    """Rows to write as one insert; frozen (with its token) once a write was attempted."""
+
+    __slots__ = ("rows", "since", "token")
+
+    def __init__(self) -> None:
+        self.rows = SpanRows()
+        self.since = time.monotonic()
+        self.token: str | None = None
 
 
 class ClickHouseSpanExporter(SpanExporter):
-    """Writes finished spans to the llmledger store's ``otel_traces`` (and so ``llm_calls``)."""
+    """Writes finished spans to the llmledger store's ``otel_traces`` (and so ``llm_calls``).
 
-    def __init__(self, config: StoreConfig | None = None, *, apply_schema: bool = True) -> None:
+    ``max_batch_spans`` and ``max_delay_s`` default to ``LLMLEDGER_EXPORT_BATCH_SPANS``
+    (20,000) and ``LLMLEDGER_EXPORT_DELAY_MS`` (1,000); ``max_delay_s=0`` writes every
+    export as it arrives.
+    """
+
+    def __init__(
+        self,
+        config: StoreConfig | None = None,
+        *,
+        apply_schema: bool = True,
+        max_batch_spans: int | None = None,
+        max_delay_s: float | None = None,
+    ) -> None:
+        env = os.environ
         self._config = config
         self._apply_schema = apply_schema
-        self._lock = threading.Lock()
+        self._max_batch = max_batch_spans or _env_int(env, ENV_BATCH_SPANS, DEFAULT_BATCH_SPANS, 1)
+        self._max_delay = (
+            max_delay_s
+            if max_delay_s is not None
+            else _env_int(env, ENV_DELAY_MS, DEFAULT_DELAY_MS, 0) / 1000
+        )
+        self._max_pending = self._max_batch * _PENDING_BATCHES
+        # _lock guards the batches and the flags; _write_lock serialises writes (and the
+        # store's opening) so batches land in order, without holding up export().
+        self._lock = threading.Condition(threading.Lock())
+        self._write_lock = threading.Lock()
+        self._ready: deque[_Batch] = deque()  # full, or failed and waiting for a retry
+        self._open_batch = _Batch()
         self._client: Client | None = None
         self._writer: SpanWriter | None = None
         self._failing = False
+        self._refusing = False
         self._shut_down = False
         self._reopen_at = 0.0
+        self._retry_at = 0.0
+        self._flusher: threading.Thread | None = None
+        self._flusher_pid = 0
+        if hasattr(os, "register_at_fork"):
+            # A forked child must not write its parent's pending spans a second time, nor
+            # use the parent's store handle: it starts empty and opens the store itself.
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: (e := ref()) is not None and e._reset_after_fork())
+
+    def _reset_after_fork(self) -> bool:
+        self._lock = threading.Condition(threading.Lock())
+        self._write_lock = threading.Lock()
+        self._ready = deque()
+        self._open_batch = _Batch()
+        self._client = None
+        self._writer = None
+        self._flusher = None
+        return True
+
+    # -- the store -------------------------------------------------------------------
 
     def _open(self) -> SpanWriter:
         if self._writer is None:
@@ -70,37 +166,147 @@ class ClickHouseSpanExporter(SpanExporter):
             self._reopen_at = 0.0
         return self._writer
 
+    def _pending_spans(self) -> int:
+        return sum(len(batch.rows) for batch in self._ready) + len(self._open_batch.rows)
+
+    @property
+    def pending_spans(self) -> int:
+        """Spans accepted by :meth:`export` and not yet written."""
+        with self._lock:
+            return self._pending_spans()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _write_due(self, *, everything: bool) -> bool:
+        """Write the ready batches (and the open one when ``everything`` or when it is due); ``True`` when nothing is left."""
+        with self._write_lock:
+            while True:
+                with self._lock:
+                    open_batch = self._open_batch
+                    if open_batch.rows and (
+                        everything
+                        or len(open_batch.rows) >= self._max_batch
+                        or time.monotonic() - open_batch.since >= self._max_delay
+                    ):
+                        self._ready.append(open_batch)
+                        self._open_batch = _Batch()
+                    if not self._ready:
+                        return True
+                    batch = self._ready[0]
+                if batch.token is None:
+                    batch.token = batch.rows.dedup_token()
+                try:
+                    self._open().write(batch.rows, dedup_token=batch.token)
+                except Exception as exc:
+                    self._write_failed(len(batch.rows), exc)
+                    return False
+                with self._lock:
+                    self._ready.popleft()
+                    self._refusing = False
+                if self._failing:
+                    self._failing = False
+                    _logger.warning("llmledger span export recovered")
+
+    def _write_failed(self, spans: int, exc: Exception) -> None:
+        # A failed batch is retried by the flusher after a pause, not in a tight loop.
+        self._retry_at = time.monotonic() + max(self._max_delay, 1.0)
+        if not self._failing:
+            self._failing = True
+            _logger.error(
+                "llmledger could not write %d span(s) to the store (kept, retried later): %s", spans, exc
+            )
+        else:
+            _logger.debug("llmledger span export still failing", exc_info=True)
+
+    def _next_due(self) -> float | None:
+        # Called with _lock held: when the flusher has something to write, if anything.
+        if self._ready:
+            return self._retry_at
+        if self._open_batch.rows:
+            return self._open_batch.since + self._max_delay
+        return None
+
+    def _run_flusher(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    if self._shut_down:
+                        return
+                    due = self._next_due()
+                    if due is None:
+                        self._lock.wait()
+                        continue
+                    now = time.monotonic()
+                    if due <= now:
+                        break
+                    self._lock.wait(due - now)
+            try:
+                self._write_due(everything=False)
+            except Exception:  # never let the thread die; _write_due logs write failures itself
+                _logger.debug("llmledger flush failed", exc_info=True)
+
+    def _ensure_flusher(self) -> None:
+        # Called with _lock held. A forked child has no thread: start one of its own.
+        if self._flusher is None or self._flusher_pid != os.getpid() or not self._flusher.is_alive():
+            self._flusher_pid = os.getpid()
+            self._flusher = threading.Thread(target=self._run_flusher, name="llmledger-export", daemon=True)
+            self._flusher.start()
+
+    # -- the SpanExporter interface ----------------------------------------------------
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Write ``spans`` as one batch; ``FAILURE`` (logged once per outage) when that is impossible."""
+        """Add ``spans`` to the pending batch (see the module doc); ``FAILURE`` after shutdown or when too much is pending."""
         if self._shut_down:
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
         try:
-            rows = SpanRows()
-            rows.add_sdk_spans(spans)
             with self._lock:
-                self._open().write(rows)
-        except Exception as exc:
-            if not self._failing:
-                self._failing = True
-                _logger.error("llmledger could not write %d span(s) to the store: %s", len(spans), exc)
-            else:
-                _logger.debug("llmledger span export still failing", exc_info=True)
+                if self._pending_spans() + len(spans) > self._max_pending:
+                    if not self._refusing:
+                        self._refusing = True
+                        _logger.error(
+                            "llmledger has %d span(s) waiting for the store; refusing more until it recovers",
+                            self._pending_spans(),
+                        )
+                    return SpanExportResult.FAILURE
+                batch = self._open_batch
+                started = not batch.rows
+                if started:
+                    batch.since = time.monotonic()
+                batch.rows.add_sdk_spans(spans)
+                full = len(batch.rows) >= self._max_batch or self._max_delay <= 0
+                if started and not full:
+                    # The flusher sleeps until there is something to time; wake it once per batch.
+                    self._ensure_flusher()
+                    self._lock.notify()
+            if full:
+                self._write_due(everything=self._max_delay <= 0)
+        except Exception as exc:  # conversion of a malformed span: contained, like a failed write
+            self._write_failed(len(spans), exc)
             return SpanExportResult.FAILURE
-        if self._failing:
-            self._failing = False
-            _logger.warning("llmledger span export recovered")
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Nothing is buffered here: every export is written before it returns."""
-        return True
+        """Write everything pending now; ``False`` when some of it could not be written."""
+        try:
+            return self._write_due(everything=True)
+        except Exception:
+            _logger.debug("llmledger flush failed", exc_info=True)
+            return False
 
     def shutdown(self) -> None:
-        """Close the store; later exports return ``FAILURE``."""
+        """Write what is pending, then close the store; later exports return ``FAILURE``."""
+        if self._shut_down:
+            return
+        self.force_flush()
         with self._lock:
             self._shut_down = True
+            self._lock.notify_all()
+            left = self._pending_spans()
+        if left:
+            _logger.error("llmledger shut down with %d span(s) it could not write", left)
+        with self._write_lock:
             if self._client is not None:
                 try:
                     self._client.close()
