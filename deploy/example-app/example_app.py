@@ -13,9 +13,7 @@ import os
 import sys
 import time
 
-from llmledger.exporter._internal.demo import app
-from llmledger.exporter._internal.demo.run import FAILING_MODELS
-from llmledger.exporter._internal.demo.server import DemoOpenAIServer
+from llmledger.exporter.demo import FAILING_MODELS, DemoOpenAIServer, run_sample_app
 
 
 def main() -> int:
@@ -24,7 +22,7 @@ def main() -> int:
     os.environ["OPENAI_API_KEY"] = "sk-local-stand-in"
     interval = float(os.environ.get("EXAMPLE_APP_INTERVAL_SECONDS", "60"))
     while True:
-        app.main()
+        run_sample_app()
         time.sleep(interval)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 LLMLEDGER = str(Path(sys.executable).parent / "llmledger")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _table(out: str) -> dict[str, dict[str, str]]:
@@ -94,3 +96,26 @@ def test_demo_refuses_to_wipe_a_non_demo_directory(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "is not a demo directory" in done.stdout + done.stderr
     assert (precious / "data.txt").read_text() == "keep me"
+
+
+def test_the_compose_example_app_uses_only_the_public_demo_module(monkeypatch, capsys) -> None:
+    example = ROOT / "deploy" / "example-app" / "example_app.py"
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(example.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "llmledger.exporter.demo" in imported
+    assert not [name for name in imported if "_internal" in name]
+
+    from llmledger.exporter.demo import FAILING_MODELS, DemoOpenAIServer, run_sample_app
+
+    # One round of what the example app loops over, through the real SDK and server.
+    server = DemoOpenAIServer(failing_models=FAILING_MODELS).start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-local-stand-in")
+        assert run_sample_app() == 0
+    finally:
+        server.stop()
+    assert "sample app finished" in capsys.readouterr().err
