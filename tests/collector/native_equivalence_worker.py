@@ -11,10 +11,11 @@ import json
 import math
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from llmledger.exporter._internal.collector.native_insert import NativeInsert
 from llmledger.exporter._internal.collector.spool import SpoolBatch, SpoolRecord
@@ -47,12 +48,19 @@ def scalar(value: AnyValue, rng: random.Random, allow_special: bool = True) -> N
 def any_value(value: AnyValue, rng: random.Random, unsupported: float) -> None:
     roll = rng.random()
     if roll < unsupported:
-        if rng.random() < 0.5:
+        kind = rng.randrange(4)
+        if kind == 0:
             entry = value.kvlist_value.values.add()
             entry.key = "k"
             scalar(entry.value, rng)
-        else:
+        elif kind == 1:
             scalar(value.array_value.values.add().array_value.values.add(), rng)
+        elif kind == 2:
+            value.array_value.values.add().double_value = rng.choice(
+                [float("nan"), float("inf"), float("-inf")]
+            )
+        else:
+            value.array_value.values.add().string_value = rng.choice(["bell\x07", "\x00", "esc\x1b["])
     elif roll < 0.25:
         array = value.array_value
         array.SetInParent()
@@ -114,6 +122,47 @@ def make_request(rng: random.Random, unsupported: float) -> tuple[bytes, int]:
     return request.SerializeToString(), spans
 
 
+_CONTROL = {*range(0x08), 0x0B, *range(0x0E, 0x20)}
+
+
+def _renders(values: Sequence[KeyValue]) -> bool:
+    """Whether the native insert renders this attribute list (else the batch must be refused)."""
+    if len({kv.key for kv in values}) != len(values):
+        return False
+    for kv in values:
+        kind = kv.value.WhichOneof("value")
+        if kind == "kvlist_value":
+            return False
+        if kind == "array_value":
+            for element in kv.value.array_value.values:
+                inner = element.WhichOneof("value")
+                if inner in ("array_value", "kvlist_value"):
+                    return False
+                if inner == "double_value" and not math.isfinite(element.double_value):
+                    return False
+                if inner == "string_value" and _CONTROL.intersection(map(ord, element.string_value)):
+                    return False
+    return True
+
+
+def renders_natively(payload: bytes) -> bool:
+    """What the native insert should accept, worked out independently of its SQL."""
+    request = ExportTraceServiceRequest.FromString(payload)
+    for resource_spans in request.resource_spans:
+        if not _renders(resource_spans.resource.attributes):
+            return False
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                lists = [
+                    span.attributes,
+                    *(e.attributes for e in span.events),
+                    *(x.attributes for x in span.links),
+                ]
+                if not all(_renders(attributes) for attributes in lists):
+                    return False
+    return True
+
+
 def main(root: Path, batches: int) -> None:
     rows_db = StoreConfig(url=f"chdb://{root / 'store'}", database="by_rows")
     native_db = StoreConfig(url=rows_db.url, database="by_engine")
@@ -124,6 +173,7 @@ def main(root: Path, batches: int) -> None:
     native = NativeInsert(client, native_db.database, root / "native-batch.pb")
     rng = random.Random(20261125)
     native_batches = refused = 0
+    wrong_path: list[int] = []
     for number in range(batches):
         unsupported = 0.0 if number % 3 else 0.02
         records: list[SpoolRecord] = []
@@ -135,7 +185,11 @@ def main(root: Path, batches: int) -> None:
         for record in records:
             rows.add_otlp(ExportTraceServiceRequest.FromString(record.payload))
         writer.write(rows, batch.dedup_token)
-        if native.write(batch):
+        expected_native = all(renders_natively(record.payload) for record in records)
+        written_natively = native.write(batch)
+        if written_natively != expected_native:
+            wrong_path.append(number)
+        if written_natively:
             native_batches += 1
         else:
             refused += 1
@@ -160,6 +214,7 @@ def main(root: Path, batches: int) -> None:
                 "native_rows": len(actual),
                 "native_batches": native_batches,
                 "refused_batches": refused,
+                "wrong_path": wrong_path,
                 "differences": differences[:3],
                 "different": len(differences),
             }

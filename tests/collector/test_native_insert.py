@@ -26,6 +26,9 @@ def test_native_insert_rows_equal_span_rows(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["differences"] == []
+    # A batch is refused exactly when it holds what the SQL does not render: no batch that
+    # could have been written natively is sent the slow way.
+    assert summary["wrong_path"] == []
     assert summary["rows"] == summary["native_rows"] > 300
     # Both paths were taken: most batches natively, those with map values or nested arrays by SpanRows.
     assert summary["native_batches"] >= 15
