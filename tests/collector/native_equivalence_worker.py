@@ -13,6 +13,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -24,6 +25,9 @@ from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import open_store, run_query
 from llmledger.exporter._internal.writer import SpanWriter
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 TEXT = ["", "plain", "ünïcødé ✓", 'quote " and \\ backslash', "<b>&amp;</b>", "line\nbreak\ttab\r", "\u2028\u2029", "bell\x07", "emoji 🎉", "/slash/"]  # fmt: skip
 DOUBLES = [0.0, -0.0, 0.000435, 1e-7, 1.5e-6, 1e-6, 123.456, 3.0, 1e21, 1e20, -2.5e22, 5e-324, 1.7976931348623157e308, float("nan"), float("inf"), float("-inf")]  # fmt: skip
@@ -163,6 +167,45 @@ def renders_natively(payload: bytes) -> bool:
     return True
 
 
+def check_read_in_blocks(client: Client, root: Path, rng: random.Random) -> dict[str, object]:
+    """A batch decoded one request at a time still writes one part, or nothing, and replays as a duplicate."""
+    config = StoreConfig(url=f"chdb://{root / 'store'}", database="by_blocks")
+    apply_migrations(client, config)
+    native = NativeInsert(client, config.database, root / "blocks-batch.pb", read_block_bytes=1)
+
+    def batch(number: int, last_unsupported: bool) -> SpoolBatch:
+        records = [
+            SpoolRecord(0, 0, spans, 0, payload)
+            for payload, spans in (make_request(rng, 0.0) for _ in range(6))
+        ]
+        if last_unsupported:
+            while renders_natively(payload := make_request(rng, 0.5)[0]):
+                pass
+            records.append(SpoolRecord(0, 0, 1, 0, payload))
+        return SpoolBatch(1, number, number + 1, tuple(records), f"blocks-{number}")
+
+    def counts() -> tuple[int, int, int]:
+        """Rows, active parts, and the parts one block per statement makes (one per day)."""
+        rows, days, parts = run_query(
+            client,
+            "SELECT count(), uniqExact(toDate(Timestamp)), (SELECT count() FROM system.parts "
+            "WHERE database = 'by_blocks' AND table = 'otel_traces' AND active) FROM by_blocks.otel_traces",
+        ).result_rows[0]
+        return int(rows), int(parts), int(days)
+
+    good = batch(1, last_unsupported=False)
+    written = native.write(good)
+    after_write = counts()
+    replayed = native.write(good)
+    after_replay = counts()
+    refused = not native.write(batch(2, last_unsupported=True))
+    return {
+        "written": written and after_write[0] == good.span_count and after_write[1] == after_write[2],
+        "replay_dropped": replayed and after_replay == after_write,
+        "refused_wrote_nothing": refused and counts() == after_write,
+    }
+
+
 def main(root: Path, batches: int) -> None:
     rows_db = StoreConfig(url=f"chdb://{root / 'store'}", database="by_rows")
     native_db = StoreConfig(url=rows_db.url, database="by_engine")
@@ -183,9 +226,9 @@ def main(root: Path, batches: int) -> None:
         batch = SpoolBatch(1, number, number + 1, tuple(records), f"equivalence-{number}")
         rows = SpanRows()
         for record in records:
-            rows.add_otlp(ExportTraceServiceRequest.FromString(record.payload))
+            rows.add_otlp(ExportTraceServiceRequest.FromString(bytes(record.payload)))
         writer.write(rows, batch.dedup_token)
-        expected_native = all(renders_natively(record.payload) for record in records)
+        expected_native = all(renders_natively(bytes(record.payload)) for record in records)
         written_natively = native.write(batch)
         if written_natively != expected_native:
             wrong_path.append(number)
@@ -204,6 +247,7 @@ def main(root: Path, batches: int) -> None:
         ]
 
     expected, actual = table(rows_db.database), table(native_db.database)
+    read_in_blocks = check_read_in_blocks(client, root, rng)
     differences = [
         {"rows": repr(a), "native": repr(b)} for a, b in zip(expected, actual, strict=False) if a != b
     ]
@@ -217,6 +261,7 @@ def main(root: Path, batches: int) -> None:
                 "wrong_path": wrong_path,
                 "differences": differences[:3],
                 "different": len(differences),
+                "read_in_blocks": read_in_blocks,
             }
         )
     )

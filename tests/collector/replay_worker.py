@@ -46,7 +46,7 @@ def main(root: Path) -> None:
     apply_migrations(client, config)
     rows = SpanRows()
     for record in batch.records:
-        rows.add_otlp(ExportTraceServiceRequest.FromString(record.payload))
+        rows.add_otlp(ExportTraceServiceRequest.FromString(bytes(record.payload)))
     SpanWriter(client, config.database).write(rows, batch.dedup_token)
     client.close()
     spool.close()

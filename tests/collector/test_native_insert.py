@@ -29,6 +29,12 @@ def test_native_insert_rows_equal_span_rows(tmp_path: Path) -> None:
     # A batch is refused exactly when it holds what the SQL does not render: no batch that
     # could have been written natively is sent the slow way.
     assert summary["wrong_path"] == []
+    # Decoded a request at a time, a batch is still one part (or nothing) with one token.
+    assert summary["read_in_blocks"] == {
+        "written": True,
+        "replay_dropped": True,
+        "refused_wrote_nothing": True,
+    }
     assert summary["rows"] == summary["native_rows"] > 300
     # Both paths were taken: most batches natively, those with map values or nested arrays by SpanRows.
     assert summary["native_batches"] >= 15

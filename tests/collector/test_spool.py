@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def open_spool(path: Path, **kwargs: object) -> Spool:
 def drain_all(spool: Spool) -> list[bytes]:
     payloads: list[bytes] = []
     while (batch := spool.reader.claim_batch(max_spans=7, max_bytes=1 << 20)) is not None:
-        payloads += [record.payload for record in batch.records]
+        payloads += [bytes(record.payload) for record in batch.records]
         spool.reader.commit(batch)
     return payloads
 
@@ -244,3 +245,96 @@ def test_scanning_arbitrary_bytes_never_fails(data: bytes) -> None:
     records, valid_end, _ = scan_records(data)
     assert valid_end <= len(data)
     assert all(record.end <= len(data) for record in records)
+
+
+def test_a_batch_runs_across_segment_ends_up_to_its_limits(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, segment_bytes=4096)
+    payloads = [bytes([i]) * 1000 for i in range(30)]
+    for payload in payloads:
+        spool.append(payload, 2)
+    assert len(segment_files(tmp_path)) > 5
+    batch = spool.reader.claim_batch(max_spans=40, max_bytes=1 << 20)
+    assert batch is not None
+    assert batch.span_count == 40
+    assert batch.last_segment > batch.segment
+    assert [r.payload for r in batch.records] == payloads[:20]
+    spool.reader.commit(batch)
+    # Segments wholly before the cursor are gone; the rest comes back once, in order.
+    assert all(int(path.name[8:28]) >= batch.last_segment for path in segment_files(tmp_path))
+    assert drain_all(spool) == payloads[20:]
+
+
+def test_the_byte_limit_holds_except_for_a_single_larger_record(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, segment_bytes=4096)
+    for i in range(12):
+        spool.append(bytes([i]) * 1000, 1)
+    spool.append(b"L" * 10_000, 1)  # larger than the limit below, in a segment of its own
+    spool.append(b"after", 1)
+    sizes: list[list[int]] = []
+    while (batch := spool.reader.claim_batch(max_spans=1000, max_bytes=3100)) is not None:
+        sizes.append([len(record.payload) for record in batch.records])
+        spool.reader.commit(batch)
+    assert sizes == [[1000] * 3] * 4 + [[10_000], [5]]
+
+
+def test_a_claim_across_segments_is_replayed_with_the_same_range_and_token(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, segment_bytes=4096)
+    payloads = [os.urandom(900) for _ in range(20)]
+    for payload in payloads:
+        spool.append(payload, 1)
+    claimed = spool.reader.claim_batch(max_spans=12, max_bytes=1 << 20)
+    assert claimed is not None
+    assert claimed.last_segment > claimed.segment
+    spool.close()  # the process dies between the insert and the commit
+    reopened = open_spool(tmp_path, segment_bytes=4096)
+    replayed = reopened.reader.claim_batch(max_spans=1, max_bytes=1)
+    assert replayed is not None
+    assert (replayed.segment, replayed.start, replayed.last_segment, replayed.end) == (
+        claimed.segment,
+        claimed.start,
+        claimed.last_segment,
+        claimed.end,
+    )
+    assert replayed.dedup_token == claimed.dedup_token
+    assert [r.payload for r in replayed.records] == payloads[:12]
+    reopened.reader.commit(replayed)
+    assert drain_all(reopened) == payloads[12:]
+
+
+def test_a_one_segment_claim_written_by_an_earlier_version_is_replayed(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    for i in range(4):
+        spool.append(bytes([i]) * 100, 1)
+    spool.close()
+    (segment,) = segment_files(tmp_path)
+    number = int(segment.name[8:28])
+    checkpoint = tmp_path / "checkpoint.json"
+    state = json.loads(checkpoint.read_text())
+    second_end = 2 * (HEADER_SIZE + 100)
+    state["claim"] = [number, 0, second_end]  # the three-number form
+    checkpoint.write_text(json.dumps(state))
+    reopened = open_spool(tmp_path)
+    replayed = reopened.reader.claim_batch(max_spans=100, max_bytes=1 << 20)
+    assert replayed is not None
+    assert replayed.dedup_token == f"llmledger-spool-{state['spool_id']}-{number}-0-{second_end}"
+    assert [r.payload for r in replayed.records] == [bytes([0]) * 100, bytes([1]) * 100]
+    reopened.reader.commit(replayed)
+    assert drain_all(reopened) == [bytes([2]) * 100, bytes([3]) * 100]
+
+
+def test_damage_is_counted_once_when_a_batch_stops_short_of_it(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    for payload in (b"a" * 100, b"b" * 100, b"c" * 100, b"d" * 100):
+        spool.append(payload, 1)
+    spool.close()
+    (segment,) = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[2 * (HEADER_SIZE + 100) + HEADER_SIZE + 5] ^= 0xFF  # the third record's payload
+    segment.write_bytes(bytes(data))
+    reopened = open_spool(tmp_path)
+    batches: list[list[bytes]] = []
+    while (batch := reopened.reader.claim_batch(max_spans=2, max_bytes=1 << 20)) is not None:
+        batches.append([bytes(record.payload) for record in batch.records])
+        reopened.reader.commit(batch)
+    assert batches == [[b"a" * 100, b"b" * 100], [b"d" * 100]]
+    assert reopened.reader.skipped_bytes == HEADER_SIZE + 100

@@ -29,7 +29,7 @@ from llmledger.exporter._internal.writer import SpanWriter
 
 from .metrics import CollectorMetrics
 from .native_insert import NativeInsert
-from .spool import SpoolBatch, SpoolError, SpoolReader
+from .spool import SpoolBatch, SpoolError, SpoolReader, SpoolRecord
 
 __all__ = ["SpoolDrain"]
 
@@ -154,26 +154,27 @@ class SpoolDrain:
         rows = SpanRows()
         try:
             for record in batch.records:
-                rows.add_otlp(ExportTraceServiceRequest.FromString(record.payload))
+                rows.add_otlp(ExportTraceServiceRequest.FromString(bytes(record.payload)))
         except Exception:
             # Validated on receipt, so this is our bug, not the sender's: find the request(s)
             # that fail, keep their bytes aside, and write the rest.
             rows = SpanRows()
             for record in batch.records:
+                payload = bytes(record.payload)
                 try:
-                    ExportTraceServiceRequest.FromString(record.payload)
-                    SpanRows().add_otlp(ExportTraceServiceRequest.FromString(record.payload))
+                    ExportTraceServiceRequest.FromString(payload)
+                    SpanRows().add_otlp(ExportTraceServiceRequest.FromString(payload))
                 except Exception:
-                    self._quarantine(batch, record.offset, record.payload)
+                    self._quarantine(record)
                     continue
-                rows.add_otlp(ExportTraceServiceRequest.FromString(record.payload))
+                rows.add_otlp(ExportTraceServiceRequest.FromString(payload))
         return rows
 
-    def _quarantine(self, batch: SpoolBatch, offset: int, payload: bytes) -> None:
+    def _quarantine(self, record: SpoolRecord) -> None:
         self._metrics.add("quarantined_records")
         self._quarantine_dir.mkdir(parents=True, exist_ok=True)
-        path = self._quarantine_dir / f"{batch.segment:020d}-{offset:012d}.pb"
-        path.write_bytes(payload)
+        path = self._quarantine_dir / f"{record.segment:020d}-{record.offset:012d}.pb"
+        path.write_bytes(record.payload)
         _logger.exception("a spooled request could not be converted to rows; kept in %s", path)
 
     def _deliver(self, batch: SpoolBatch) -> bool:

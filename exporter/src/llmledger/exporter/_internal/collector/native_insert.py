@@ -38,7 +38,7 @@ from llmledger.exporter._internal.store import run_command
 
 from .spool import SpoolBatch
 
-__all__ = ["NativeInsert"]
+__all__ = ["READ_BLOCK_BYTES", "NativeInsert"]
 
 _PRESENCE: Final = (
     "Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, "
@@ -170,6 +170,9 @@ def _hex_id(x: str) -> str:
     return f"if(trim(BOTH '\\0' FROM {x}) = '', '', lower(hex({x})))"
 
 
+# Decoded columns per read block; see NativeInsert.
+READ_BLOCK_BYTES: Final = 16 << 20
+
 _FILE: Final = "file({path:String}, 'Protobuf', '" + _STRUCTURE.replace("'", "\\'") + "')"
 _UNSUPPORTED: Final = "llmledger: a value the native insert does not render"
 _KINDS: Final = "['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer']"
@@ -231,7 +234,9 @@ def _varint(value: int) -> bytes:
 class NativeInsert:
     """Inserts claimed spool batches by letting the embedded engine decode them (see the module doc)."""
 
-    def __init__(self, client: Client, database: str, scratch: Path) -> None:
+    def __init__(
+        self, client: Client, database: str, scratch: Path, *, read_block_bytes: int = READ_BLOCK_BYTES
+    ) -> None:
         columns = ", ".join(f"`{name}`" for name, _ in OTEL_TRACES_COLUMNS)
         self._client = client
         self._insert = f"INSERT INTO `{database}`.`otel_traces` ({columns})\n{_SELECT}"
@@ -240,11 +245,17 @@ class NativeInsert:
         self._settings: dict[str, object] = {
             "format_schema": f"{schema}:ExportTraceServiceRequest",
             "input_format_protobuf_oneof_presence": 1,
-            # One reader thread and one block: a replayed batch must form the very same block
-            # for its deduplication token to match.
             "max_threads": 1,
             "max_insert_threads": 1,
-            "max_block_size": 10_000_000,
+            # The file is decoded a few requests at a time (decoded columns are ~15 times the
+            # protobuf bytes: 1.1 GB for 100,000 spans read as one block, 350 MB this way)...
+            "input_format_max_block_size_bytes": read_block_bytes,
+            "max_block_size": 10_000_000,  # (not per row count: ARRAY JOIN would cut its output)
+            # ...and the rows are gathered into one block before anything is written: the
+            # statement writes one part or, when it fails (throwIf), nothing; and a replayed
+            # batch forms the very same block, so its deduplication token matches.
+            "min_insert_block_size_rows": 1 << 40,
+            "min_insert_block_size_bytes": 1 << 50,
             # Format a double only for double values, not for every attribute value.
             "short_circuit_function_evaluation": "force_enable",
         }
@@ -252,9 +263,9 @@ class NativeInsert:
     def _write_scratch(self, batch: SpoolBatch) -> None:
         # ``Protobuf`` input is a sequence of length-delimited messages.
         with open(self._scratch, "wb") as file:
-            for record in batch.records:
-                file.write(_varint(len(record.payload)))
-                file.write(record.payload)
+            file.writelines(
+                part for record in batch.records for part in (_varint(len(record.payload)), record.payload)
+            )
 
     def write(self, batch: SpoolBatch) -> bool:
         """Insert ``batch`` natively; ``False`` (nothing written) when it holds spans only ``SpanRows`` renders."""

@@ -30,10 +30,12 @@ end of a segment (a crash mid-append) is cut off when the writer opens the spool
 elsewhere is skipped by scanning for the next valid header, and the skipped bytes are
 counted and logged, never silently passed on.
 
-Exactly once: the drain *claims* a batch (a byte range of one segment), the claim is
-written to the checkpoint before the batch is inserted, and the batch's deduplication
-token is derived from the spool id and that range. After a crash the same range is
-replayed with the same token, so ClickHouse drops what it already has.
+Exactly once: the drain *claims* a batch (a byte range from a position in one segment to
+a position in the same or a later one, whole segments in between), the claim is written
+to the checkpoint before the batch is inserted, and the batch's deduplication token is
+derived from the spool id and that range. After a crash the same range is replayed with
+the same token, so ClickHouse drops what it already has. A batch is not cut short where
+a segment ends, so every insert can be as large as the drain's limits allow.
 """
 
 from __future__ import annotations
@@ -97,18 +99,25 @@ class SpoolRecord:
     end: int
     span_count: int
     appended_ms: int
-    payload: bytes
+    # A view into the bytes read from the segment (no copy per record).
+    payload: bytes | memoryview
+    segment: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SpoolBatch:
-    """A claimed byte range ``[start, end)`` of one segment and the records in it."""
+    """A claimed byte range, from ``start`` in ``segment`` to ``end`` in ``end_segment``, and its records."""
 
     segment: int
     start: int
     end: int
     records: tuple[SpoolRecord, ...]
     dedup_token: str
+    end_segment: int | None = None  # None: the range ends in ``segment``
+
+    @property
+    def last_segment(self) -> int:
+        return self.segment if self.end_segment is None else self.end_segment
 
     @property
     def span_count(self) -> int:
@@ -134,8 +143,8 @@ def _parse_header(data: bytes | memoryview, offset: int) -> tuple[int, int, int,
     return length, spans, millis, payload_crc
 
 
-def scan_records(data: bytes, base: int = 0) -> tuple[list[SpoolRecord], int, int]:
-    """Every valid record in ``data`` (which starts at file offset ``base``).
+def scan_records(data: bytes, base: int = 0, segment: int = 0) -> tuple[list[SpoolRecord], int, int]:
+    """Every valid record in ``data`` (which starts at file offset ``base`` of ``segment``).
 
     Returns the records, the file offset just after the last valid record, and the number
     of bytes skipped as damaged before it. Bytes after the last valid record (a torn or
@@ -153,13 +162,15 @@ def scan_records(data: bytes, base: int = 0) -> tuple[list[SpoolRecord], int, in
             length, spans, millis, payload_crc = header
             start = position + HEADER_SIZE
             if start + length <= size:
-                payload = bytes(view[start : start + length])
+                payload = view[start : start + length]
                 if zlib.crc32(payload) == payload_crc:
                     skipped += position - valid_end
                     position = start + length
                     valid_end = position
                     records.append(
-                        SpoolRecord(base + start - HEADER_SIZE, base + position, spans, millis, payload)
+                        SpoolRecord(
+                            base + start - HEADER_SIZE, base + position, spans, millis, payload, segment
+                        )
                     )
                     continue
         # Damage (or a torn tail): resynchronise on the next magic.
@@ -192,10 +203,39 @@ def _list_segments(directory: Path) -> list[int]:
 
 
 @dataclass(frozen=True, slots=True)
+class _Claim:
+    """From ``start`` in ``segment`` to ``end`` in ``end_segment`` (whole segments in between)."""
+
+    segment: int
+    start: int
+    end_segment: int
+    end: int
+
+    def to_json(self) -> list[int]:
+        # One segment: the three-number form earlier versions wrote (and read back).
+        if self.end_segment == self.segment:
+            return [self.segment, self.start, self.end]
+        return [self.segment, self.start, self.end_segment, self.end]
+
+    @classmethod
+    def from_json(cls, value: list[object]) -> _Claim:
+        numbers = [int(str(item)) for item in value]
+        if len(numbers) == 3:
+            return cls(numbers[0], numbers[1], numbers[0], numbers[2])
+        if len(numbers) == 4 and numbers[2] > numbers[0]:
+            return cls(*numbers)
+        raise ValueError(f"a claim is 3 or 4 numbers, not {value!r}")
+
+    def token(self, spool_id: str) -> str:
+        # Derived from the range alone: a replay of the claim carries the same token.
+        return "-".join(map(str, ["llmledger-spool", spool_id, *self.to_json()]))
+
+
+@dataclass(frozen=True, slots=True)
 class _Checkpoint:
     spool_id: str
     cursor: tuple[int, int]
-    claim: tuple[int, int, int] | None
+    claim: _Claim | None
 
 
 def _read_checkpoint(directory: Path) -> _Checkpoint | None:
@@ -206,7 +246,7 @@ def _read_checkpoint(directory: Path) -> _Checkpoint | None:
         return _Checkpoint(
             str(state["spool_id"]),
             (int(state["segment"]), int(state["offset"])),
-            (int(claim[0]), int(claim[1]), int(claim[2])) if claim else None,
+            _Claim.from_json(claim) if claim else None,
         )
     except FileNotFoundError:
         return None
@@ -222,7 +262,7 @@ def _write_checkpoint(directory: Path, checkpoint: _Checkpoint) -> None:
             "spool_id": checkpoint.spool_id,
             "segment": checkpoint.cursor[0],
             "offset": checkpoint.cursor[1],
-            "claim": list(checkpoint.claim) if checkpoint.claim else None,
+            "claim": checkpoint.claim.to_json() if checkpoint.claim else None,
         }
     )
     try:
@@ -293,7 +333,7 @@ class DurableSpool:
 
     def _recover(self, checkpoint: _Checkpoint) -> None:
         """Index the segments left by earlier runs; cut a torn tail; drop fully drained segments."""
-        keep = checkpoint.claim[0] if checkpoint.claim else checkpoint.cursor[0]
+        keep = checkpoint.claim.segment if checkpoint.claim else checkpoint.cursor[0]
         for segment in _list_segments(self.directory):
             path = _segment_path(self.directory, segment)
             if segment < min(keep, checkpoint.cursor[0]):
@@ -530,59 +570,123 @@ class SpoolReader:
     def claim_batch(self, max_spans: int, max_bytes: int) -> SpoolBatch | None:
         """The next batch to insert, its claim made durable first; ``None`` when nothing is pending.
 
-        A claim left by a crashed run is returned again, byte for byte, with the same token.
+        A batch takes whole records from the cursor on, across segment ends, until the next
+        record would pass ``max_spans`` or ``max_bytes`` (its first record is taken
+        whatever its size) or the durable position is reached. A claim left by a crashed
+        run is returned again, byte for byte, with the same token.
         """
         claim = self._checkpoint.claim
         if claim is not None:
-            segment, start, end = claim
-            records, stop = self._read_range(segment, start, end, None)
+            records = self._read_claim(claim)
         else:
             found = self._next_range()
             if found is None:
                 return None
-            segment, start, end = found
-            records, stop = self._read_range(segment, start, end, (max_spans, max_bytes))
-            self._checkpoint = _Checkpoint(self.spool_id, (segment, start), (segment, start, stop))
+            claim, records = self._take(found[0], found[1], max_spans, max_bytes)
+            self._checkpoint = _Checkpoint(self.spool_id, (claim.segment, claim.start), claim)
             _write_checkpoint(self.directory, self._checkpoint)
         if records:
             self.lag_seconds = max(0.0, time.time() - records[0].appended_ms / 1000)
-        token = f"llmledger-spool-{self.spool_id}-{segment}-{start}-{stop}"
-        return SpoolBatch(segment, start, stop, tuple(records), token)
+        return SpoolBatch(
+            claim.segment,
+            claim.start,
+            claim.end,
+            tuple(records),
+            claim.token(self.spool_id),
+            None if claim.end_segment == claim.segment else claim.end_segment,
+        )
 
-    def _read_range(
-        self, segment: int, start: int, end: int, limits: tuple[int, int] | None
-    ) -> tuple[list[SpoolRecord], int]:
+    def _segment_end(self, segment: int, durable: tuple[int, int]) -> int | None:
+        """How far ``segment`` may be read: the durable offset in the writer's segment, else its size."""
+        return durable[1] if segment == durable[0] else self._size(segment)
+
+    def _take(
+        self, segment: int, offset: int, max_spans: int, max_bytes: int
+    ) -> tuple[_Claim, list[SpoolRecord]]:
+        """Whole records from ``offset`` in ``segment`` on, within the limits, and the range they span.
+
+        Only whole records lie below the durable position, so bytes that are not part of a
+        valid record inside the range are damage: stepped over and counted.
+        """
+        durable = self._durable()
+        first = (segment, offset)
+        taken: list[SpoolRecord] = []
+        spans = consumed = damaged = 0
         try:
-            with open(_segment_path(self.directory, segment), "rb") as file:
+            while True:
+                end = self._segment_end(segment, durable)
+                if end is not None and offset < end:
+                    # Read only what the byte budget can take (at least one record for an empty
+                    # batch); a record cut off by the window is left for the next batch.
+                    budget = max(max_bytes - consumed, 0)
+                    limit = min(end, offset + budget)
+                    records = self._read(segment, offset, limit)
+                    if not records and not taken and limit < end:
+                        limit = end  # a record larger than the budget, or damage longer than it
+                        records = self._read(segment, offset, limit)
+                    for record in records:
+                        if taken and (
+                            spans + record.span_count > max_spans
+                            or consumed + record.end - offset > max_bytes
+                        ):
+                            return _Claim(*first, segment, offset), taken
+                        damaged += record.offset - offset
+                        consumed += record.end - offset
+                        offset = record.end
+                        taken.append(record)
+                        spans += record.span_count
+                    if limit < end:
+                        return _Claim(*first, segment, offset), taken
+                    damaged += end - offset  # past the last valid record, below the durable position
+                    consumed += end - offset
+                    offset = end
+                full = bool(taken) and (spans >= max_spans or consumed >= max_bytes)
+                if segment >= durable[0] or full:
+                    return _Claim(*first, segment, offset), taken
+                segment, offset = segment + 1, 0
+        finally:
+            self._count_damage(first[0], damaged)
+
+    def _read(self, segment: int, start: int, end: int) -> list[SpoolRecord]:
+        """The valid records wholly inside ``[start, end)`` of ``segment`` (payloads are views of one read)."""
+        try:
+            with open(_segment_path(self.directory, segment), "rb", buffering=0) as file:
                 file.seek(start)
                 data = file.read(end - start)
+        except FileNotFoundError:
+            return []
         except OSError as exc:
             raise SpoolError(f"cannot read spool segment {segment}: {exc}") from exc
-        records, _, skipped = scan_records(data, start)
-        if skipped:
-            _logger.error("spool segment %d: skipped %d damaged bytes", segment, skipped)
-            self.skipped_bytes += skipped
-        if limits is None:
-            return records, end
-        max_spans, max_bytes = limits
-        taken: list[SpoolRecord] = []
-        spans = 0
-        for record in records:
-            if taken and (spans + record.span_count > max_spans or record.end - start > max_bytes):
-                return taken, record.offset
-            taken.append(record)
-            spans += record.span_count
-        # Only whole records lie below the durable position, so bytes past the last valid
-        # record inside the range are damage: step over them.
-        return taken, end
+        return scan_records(data, start, segment)[0]
+
+    def _read_claim(self, claim: _Claim) -> list[SpoolRecord]:
+        """Every valid record of a claimed range, as when it was claimed."""
+        durable = self._durable()
+        records: list[SpoolRecord] = []
+        damaged = 0
+        for segment in range(claim.segment, claim.end_segment + 1):
+            start = claim.start if segment == claim.segment else 0
+            end = claim.end if segment == claim.end_segment else (self._segment_end(segment, durable) or 0)
+            if start < end:
+                found = self._read(segment, start, end)
+                damaged += end - start - sum(record.end - record.offset for record in found)
+                records += found
+        self._count_damage(claim.segment, damaged)
+        return records
+
+    def _count_damage(self, segment: int, damaged: int) -> None:
+        if damaged:
+            _logger.error("spool segment %d: skipped %d damaged bytes", segment, damaged)
+            self.skipped_bytes += damaged
 
     def commit(self, batch: SpoolBatch) -> None:
         """Record that ``batch`` is in the store; delete segments that are fully drained."""
-        cursor = (batch.segment, batch.end)
+        last = batch.last_segment
+        cursor = (last, batch.end)
         durable_segment, _ = self._durable()
-        size = self._size(batch.segment)
-        if batch.segment < durable_segment and (size is None or batch.end >= size):
-            cursor = (batch.segment + 1, 0)  # sealed and finished
+        size = self._size(last)
+        if last < durable_segment and (size is None or batch.end >= size):
+            cursor = (last + 1, 0)  # sealed and finished
         self._checkpoint = _Checkpoint(self.spool_id, cursor, None)
         _write_checkpoint(self.directory, self._checkpoint)
         for segment in _list_segments(self.directory):
