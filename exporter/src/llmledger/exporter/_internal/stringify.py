@@ -8,8 +8,9 @@ decimal, doubles in the ES6 / Go ``encoding/json`` number format (``0.000435``,
 exactly means a span lands with the same bytes whichever writer carried it, so the
 ``llm_calls`` view parses both alike.
 
-Two entry points: :func:`stringify` for OpenTelemetry SDK attribute values and
-:func:`stringify_any_value` for OTLP protobuf ``AnyValue`` messages.
+Three entry points: :func:`stringify` for one OpenTelemetry SDK attribute value,
+:func:`stringify_column` for many (one attribute across a batch of spans, where the
+loop stays in C), and :func:`stringify_any_value` for OTLP protobuf ``AnyValue`` messages.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Final
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-__all__ = ["BY_TYPE", "go_float", "stringify", "stringify_any_value"]
+__all__ = ["BY_TYPE", "go_float", "stringify", "stringify_any_value", "stringify_column"]
 
 # Go's json encoder escapes these on top of what Python's does (HTML safety, JS line breaks).
 _GO_EXTRA_ESCAPES: Final = {
@@ -44,7 +45,11 @@ def go_float(value: float) -> str:
     Shortest round-trip digits; fixed notation for 1e-6 <= |x| < 1e21, otherwise
     exponent notation with no zero-padding of the exponent (``1e-7``, ``1.5e+21``).
     """
-    text = repr(value)
+    return _go_float_text(repr(value))
+
+
+def _go_float_text(text: str) -> str:
+    """:func:`go_float` from Python's ``repr`` of the double."""
     if "e" not in text:
         # repr uses fixed notation only for 1e-4 <= |x| < 1e16, inside Go's fixed range.
         if text.endswith(".0"):
@@ -162,6 +167,84 @@ def stringify(value: object) -> str:
     if isinstance(value, bytes | bytearray):
         return _bytes(bytes(value))
     return _go_json(value) or ""
+
+
+_BOOL_TEXT: Final = {True: "true", False: "false"}
+
+Memo = dict[type, dict[Any, str]]
+"""Strings already made for ints and floats, by exact type: what :func:`stringify_column`
+may share across the columns of one batch, where token counts and prices repeat."""
+
+
+def stringify_column(values: list[Any], memo: Memo | None = None) -> list[str]:
+    """``[stringify(v) for v in values]``, exactly, with no Python call per value in the common cases.
+
+    Meant for one attribute across many spans, where the values share a type. ``values``
+    itself is returned when every value is already a string. ``memo`` keeps the strings
+    of ints and floats for the next columns (pass the same dict for one batch).
+    """
+    try:
+        "".join(values)  # raises TypeError at the first value that is not a string
+    except TypeError:
+        pass
+    else:
+        return values
+    kinds = set(map(type, values))
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind is bool:
+            return list(map(_BOOL_TEXT.__getitem__, values))
+        if kind is int:
+            return _memoized(values, _ints, memo.setdefault(int, {}) if memo is not None else {})
+        # 0.0 == -0.0 but they print differently, so a column with a zero goes value by value.
+        # (NaN needs no care: it is only equal to itself, so each NaN object is its own key.)
+        if kind is float:
+            if 0.0 in values:
+                return _floats(values)
+            return _memoized(values, _floats, memo.setdefault(float, {}) if memo is not None else {})
+        if kind is tuple:
+            return _sequences(values)
+    return [value if type(value) is str else stringify(value) for value in values]
+
+
+def _memoized(
+    values: list[Any], convert: Callable[[list[Any]], list[str]], known: dict[Any, str]
+) -> list[str]:
+    # Only for one exact type, where equal values give equal strings: each distinct value
+    # is converted once, then every value is a dict lookup.
+    missing = list(set(values).difference(known))
+    if missing:
+        known.update(zip(missing, convert(missing), strict=True))
+    return list(map(known.__getitem__, values))
+
+
+def _ints(values: list[int]) -> list[str]:
+    return list(map(int.__repr__, values))
+
+
+def _floats(values: list[float]) -> list[str]:
+    texts = list(map(float.__repr__, values))
+    # repr is already Go's text unless it has an exponent, a ".0" ending, or is nan/inf.
+    joined = " ".join(texts) + " "
+    if "e" in joined or ".0 " in joined or "n" in joined:
+        return [
+            _go_float_text(text) if "e" in text or text[-2:] == ".0" or text[-1] in "nf" else text
+            for text in texts
+        ]
+    return texts
+
+
+def _sequences(values: list[tuple[Any, ...]]) -> list[str]:
+    try:
+        uniques = set(values)
+    except TypeError:  # a map inside: not hashable
+        return list(map(stringify, values))
+    # Equal tuples of strings print alike; (1,) == (True,) == (1.0,) do not, so only
+    # tuples of plain strings share a conversion.
+    if 2 * len(uniques) > len(values) or not all(type(item) is str for value in uniques for item in value):
+        return list(map(_sequence, values))
+    table = {value: _sequence(value) for value in uniques}
+    return list(map(table.__getitem__, values))
 
 
 def _any_value_raw(value: AnyValue) -> Any:
