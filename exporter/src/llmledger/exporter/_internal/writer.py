@@ -1,22 +1,27 @@
 """One batch insert of span rows into ``otel_traces``, idempotent under retries.
 
-Column names and types are explicit (no schema round trip per insert) and every batch
-carries a deterministic ``insert_deduplication_token``: a batch written twice (a retry
-after a timeout, a replayed spool file) is dropped by ``otel_traces`` and by each
-materialized view downstream, so ``llm_calls`` and ``llm_usage_hourly`` do not count it
-twice.
+The body is built here in ClickHouse's Native format (:mod:`.native_block`) with the
+table's own column names and types, and sent with clickhouse-connect's ``raw_insert``,
+which an embedded store and a ClickHouse server both take. Every batch carries a
+deterministic ``insert_deduplication_token``: a batch written twice (a retry after a
+timeout, a replayed spool file) is dropped by ``otel_traces`` and by each materialized
+view downstream, so ``llm_calls`` and ``llm_usage_hourly`` do not count it twice.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Final
 
+from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.insert import InsertContext
 
+from llmledger.exporter._internal.native_block import encode_block
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS, SpanRows
 
 __all__ = ["SpanWriter"]
+
+_COLUMN_NAMES: Final = [name for name, _ in OTEL_TRACES_COLUMNS]
 
 
 class SpanWriter:
@@ -24,20 +29,8 @@ class SpanWriter:
 
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
-        self._database = database
+        self._table = f"{quote_identifier(database)}.{quote_identifier('otel_traces')}"
         self._lock = threading.Lock()
-        self._context: InsertContext | None = None
-
-    def _insert_context(self) -> InsertContext:
-        if self._context is None:
-            self._context = self._client.create_insert_context(
-                table="otel_traces",
-                database=self._database,
-                column_names=[name for name, _ in OTEL_TRACES_COLUMNS],
-                column_type_names=[type_name for _, type_name in OTEL_TRACES_COLUMNS],
-                column_oriented=True,
-            )
-        return self._context
 
     def write(self, rows: SpanRows, dedup_token: str | None = None) -> int:
         """Insert ``rows`` as one batch; return the number of spans written (0 for an empty batch).
@@ -49,12 +42,13 @@ class SpanWriter:
         if not count:
             return 0
         token = dedup_token or rows.dedup_token()
+        body = encode_block(rows.span_columns())
         with self._lock:
-            context = self._insert_context()
-            context.settings["insert_deduplication_token"] = token
-            try:
-                context.data = rows.columns
-                self._client.insert(context=context)
-            finally:
-                context.data = None
+            self._client.raw_insert(  # pyright: ignore[reportUnknownMemberType]
+                self._table,
+                _COLUMN_NAMES,
+                insert_block=body,
+                settings={"insert_deduplication_token": token},
+                fmt="Native",
+            )
         return count
