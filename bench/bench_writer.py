@@ -8,13 +8,19 @@ Usage::
 Spans are real OpenTelemetry SDK ``ReadableSpan`` objects carrying llmledger's span
 contract (27 attributes, the shape of one chat call), made before timing starts. Stages:
 
-- ``convert (SDK)``: ``SpanRows.add_sdk_spans`` (attribute stringification included);
+- ``convert (SDK)``: ``SpanRows.add_sdk_spans`` on the whole batch (attribute
+  stringification included);
+- ``convert (SDK, 512-span exports)``: the same spans added 512 at a time, as the direct
+  exporter collects the SDK's exports into one insert;
 - ``convert (OTLP)``: ``SpanRows.add_otlp`` on the same spans as an ``ExportTraceServiceRequest``;
-- ``serialize``: clickhouse-connect building the Native insert body from the rows;
-- ``insert, otel_traces only``: ``SpanWriter.write`` with the materialized views detached;
-- ``insert, full chain``: ``SpanWriter.write`` into otel_traces with llm_calls, the
-  trace-id lookup and the hourly rollup filled by their views (what production does);
-- ``end to end``: convert (SDK) + insert with the full chain.
+- ``serialize (Native, clickhouse-connect)``: clickhouse-connect's generic writer building
+  the insert body from the rows (what ``SpanWriter`` used before);
+- ``serialize (Native, llmledger)``: ``native_block.encode_block``, the body ``SpanWriter`` sends;
+- ``convert + serialize``: both of ours, the whole Python side of a write;
+- ``insert, full chain``: ``SpanWriter.write`` (serialize + engine) into otel_traces with
+  every materialized view attached (what production does);
+- ``end to end``: convert (SDK) + ``SpanWriter.write``;
+- ``... otel_traces only``: the same with every materialized view detached.
 
 Each figure is the median of the repetitions, in spans per second of CPU time of this
 process (``process_time``; chDB runs inside it) and of wall time. Standard library plus
@@ -45,11 +51,12 @@ from opentelemetry.trace import SpanKind
 
 from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
+from llmledger.exporter._internal.native_block import encode_block
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS, SpanRows
-from llmledger.exporter._internal.store import open_store, run_command
+from llmledger.exporter._internal.store import open_store, run_command, run_query
 from llmledger.exporter._internal.writer import SpanWriter
 
-VIEWS = ("otel_traces_trace_id_ts_mv", "llm_calls_mv", "llm_usage_hourly_mv")
+EXPORT_SIZE = 512  # the SDK BatchSpanProcessor's default export
 
 
 def make_spans(count: int) -> list[ReadableSpan]:
@@ -132,6 +139,13 @@ def main() -> int:
     def convert_sdk() -> None:
         SpanRows().add_sdk_spans(spans)
 
+    exports = [spans[start : start + EXPORT_SIZE] for start in range(0, len(spans), EXPORT_SIZE)]
+
+    def convert_sdk_exports() -> None:
+        collected = SpanRows()
+        for export in exports:
+            collected.add_sdk_spans(export)
+
     def convert_otlp() -> None:
         SpanRows().add_otlp(request)
 
@@ -143,10 +157,20 @@ def main() -> int:
         column_oriented=True,
     )
 
-    def serialize() -> None:
-        context.data = rows.columns
+    columns = rows.columns  # dicts for clickhouse-connect, made outside its timing
+
+    def serialize_clickhouse_connect() -> None:
+        context.data = columns
         context.compression = None
         b"".join(NativeTransform.build_insert(context))
+
+    def serialize_ours() -> None:
+        encode_block(rows.span_columns())
+
+    def convert_and_serialize() -> None:
+        fresh = SpanRows()
+        fresh.add_sdk_spans(spans)
+        encode_block(fresh.span_columns())
 
     def insert() -> None:
         writer.write(rows, dedup_token=uuid.uuid4().hex)
@@ -159,18 +183,29 @@ def main() -> int:
     insert()  # warm up: first insert pays for imports and table loading
     results: dict[str, tuple[float, float]] = {
         "convert (SDK)": timed(convert_sdk, args.repeat),
+        "convert (SDK, 512-span exports)": timed(convert_sdk_exports, args.repeat),
         "convert (OTLP)": timed(convert_otlp, args.repeat),
-        "serialize (Native)": timed(serialize, args.repeat),
+        "serialize (Native, clickhouse-connect)": timed(serialize_clickhouse_connect, args.repeat),
+        "serialize (Native, llmledger)": timed(serialize_ours, args.repeat),
+        "convert + serialize": timed(convert_and_serialize, args.repeat),
         "insert, full chain": timed(insert, args.repeat),
         "end to end, full chain": timed(end_to_end, args.repeat),
     }
-    for view in VIEWS:
+    views = run_query(
+        client,
+        "SELECT name FROM system.tables WHERE database = {db:String} AND engine = 'MaterializedView'",
+        parameters={"db": config.database},
+    ).result_rows
+    for (view,) in views:
         run_command(client, f"DETACH TABLE `{config.database}`.`{view}`")
     results["insert, otel_traces only"] = timed(insert, args.repeat)
     results["end to end, otel_traces only"] = timed(end_to_end, args.repeat)
     client.close()
 
-    print(f"{args.batch} spans per batch, {args.repeat} repetitions, median; chDB {store}")
+    print(
+        f"{args.batch} spans per batch, {args.repeat} repetitions, median; chDB {store}; "
+        f"views detached for 'otel_traces only': {', '.join(view for (view,) in views)}"
+    )
     print("| stage | spans/s (CPU) | spans/s (wall) | µs/span (CPU) |")
     print("|---|--:|--:|--:|")
     for stage, (cpu, wall) in results.items():
