@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,21 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return one(pid), sum(one(int(child)) for child in children)
 
 
+def drain_threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the drain process's threads, summed by thread name (merges, the insert, Python)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        for task in Path(f"/proc/{child}/task").iterdir():
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory of ``pid`` and its children (the drain process), summed."""
     total = 0.0
@@ -122,7 +138,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 class Collector:
-    def __init__(self, root: Path, cpu: int, fsync: str) -> None:
+    def __init__(self, root: Path, cpu: int, fsync: str, log_level: str = "warning") -> None:
         self.data = root / "data"
         self.store = StoreConfig(url=os.environ.get("BENCH_STORE_URL") or f"chdb://{root / 'store'}")
         self.log = open(root / "collector.log", "wb")  # noqa: SIM115
@@ -130,7 +146,7 @@ class Collector:
             [
                 sys.executable, "-m", "llmledger.exporter.cli", "collector", "--url", self.store.url,
                 "--data-dir", str(self.data), "--grpc-endpoint", "", "--http-endpoint", "127.0.0.1:0",
-                "--fsync", fsync, "--log-level", "warning", "--max-concurrent-requests", "16",
+                "--fsync", fsync, "--log-level", log_level, "--max-concurrent-requests", "16",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -169,11 +185,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     rng = random.Random(7)
     payloads = [make_request(args.batch, args.attributes, rng) for _ in range(32)]
     with tempfile.TemporaryDirectory(prefix="llmledger-bench-") as tmp:
-        collector = Collector(Path(tmp), collector_cpu, args.fsync)
+        collector = Collector(Path(tmp), collector_cpu, args.fsync, "debug" if args.log else "warning")
         try:
             return measure(args, collector, payloads, rng)
         finally:
             collector.stop()
+            if args.log:
+                shutil.copyfile(Path(tmp) / "collector.log", args.log)
 
 
 def measure(
@@ -248,7 +266,7 @@ def measure(
                             queryable.append(seen - probes.pop(trace_id))
             if stop.is_set() and time.monotonic() - start > args.duration + 60:
                 return
-            time.sleep(0.1)
+            time.sleep(args.poll)
 
     threads = [threading.Thread(target=send, args=(w,), daemon=True) for w in range(args.senders)]
     threads += [threading.Thread(target=probe, daemon=True)]
@@ -268,6 +286,15 @@ def measure(
     poller.join(10)
     written = collector.metric("written_spans_total")
     receiver_cpu, drain_cpu = cpu_seconds(collector.process.pid)
+    threads = drain_threads_cpu(collector.process.pid)
+    by_thread = {
+        f"drain_cpu_us_per_span[{name}]": seconds / max(written, 1) * 1e6
+        for name, seconds in sorted(threads.items(), key=lambda item: -item[1])
+        if seconds / max(written, 1) * 1e6 >= 0.1
+    }
+    by_thread["drain_cpu_us_per_span[threads since exited]"] = (
+        max(0.0, drain_cpu - sum(threads.values())) / max(written, 1) * 1e6
+    )
     return {
         "offered_spans_per_second": float(args.rate),
         "acked_spans_per_second": total / sending,
@@ -284,6 +311,7 @@ def measure(
         "collector_peak_rss_mib": peak_rss_mib(collector.process.pid),
         "receiver_cpu_us_per_span": receiver_cpu / max(total, 1) * 1e6,
         "drain_cpu_us_per_span": drain_cpu / max(written, 1) * 1e6,
+        **by_thread,
     }
 
 
@@ -297,7 +325,15 @@ def main() -> int:
     parser.add_argument("--attributes", type=int, default=20, help="attributes per span")
     parser.add_argument("--senders", type=int, default=4, help="concurrent keep-alive connections")
     parser.add_argument("--fsync", choices=("always", "never"), default="always")
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=0.25,
+        help="seconds between queries for the probes (each scans otel_traces' trace-id index on the "
+        "collector's core, ~10 ms at a million spans; a span is counted queryable up to this late)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--log", type=Path, help="keep the collector's log here (debug level)")
     args = parser.parse_args()
     results = run(args)
     width = max(map(len, results))

@@ -186,6 +186,7 @@ class SpoolDrain:
         rows: SpanRows | None = None
         written = batch.span_count
         delay = self._retry_initial
+        began = time.monotonic()
         native_failures = 0
         while True:
             native: NativeInsert | None = None
@@ -221,6 +222,13 @@ class SpoolDrain:
                 delay = min(delay * 2, self._retry_max)
                 continue
             self._metrics.add("written_spans", written)
+            _logger.debug(
+                "inserted %d spans from %d requests (%s) in %.0f ms",
+                written,
+                len(batch.records),
+                "SpanRows" if native is None else "native",
+                (time.monotonic() - began) * 1000,
+            )
             if self._failing_since is not None:
                 _logger.warning("store writes recovered after %.1f s", time.monotonic() - self._failing_since)
                 self._failing_since = None
