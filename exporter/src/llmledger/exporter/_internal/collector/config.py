@@ -85,8 +85,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         32,
         "requests decoded at once; more wait (HTTP) or are refused (gRPC)",
     ),
-    Setting("batch_max_spans", "int", 50_000, "most spans per insert into the store"),
-    Setting("batch_max_bytes", "size", 64 << 20, "most spooled bytes per insert"),
+    Setting("batch_max_spans", "int", 100_000, "most spans per insert into the store"),
+    Setting("batch_max_bytes", "size", 128 << 20, "most spooled bytes per insert"),
     Setting(
         "retry_initial_seconds", "seconds", 0.5, "first back-off after a failed insert (doubles, with jitter)"
     ),
@@ -177,8 +177,8 @@ class CollectorConfig:
     fsync: Literal["always", "never"] = "always"
     max_request_bytes: int = 8 << 20
     max_concurrent_requests: int = 32
-    batch_max_spans: int = 50_000
-    batch_max_bytes: int = 64 << 20
+    batch_max_spans: int = 100_000
+    batch_max_bytes: int = 128 << 20
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
     shutdown_timeout_seconds: float = 15.0
