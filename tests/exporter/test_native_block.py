@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -162,3 +162,32 @@ def test_four_byte_low_cardinality_indexes_read_back(store_client: Client, plain
     store_client.raw_insert(f"`{plain_database}`.lc", ["s"], insert_block=body, fmt="Native")  # pyright: ignore[reportUnknownMemberType]
     result = run_query(store_client, f"SELECT s FROM `{plain_database}`.lc")
     assert [row[0] for row in result.result_rows] == values
+
+
+class RecordingClient:
+    """Stands in for a clickhouse-connect client: records what SpanWriter asks it to insert."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def raw_insert(self, table: str, column_names: Sequence[str] | None = None, **rest: Any) -> None:
+        self.calls.append({"table": table, "column_names": list(column_names or []), **rest})
+
+
+def test_the_writer_sends_a_raw_native_insert_any_client_takes() -> None:
+    # raw_insert is the one call the chDB backend and the HTTP client both implement: an
+    # INSERT INTO ... (columns) FORMAT Native with the body, and the settings as settings.
+    spans = [ReadableSpan("chat", context=SpanContext(1, 2, False), start_time=START, end_time=START + 5)]
+    rows = SpanRows()
+    rows.add_sdk_spans(spans)
+    client = RecordingClient()
+    assert SpanWriter(cast(Client, client), "llmledger").write(rows) == 1
+    assert SpanWriter(cast(Client, client), "llmledger").write(SpanRows()) == 0
+    (call,) = client.calls
+    assert call == {
+        "table": "`llmledger`.`otel_traces`",
+        "column_names": [name for name, _ in OTEL_TRACES_COLUMNS],
+        "insert_block": native_block.encode_block(rows.span_columns()),
+        "settings": {"insert_deduplication_token": rows.dedup_token()},
+        "fmt": "Native",
+    }

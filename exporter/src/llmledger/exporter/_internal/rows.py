@@ -276,6 +276,10 @@ def _group_by_key_tuples(
     return shapes, row_shapes, groups
 
 
+# ResourceAttributes and SpanAttributes: the columns SpanColumns keeps as AttributeMaps.
+_MAP_COLUMNS: Final = (8, 11)
+
+
 class SpanColumns(NamedTuple):
     """A batch column by column, in :data:`OTEL_TRACES_COLUMNS` order (what the Native insert encodes)."""
 
@@ -312,11 +316,12 @@ class SpanColumns(NamedTuple):
         """Row tuples (as :meth:`SpanRows.rows` gives them) column by column."""
         if not rows:
             columns: list[Any] = [[] for _ in OTEL_TRACES_COLUMNS]
-            columns[8] = columns[11] = AttributeMaps([], [], [])
+            for position in _MAP_COLUMNS:
+                columns[position] = AttributeMaps([], [], [])
             return cls._make(columns)
         columns = list(zip(*rows, strict=True))
-        columns[8] = AttributeMaps.from_dicts(columns[8])
-        columns[11] = AttributeMaps.from_dicts(columns[11])
+        for position in _MAP_COLUMNS:
+            columns[position] = AttributeMaps.from_dicts(columns[position])
         return cls._make(columns)
 
     @classmethod
@@ -326,7 +331,7 @@ class SpanColumns(NamedTuple):
             return parts[0]
         columns: list[Any] = []
         for position, pieces in enumerate(zip(*parts, strict=True)):
-            if position in (8, 11):
+            if position in _MAP_COLUMNS:
                 columns.append(AttributeMaps.concat(pieces))
             else:
                 columns.append(list(chain.from_iterable(pieces)))
