@@ -126,15 +126,17 @@ def drain_threads_cpu(pid: int) -> dict[str, float]:
     return totals
 
 
-def peak_rss_mib(pid: int) -> float:
-    """Peak resident memory of ``pid`` and its children (the drain process), summed."""
-    total = 0.0
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for process in [pid, *map(int, children)]:
+def peak_rss_mib(pid: int) -> tuple[float, float]:
+    """Peak resident memory of ``pid`` (the receiving process) and of its children (the drain process)."""
+
+    def one(process: int) -> float:
         for line in Path(f"/proc/{process}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                total += int(line.split()[1]) / 1024
-    return total
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return one(pid), sum(one(int(child)) for child in children)
 
 
 class Collector:
@@ -287,6 +289,7 @@ def measure(
     written = collector.metric("written_spans_total")
     receiver_cpu, drain_cpu = cpu_seconds(collector.process.pid)
     threads = drain_threads_cpu(collector.process.pid)
+    peaks = peak_rss_mib(collector.process.pid)
     by_thread = {
         f"drain_cpu_us_per_span[{name}]": seconds / max(written, 1) * 1e6
         for name, seconds in sorted(threads.items(), key=lambda item: -item[1])
@@ -308,7 +311,9 @@ def measure(
         "queryable_p99_s": percentile(queryable, 0.99),
         "queryable_max_s": max(queryable, default=float("nan")),
         "drain_after_load_s": end_to_end - sending,
-        "collector_peak_rss_mib": peak_rss_mib(collector.process.pid),
+        "collector_peak_rss_mib": sum(peaks),
+        "receiver_peak_rss_mib": peaks[0],
+        "drain_peak_rss_mib": peaks[1],
         "receiver_cpu_us_per_span": receiver_cpu / max(total, 1) * 1e6,
         "drain_cpu_us_per_span": drain_cpu / max(written, 1) * 1e6,
         **by_thread,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 from pathlib import Path
@@ -338,3 +339,54 @@ def test_damage_is_counted_once_when_a_batch_stops_short_of_it(tmp_path: Path) -
         reopened.reader.commit(batch)
     assert batches == [[b"a" * 100, b"b" * 100], [b"d" * 100]]
     assert reopened.reader.skipped_bytes == HEADER_SIZE + 100
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=40),
+    segment_bytes=st.integers(min_value=1024, max_value=8192),
+    max_spans=st.integers(min_value=1, max_value=12),
+    max_bytes=st.integers(min_value=1, max_value=12_000),
+    crashes=st.lists(st.booleans(), max_size=40),
+)
+def test_batches_return_every_record_once_in_order_across_segments_and_crashes(
+    tmp_path_factory: pytest.TempPathFactory,
+    sizes: list[int],
+    segment_bytes: int,
+    max_spans: int,
+    max_bytes: int,
+    crashes: list[bool],
+) -> None:
+    path = tmp_path_factory.mktemp("spool")
+    spool = open_spool(path, segment_bytes=segment_bytes, max_bytes=1 << 24)
+    payloads = [os.urandom(size) for size in sizes]
+    for payload in payloads:
+        spool.append(payload, 1 + len(payload) % 3)
+    read: list[bytes] = []
+    shapes: list[list[tuple[int, int]]] = []  # (spans, bytes) of each batch's records
+    crash = iter(crashes)
+    while (batch := spool.reader.claim_batch(max_spans, max_bytes)) is not None:
+        records = [bytes(record.payload) for record in batch.records]
+        assert records, "a batch makes progress"
+        # The limits hold, except that a batch always takes its first record.
+        spans = sum(record.span_count for record in batch.records)
+        assert len(records) == 1 or spans <= max_spans
+        assert len(records) == 1 or sum(r.end - r.offset for r in batch.records) <= max_bytes
+        if next(crash, False):  # died after the insert, before the commit
+            spool.close()
+            spool = open_spool(path, segment_bytes=segment_bytes, max_bytes=1 << 24)
+            replayed = spool.reader.claim_batch(1, 1)
+            assert replayed is not None
+            assert replayed.dedup_token == batch.dedup_token
+            assert [bytes(record.payload) for record in replayed.records] == records
+            batch = replayed
+        read += records
+        shapes.append([(record.span_count, record.end - record.offset) for record in batch.records])
+        spool.reader.commit(batch)
+    assert read == payloads
+    # A batch ends only where the next record would pass a limit, not where a segment ends.
+    for taken, following in itertools.pairwise(shapes):
+        spans, size = following[0]
+        assert sum(s for s, _ in taken) + spans > max_spans or sum(b for _, b in taken) + size > max_bytes
+    assert spool.reader.skipped_bytes == 0
+    spool.close()
