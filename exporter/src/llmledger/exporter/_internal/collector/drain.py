@@ -96,7 +96,7 @@ class SpoolDrain:
                     _logger.debug("closing the store failed", exc_info=True)
                 self._client = None
                 self._writer = None
-                self._native = None
+                self._drop_native()
         return self._spool.pending_bytes() == 0
 
     @property
@@ -209,7 +209,7 @@ class SpoolDrain:
                         # it needs, say): SpanRows writes the same single block, same token.
                         _logger.error("native insert disabled after %d failures: %s", native_failures, exc)
                         self._native_file = None
-                        self._native = None
+                        self._drop_native()
                 pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
                 if self._deadline is not None:
                     pause = min(pause, max(0.0, self._deadline - time.monotonic()))
@@ -260,6 +260,11 @@ class SpoolDrain:
                     _logger.debug("closing the store failed", exc_info=True)
             self._client = None
             self._writer = None
+            self._drop_native()
+
+    def _drop_native(self) -> None:
+        if self._native is not None:
+            self._native.close()
             self._native = None
 
     def _open(self) -> SpanWriter:
