@@ -68,6 +68,7 @@ def test_store_unavailable_then_available(tmp_path: Path) -> None:
             GrpcSpanExporter(endpoint=f"http://127.0.0.1:{collector.grpc_port}"), "while-locked", 100
         )
         wait_for(lambda: collector.metric("store_errors_total") >= 1, 10, "a failed store open")
+        wait_for(lambda: collector.metric("retried_spans_total") > 0, 10, "a failed insert")
         assert collector.metric("spooled_spans_total") == 300
         assert collector.metric("written_spans_total") == 0
         assert collector.metric("spool_pending_bytes") > 0

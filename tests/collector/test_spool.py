@@ -6,6 +6,8 @@ import errno
 import itertools
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -390,3 +392,26 @@ def test_batches_return_every_record_once_in_order_across_segments_and_crashes(
         assert sum(s for s, _ in taken) + spans > max_spans or sum(b for _, b in taken) + size > max_bytes
     assert spool.reader.skipped_bytes == 0
     spool.close()
+
+
+def test_a_batch_gathers_until_enough_waits_or_the_oldest_record_has_waited_long_enough(
+    tmp_path: Path,
+) -> None:
+    spool = open_spool(tmp_path)
+    stop = threading.Event()
+    spool.append(b"x" * 100, 1)
+    began = time.monotonic()
+    spool.reader.wait_to_gather(1 << 20, 0.3, stop)  # little waits: until the record is 0.3 s old
+    assert 0.2 <= time.monotonic() - began < 1.0
+    began = time.monotonic()
+    spool.reader.wait_to_gather(1 << 20, 0.3, stop)  # it is that old already
+    assert time.monotonic() - began < 0.1
+    spool.append(b"y" * 5000, 1)
+    spool.reader.wait_to_gather(100, 60, stop)  # enough waits
+    assert time.monotonic() - began < 0.2
+    fresh = open_spool(tmp_path / "fresh")
+    fresh.append(b"z", 1)
+    stop.set()
+    fresh.reader.wait_to_gather(1 << 20, 60, stop)  # stopping
+    assert time.monotonic() - began < 0.3
+    assert drain_all(spool) == [b"x" * 100, b"y" * 5000]

@@ -88,6 +88,13 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("batch_max_spans", "int", 100_000, "most spans per insert into the store"),
     Setting("batch_max_bytes", "size", 128 << 20, "most spooled bytes per insert"),
     Setting(
+        "batch_linger_seconds",
+        "seconds",
+        1.0,
+        "while less than a quarter of batch_max_bytes waits, an insert waits until the oldest waiting "
+        "request is this old (0: insert at once)",
+    ),
+    Setting(
         "retry_initial_seconds", "seconds", 0.5, "first back-off after a failed insert (doubles, with jitter)"
     ),
     Setting("retry_max_seconds", "seconds", 30.0, "longest back-off between insert attempts"),
@@ -179,6 +186,7 @@ class CollectorConfig:
     max_concurrent_requests: int = 32
     batch_max_spans: int = 100_000
     batch_max_bytes: int = 128 << 20
+    batch_linger_seconds: float = 1.0
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
     shutdown_timeout_seconds: float = 15.0
@@ -274,6 +282,8 @@ class CollectorConfig:
             problems.append("retry_initial_seconds must be > 0 and <= retry_max_seconds")
         if self.shutdown_timeout_seconds < 0:
             problems.append("shutdown_timeout_seconds must be >= 0")
+        if self.batch_linger_seconds < 0:
+            problems.append("batch_linger_seconds must be >= 0")
         if self.auth_token is not None and self.auth_token_file is not None:
             problems.append("set auth_token or auth_token_file, not both")
         if self.auth_token is not None and not self.auth_token.strip():

@@ -51,6 +51,7 @@ class SpoolDrain:
         batch_max_bytes: int = 128 << 20,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
+        batch_linger_seconds: float = 1.0,
         apply_schema: bool = True,
         native_insert_file: Path | None = None,
     ) -> None:
@@ -62,6 +63,7 @@ class SpoolDrain:
         self._batch_max_bytes = batch_max_bytes
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
+        self._linger = batch_linger_seconds
         self._apply_schema = apply_schema
         self._store_lock = threading.Lock()
         self._client: Client | None = None
@@ -133,6 +135,10 @@ class SpoolDrain:
                     if self._stop.is_set():
                         return
                     continue
+                # Each insert costs the engine ~150 ms whatever its size (planning, the views,
+                # parts to merge later), so a batch may grow for a moment when little waits.
+                if self._linger > 0 and not self._stop.is_set():
+                    self._spool.wait_to_gather(self._batch_max_bytes // 4, self._linger, self._stop)
                 batch = self._spool.claim_batch(self._batch_max_spans, self._batch_max_bytes)
                 if batch is None:
                     if self._stop.is_set():

@@ -571,6 +571,39 @@ class SpoolReader:
             pending += max(0, end - (offset if seg == segment else 0))
         return pending
 
+    def wait_to_gather(
+        self, min_bytes: int, linger: float, stop: threading.Event, poll: float = 0.02
+    ) -> None:
+        """Wait, up to ``linger`` seconds past the arrival of the oldest waiting record, for ``min_bytes`` to wait.
+
+        Returns at once when a claim is pending, ``min_bytes`` are already waiting, the
+        oldest record is already that old (or unreadable), or ``stop`` is set.
+        """
+        if self._checkpoint.claim is not None:
+            return
+        oldest = self._oldest_appended_ms()
+        if oldest is None:
+            return
+        deadline = time.monotonic() + linger - max(0.0, time.time() - oldest / 1000)
+        while not stop.is_set() and time.monotonic() < deadline and self.pending_bytes() < min_bytes:
+            stop.wait(min(poll, max(0.0, deadline - time.monotonic())))
+
+    def _oldest_appended_ms(self) -> int | None:
+        """When the next record to drain was appended (from its header), if there is one."""
+        found = self._next_range()
+        if found is None:
+            return None
+        segment, offset, end = found
+        if end - offset < HEADER_SIZE:
+            return None
+        try:
+            with open(_segment_path(self.directory, segment), "rb", buffering=0) as file:
+                header = os.pread(file.fileno(), HEADER_SIZE, offset)
+        except OSError:
+            return None
+        parsed = _parse_header(header, 0)
+        return None if parsed is None else parsed[2]
+
     def claim_batch(self, max_spans: int, max_bytes: int) -> SpoolBatch | None:
         """The next batch to insert, its claim made durable first; ``None`` when nothing is pending.
 
