@@ -177,9 +177,9 @@ def test_cluster_mode_emits_on_cluster_and_replicated_engines() -> None:
     creates = [s for s in statements if s.startswith("CREATE")]
     assert creates
     assert all("ON CLUSTER `prod`" in s for s in creates)
-    alters = [s for s in statements if s.startswith("ALTER")]
-    assert alters
-    assert all("ON CLUSTER `prod`" in s for s in alters)
+    drops = [s for s in statements if s.startswith("DROP")]
+    assert drops
+    assert all("ON CLUSTER `prod`" in s for s in drops)
     tables = [s for s in creates if s.startswith("CREATE TABLE")]
     assert all("ENGINE = Replicated" in s for s in tables), "every table replicated"
     assert not any("non_replicated_deduplication_window" in s for s in statements)
