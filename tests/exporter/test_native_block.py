@@ -153,7 +153,7 @@ def test_four_byte_low_cardinality_indexes_read_back(store_client: Client, plain
     )
     body = b"".join((
         b"\x01",
-        native_block._varint(len(values)),  # pyright: ignore[reportPrivateUsage]
+        native_block.varint(len(values)),
         native_block.string_column(["s"]),
         native_block.string_column(["LowCardinality(String)"]),
         native_block._LC_VERSION,  # pyright: ignore[reportPrivateUsage]

@@ -32,12 +32,13 @@ from typing import Final, TypeVar
 
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS, AttributeMaps, SpanColumns
 
-__all__ = ["encode_block", "string_column"]
+__all__ = ["encode_block", "string_column", "varint"]
 
 _T = TypeVar("_T")
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """An unsigned LEB128 varint (ClickHouse's string lengths, protobuf's length delimiters)."""
     out = bytearray()
     while value > 0x7F:
         out.append(0x80 | (value & 0x7F))
@@ -46,7 +47,7 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_VARINTS: Final = [_varint(length) for length in range(1 << 14)]  # every one- and two-byte length
+_VARINTS: Final = [varint(length) for length in range(1 << 14)]  # every one- and two-byte length
 _LC_VERSION: Final = (1).to_bytes(8, "little")  # SharedDictionariesWithAdditionalKeys
 _LC_FLAGS: Final = (1 << 9) | (1 << 10)  # HasAdditionalKeys | NeedUpdateDictionary (no global dictionary)
 _LITTLE_ENDIAN: Final = sys.byteorder == "little"
@@ -99,7 +100,7 @@ def _utf8_strings(values: Sequence[str]) -> bytes:
     try:
         lengths = list(map(_VARINTS.__getitem__, map(len, encoded)))
     except IndexError:  # a value of 16 KiB or more
-        lengths = [_varint(len(value)) for value in encoded]
+        lengths = [varint(len(value)) for value in encoded]
     return b"".join(chain.from_iterable(zip(lengths, encoded, strict=True)))
 
 
@@ -213,7 +214,7 @@ def encode_block(columns: SpanColumns) -> bytes:
         link_offsets + string_column(link_states),
         _LC_VERSION + link_offsets + _map_data(AttributeMaps.from_dicts(link_maps)),
     )
-    parts = [_varint(len(OTEL_TRACES_COLUMNS)), _varint(count)]
+    parts = [varint(len(OTEL_TRACES_COLUMNS)), varint(count)]
     for (name, type_name), body in zip(_COLUMN_HEADERS, data, strict=True):
         parts.append(name)
         parts.append(type_name)

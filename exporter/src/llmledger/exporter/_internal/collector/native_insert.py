@@ -35,6 +35,7 @@ from typing import Final
 
 from clickhouse_connect.driver.client import Client
 
+from llmledger.exporter._internal.native_block import varint
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS
 from llmledger.exporter._internal.store import run_command
 
@@ -218,18 +219,6 @@ ARRAY JOIN rs.scope_spans AS ss
 ARRAY JOIN ss.spans AS sp"""
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 class NativeInsert:
     """Inserts claimed spool batches by letting the embedded engine decode them (see the module doc)."""
 
@@ -269,7 +258,7 @@ class NativeInsert:
 
     def _write_scratch(self, batch: SpoolBatch) -> None:
         # ``Protobuf`` input is a sequence of length-delimited messages.
-        parts = (part for record in batch.records for part in (_varint(len(record.payload)), record.payload))
+        parts = (part for record in batch.records for part in (varint(len(record.payload)), record.payload))
         if self._memfd is None:
             with open(self._scratch, "wb") as file:
                 file.writelines(parts)
