@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -149,6 +150,19 @@ def test_an_unreachable_store_bounds_what_waits_and_says_so(recorder, caplog) ->
         assert all("not retrying the store" in cause for cause in causes)
         exporter.shutdown()
     assert "shut down with 20 span(s) it could not write" in caplog.records[-1].getMessage()
+
+
+def test_spans_it_cannot_convert_are_refused_and_said_once(recorder, caplog) -> None:
+    exporter = ClickHouseSpanExporter(StoreConfig(url="http://127.0.0.1:9/nowhere"), max_delay_s=60)
+    not_spans: Any = [object()]
+    with caplog.at_level(logging.ERROR, logger="llmledger.exporter"):
+        assert exporter.export(not_spans) is SpanExportResult.FAILURE
+        assert exporter.export(not_spans) is SpanExportResult.FAILURE
+    errors = [r.getMessage() for r in caplog.records]
+    assert errors == ["llmledger could not convert 1 span(s) to rows; they are dropped"]
+    assert exporter.export(record(recorder, 2)) is SpanExportResult.SUCCESS  # real spans still go
+    assert exporter.pending_spans == 2
+    exporter.shutdown()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

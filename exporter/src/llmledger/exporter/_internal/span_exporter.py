@@ -80,7 +80,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.rows = SpanRows()
-        self.since = time.monotonic()
+        self.since = 0.0  # set when the first spans arrive
         self.token: str | None = None
 
 
@@ -120,6 +120,7 @@ class ClickHouseSpanExporter(SpanExporter):
         self._writer: SpanWriter | None = None
         self._failing = False
         self._refusing = False
+        self._convert_failed = False
         self._shut_down = False
         self._reopen_at = 0.0
         self._retry_at = 0.0
@@ -282,8 +283,12 @@ class ClickHouseSpanExporter(SpanExporter):
                     self._lock.notify()
             if full:
                 self._write_due(everything=self._max_delay <= 0)
-        except Exception as exc:  # conversion of a malformed span: contained, like a failed write
-            self._write_failed(len(spans), exc)
+        except Exception:  # a span the conversion cannot handle: our bug, contained and said once
+            if not self._convert_failed:
+                self._convert_failed = True
+                _logger.exception(
+                    "llmledger could not convert %d span(s) to rows; they are dropped", len(spans)
+                )
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
