@@ -193,16 +193,45 @@ def check_read_in_blocks(client: Client, root: Path, rng: random.Random) -> dict
         ).result_rows[0]
         return int(rows), int(parts), int(days)
 
+    def indexed() -> dict[str, bool]:
+        """Which of otel_traces' skip indexes hold data in the table's active parts."""
+        return {
+            str(name): int(size) > 0
+            for name, size in run_query(
+                client,
+                "SELECT name, data_compressed_bytes FROM system.data_skipping_indices "
+                "WHERE database = 'by_blocks' AND table = 'otel_traces'",
+            ).result_rows
+        }
+
+    def tenants() -> list[tuple[object, ...]]:
+        # A filter the attribute bloom filters serve, read before and after they exist.
+        return [
+            tuple(row)
+            for row in run_query(
+                client,
+                "SELECT SpanId FROM by_blocks.otel_traces WHERE SpanAttributes['tenant.id0'] != '' "
+                "OR has(mapValues(SpanAttributes), 'plain') ORDER BY SpanId",
+            ).result_rows
+        ]
+
     good = batch(1, last_unsupported=False)
     written = native.write(good)
     after_write = counts()
+    indexes_on_insert = indexed()
+    found_before_merge = tenants()
     replayed = native.write(good)
     after_replay = counts()
     refused = not native.write(batch(2, last_unsupported=True))
+    refused_wrote_nothing = counts() == after_write
+    run_query(client, "OPTIMIZE TABLE by_blocks.otel_traces FINAL")
     return {
         "written": written and after_write[0] == good.span_count and after_write[1] == after_write[2],
         "replay_dropped": replayed and after_replay == after_write,
-        "refused_wrote_nothing": refused and counts() == after_write,
+        "refused_wrote_nothing": refused and refused_wrote_nothing,
+        "indexes_on_insert": indexes_on_insert,
+        "indexes_after_merge": indexed(),
+        "same_rows_found_after_merge": len(found_before_merge) > 0 and tenants() == found_before_merge,
     }
 
 

@@ -30,11 +30,26 @@ def test_native_insert_rows_equal_span_rows(tmp_path: Path) -> None:
     # could have been written natively is sent the slow way.
     assert summary["wrong_path"] == []
     # Decoded a request at a time, a batch is still one part (or nothing) with one token.
-    assert summary["read_in_blocks"] == {
+    blocks = summary["read_in_blocks"]
+    assert {key: blocks[key] for key in ("written", "replay_dropped", "refused_wrote_nothing")} == {
         "written": True,
         "replay_dropped": True,
         "refused_wrote_nothing": True,
     }
+    # The attribute bloom filters are left to the first merge; the trace-id one is built
+    # on insert. Queries find the same rows before and after.
+    attribute_indexes = ["idx_res_attr_key", "idx_res_attr_value", "idx_span_attr_key", "idx_span_attr_value"]
+    assert blocks["indexes_on_insert"] == {
+        **dict.fromkeys(attribute_indexes, False),
+        "idx_trace_id": True,
+        "idx_duration": True,
+    }
+    assert blocks["indexes_after_merge"] == {
+        **dict.fromkeys(attribute_indexes, True),
+        "idx_trace_id": True,
+        "idx_duration": True,
+    }
+    assert blocks["same_rows_found_after_merge"] is True
     assert summary["rows"] == summary["native_rows"] > 300
     # Both paths were taken: most batches natively, those with map values or nested arrays by SpanRows.
     assert summary["native_batches"] >= 15
