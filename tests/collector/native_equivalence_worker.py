@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from llmledger.exporter._internal.collector.native_insert import NativeInsert
 from llmledger.exporter._internal.collector.spool import SpoolBatch, SpoolRecord
@@ -235,6 +236,77 @@ def check_read_in_blocks(client: Client, root: Path, rng: random.Random) -> dict
     }
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+# Span attributes encoded as no serializer writes them but every protobuf parser reads them:
+# (key, encoded KeyValue value fields, what they mean).
+ODD_VALUES: list[tuple[str, list[bytes]]] = [
+    ("value field twice, merged", [b"\x0a\x01a", b"\x18\x05"]),
+    ("value field twice, same member", [b"\x0a\x01a", b"\x0a\x02bc"]),
+    ("two members in one value", [b"\x0a\x01a\x18\x07"]),
+    ("unknown field after the member", [b"\x0a\x01a\x50\x01"]),
+    ("non-minimal varint int", [b"\x18\x85\x00"]),
+    ("non-minimal varint length", [b"\x0a\x81\x00a"]),
+    ("bool 2", [b"\x10\x02"]),
+    ("negative int", [b"\x18" + _varint((-5) & (2**64 - 1))]),
+    ("empty value", [b""]),
+    ("array element with two members", [b"\x2a\x07" + _field(1, b"\x0a\x01a\x18\x01")]),
+]
+
+
+def odd_request(values: list[bytes]) -> bytes:
+    span = Span(
+        trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="odd", start_time_unix_nano=1_700_000_000 * 10**9
+    )
+    key_value = _field(1, b"odd") + b"".join(_field(2, value) for value in values)
+    scope_spans = _field(2, span.SerializeToString() + _field(9, key_value))
+    return _field(1, _field(2, scope_spans))
+
+
+def check_odd_encodings(client: Client, root: Path) -> dict[str, object]:
+    """Unusual but valid encodings of attribute values: the same rows as SpanRows, natively or refused."""
+    rows_db = StoreConfig(url=f"chdb://{root / 'store'}", database="odd_rows")
+    native_db = StoreConfig(url=rows_db.url, database="odd_native")
+    apply_migrations(client, rows_db)
+    apply_migrations(client, native_db)
+    native = NativeInsert(client, native_db.database, root / "odd-batch.pb")
+    results: dict[str, object] = {}
+    for number, (name, values) in enumerate(ODD_VALUES):
+        payload = odd_request(values)
+        batch = SpoolBatch(1, number, number + 1, (SpoolRecord(0, 0, 1, 0, payload),), f"odd-{number}")
+        rows = SpanRows()
+        rows.add_otlp(ExportTraceServiceRequest.FromString(payload))
+        SpanWriter(client, rows_db.database).write(rows, batch.dedup_token)
+        try:
+            statement = "native" if native.write(batch) else "refused"
+        except Exception as exc:  # what the drain would count as a failure of the native path
+            statement = f"failed: {str(exc)[:120]}"
+        if statement != "native":
+            SpanWriter(client, native_db.database).write(rows, batch.dedup_token)
+        query = "SELECT SpanAttributes FROM `{db}`.otel_traces WHERE SpanName = 'odd' ORDER BY Timestamp"
+        expected = run_query(client, query.format(db=rows_db.database)).result_rows
+        actual = run_query(client, query.format(db=native_db.database)).result_rows
+        results[name] = {"statement": statement, "same": expected == actual, "value": repr(actual[-1:])}
+        run_query(client, f"TRUNCATE TABLE `{rows_db.database}`.otel_traces")
+        run_query(client, f"TRUNCATE TABLE `{native_db.database}`.otel_traces")
+    return results
+
+
 def main(root: Path, batches: int) -> None:
     rows_db = StoreConfig(url=f"chdb://{root / 'store'}", database="by_rows")
     native_db = StoreConfig(url=rows_db.url, database="by_engine")
@@ -277,6 +349,7 @@ def main(root: Path, batches: int) -> None:
 
     expected, actual = table(rows_db.database), table(native_db.database)
     read_in_blocks = check_read_in_blocks(client, root, rng)
+    odd_encodings = check_odd_encodings(client, root)
     differences = [
         {"rows": repr(a), "native": repr(b)} for a, b in zip(expected, actual, strict=False) if a != b
     ]
@@ -291,6 +364,7 @@ def main(root: Path, batches: int) -> None:
                 "differences": differences[:3],
                 "different": len(differences),
                 "read_in_blocks": read_in_blocks,
+                "odd_encodings": odd_encodings,
             }
         )
     )

@@ -11,8 +11,9 @@ only the exponent sign differs), standard base64 for bytes, and Go-style JSON fo
 scalars. A span with what this SQL does not reproduce — a map (``kvlist``) value, an array
 nested in an array, control characters or NaN/Inf inside an array, a key repeated in one
 attribute list — makes the statement fail before anything is written (``throwIf``), and
-that batch goes through ``SpanRows``. ``tests/collector`` checks both paths give identical
-rows, and that a batch is refused exactly when it holds one of those.
+that batch goes through ``SpanRows``; so does a batch the engine's protobuf reader rejects
+though it is valid protobuf (see ``_ENGINE_DECODER``). ``tests/collector`` checks both
+paths give identical rows, and that a batch is refused exactly when it holds one of those.
 
 Costs, per 50,000-span statement on one core: the engine decodes the protobuf in ~4 µs a
 span, and planning this statement takes ~80 ms whatever its size, so the SQL is shaped
@@ -181,6 +182,12 @@ READ_BLOCK_BYTES: Final = 16 << 20
 
 _FILE: Final = "file({path:String}, 'Protobuf', '" + _STRUCTURE.replace("'", "\\'") + "')"
 _UNSUPPORTED: Final = "llmledger: a value the native insert does not render"
+# In the message of an error the engine's protobuf reader raised. The receiver accepted the
+# request with a full protobuf parse, so it is valid protobuf, but the engine's reader is
+# stricter: an AnyValue carrying two members of its oneof (protobuf keeps the last), or a
+# bool encoded as 2. Such a batch goes through SpanRows like one this SQL does not render,
+# instead of failing the native path (three failures would turn it off for every batch).
+_ENGINE_DECODER: Final = "ProtobufRowInputFormat"
 _KINDS: Final = "['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer']"
 _STATUSES: Final = "['Unset', 'Ok', 'Error']"
 
@@ -293,7 +300,8 @@ class NativeInsert:
                 settings={**self._settings, "insert_deduplication_token": batch.dedup_token},
             )
         except Exception as exc:
-            if _UNSUPPORTED in str(exc):
+            message = str(exc)
+            if _UNSUPPORTED in message or _ENGINE_DECODER in message:
                 return False
             raise
         finally:
