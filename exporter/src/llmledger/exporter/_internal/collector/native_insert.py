@@ -129,9 +129,13 @@ def _rendered(attributes: str) -> str:
     """The values of an attribute list (``Array(Tuple(key, value))``) as strings, in order."""
     names, arrays = _members(f"{attributes}.value", "v")
     element_names, element_arrays = _members("v_array", "e")
-    array = (
-        f"concat('[', arrayStringConcat(arrayMap(({element_names}) -> {_json_scalar('e')}, "
-        f"{element_arrays}), ','), ']')"
+    # Array elements are rendered outside the per-value multiIf: as a branch taking the
+    # elements' member arrays, it filtered those of every value. One short string array a
+    # span (llmledger's chat spans carry gen_ai.response.finish_reasons) cost the drain
+    # 1.65 us a span, 1.0 this way; a span without arrays pays ~0.15 us more for it.
+    elements = (
+        f"arrayMap(v_array -> arrayMap(({element_names}) -> {_json_scalar('e')}, {element_arrays}), "
+        f"{attributes}.value.array_value.values)"
     )
     value = (
         f"multiIf(v_value = 'string_value', v_string_value, "
@@ -139,9 +143,9 @@ def _rendered(attributes: str) -> str:
         f"v_value = 'bool_value', if(v_bool_value, 'true', 'false'), "
         f"v_value = 'double_value', {_go_float('v_double_value')}, "
         f"v_value = 'bytes_value', base64Encode(v_bytes_value), "
-        f"v_value = 'array_value', {array}, '')"
+        f"v_value = 'array_value', concat('[', arrayStringConcat(v_elements, ','), ']'), '')"
     )
-    return f"arrayMap(({names}, v_array) -> {value}, {arrays}, {attributes}.value.array_value.values)"
+    return f"arrayMap(({names}, v_elements) -> {value}, {arrays}, {elements})"
 
 
 def _attributes(source: str) -> str:
