@@ -1,6 +1,6 @@
 """End-to-end collector benchmark: OTLP/HTTP protobuf in, embedded store out, on one core.
 
-    python bench/bench_collector.py [--rate 50000] [--duration 20] [--batch 512] [--attributes 20]
+    python bench/bench_collector.py [--rate 50000] [--duration 20] [--batch 512] [--attributes 20] [--finish-reasons]
 
 Starts ``llmledger collector`` pinned to one CPU with a fresh embedded store (fsync
 ``always``) and offers ``--rate`` spans/s as OTLP/HTTP protobuf requests of ``--batch``
@@ -37,7 +37,14 @@ from llmledger.exporter._internal.config import StoreConfig
 GOALS = {"spans_per_second": 50_000, "ack_p99_ms": 50.0, "queryable_p99_s": 5.0}
 
 
-def make_request(spans: int, attributes: int, rng: random.Random, trace_id: bytes | None = None) -> bytes:
+def make_request(
+    spans: int,
+    attributes: int,
+    rng: random.Random,
+    trace_id: bytes | None = None,
+    *,
+    finish_reasons: bool = False,
+) -> bytes:
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
     for key, value in (("service.name", "bench"), ("tenant.id", f"tenant-{rng.randrange(20)}")):
@@ -76,12 +83,17 @@ def make_request(spans: int, attributes: int, rng: random.Random, trace_id: byte
             ("session.id", f"session-{rng.randrange(5000)}"),
             ("gen_ai.conversation.id", f"conv-{rng.randrange(5000)}"),
         ]
+        if finish_reasons:  # as llmledger's chat spans carry it: a string array
+            values.insert(1, ("gen_ai.response.finish_reasons", ["stop"]))
         while len(values) < attributes:
             values.append((f"app.extra.{len(values)}", f"value-{rng.randrange(100)}"))
         for key, value in values[:attributes]:
             kv = span.attributes.add()
             kv.key = key
-            if isinstance(value, bool):
+            if isinstance(value, list):
+                for item in value:
+                    kv.value.array_value.values.add().string_value = str(item)
+            elif isinstance(value, bool):
                 kv.value.bool_value = value
             elif isinstance(value, int):
                 kv.value.int_value = value
@@ -185,7 +197,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     collector_cpu, client_cpu = cpus[0], cpus[-1]
     os.sched_setaffinity(0, {client_cpu})
     rng = random.Random(7)
-    payloads = [make_request(args.batch, args.attributes, rng) for _ in range(32)]
+    payloads = [
+        make_request(args.batch, args.attributes, rng, finish_reasons=args.finish_reasons) for _ in range(32)
+    ]
     with tempfile.TemporaryDirectory(prefix="llmledger-bench-") as tmp:
         collector = Collector(Path(tmp), collector_cpu, args.fsync, "debug" if args.log else "warning")
         try:
@@ -238,7 +252,7 @@ def measure(
         connection = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=30)
         while not stop.wait(0.25):
             trace_id = rng.randbytes(16)
-            body = make_request(8, args.attributes, rng, trace_id)
+            body = make_request(8, args.attributes, rng, trace_id, finish_reasons=args.finish_reasons)
             connection.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
             response = connection.getresponse()
             response.read()
@@ -328,6 +342,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load")
     parser.add_argument("--batch", type=int, default=512, help="spans per request (the SDK's default batch)")
     parser.add_argument("--attributes", type=int, default=20, help="attributes per span")
+    parser.add_argument(
+        "--finish-reasons",
+        action="store_true",
+        help="one of the attributes is gen_ai.response.finish_reasons, a string array, as on llmledger's chat spans",
+    )
     parser.add_argument("--senders", type=int, default=4, help="concurrent keep-alive connections")
     parser.add_argument("--fsync", choices=("always", "never"), default="always")
     parser.add_argument(
