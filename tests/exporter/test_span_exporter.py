@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from llmledger.exporter import ClickHouseSpanExporter, StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.store import run_command
+from llmledger.exporter._internal.writer import ATTRIBUTE_INDEXES
 
 BIN = Path(sys.executable).parent
 EMBEDDED_ONLY = pytest.mark.skipif(
@@ -63,6 +64,16 @@ def test_exports_spans_and_applies_the_schema_itself(blank_config: StoreConfig, 
         {"tenant_id": "acme", "input_tokens": 7, "output_tokens": 3}
     ]
     assert exporter.export(record(recorder, 1)) is SpanExportResult.FAILURE  # after shutdown
+    # On the embedded store the attribute bloom filters are left to the first merge.
+    built = query(
+        "SELECT name, data_compressed_bytes > 0 AS built FROM system.data_skipping_indices "
+        f"WHERE database = '{blank_config.database}' AND table = 'otel_traces' ORDER BY name"
+    )
+    assert {row["name"]: bool(row["built"]) for row in built} == {
+        **dict.fromkeys(ATTRIBUTE_INDEXES, False),
+        "idx_trace_id": True,
+        "idx_duration": True,
+    }
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ class ClickHouseSpanExporter(SpanExporter):
                 client.close()
                 raise
             self._client = client
-            self._writer = SpanWriter(client, config.database)
+            self._writer = SpanWriter(client, config.database, defer_attribute_indexes=config.embedded)
             self._reopen_at = 0.0
         return self._writer
 

@@ -294,7 +294,7 @@ class SpoolDrain:
                 client.close()
                 raise
             self._client = client
-            self._writer = SpanWriter(client, database)
+            self._writer = SpanWriter(client, database, defer_attribute_indexes=self._store.embedded)
             if self._native_file is not None:
                 self._native = NativeInsert(client, database, self._native_file)
             _logger.info("store open: %s database %s", self._store.display_url, database)

@@ -39,6 +39,7 @@ from clickhouse_connect.driver.client import Client
 from llmledger.exporter._internal.native_block import varint
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS
 from llmledger.exporter._internal.store import run_command
+from llmledger.exporter._internal.writer import deferred_index_settings
 
 from .spool import SpoolBatch
 
@@ -178,9 +179,6 @@ def _hex_id(x: str) -> str:
     return f"if(trim(BOTH '\\0' FROM {x}) = '', '', lower(hex({x})))"
 
 
-# otel_traces' skip indexes left to the first merge (see NativeInsert).
-_DEFERRED_INDEXES: Final = "idx_res_attr_key,idx_res_attr_value,idx_span_attr_key,idx_span_attr_value"
-
 # Decoded columns per read block; see NativeInsert.
 READ_BLOCK_BYTES: Final = 16 << 20
 
@@ -268,11 +266,8 @@ class NativeInsert:
             "min_insert_block_size_bytes": 1 << 50,
             # Format a double only for double values, not for every attribute value.
             "short_circuit_function_evaluation": "force_enable",
-            # The attribute bloom filters are built when a part is first merged, not on insert
-            # (~1.4 us a span, most of it the filter over every attribute value). Until then a
-            # query reads that part (one batch) without them; results are the same. The
-            # trace-id filter is still built on insert, so trace lookups stay indexed.
-            "exclude_materialize_skip_indexes_on_insert": _DEFERRED_INDEXES,
+            # The attribute bloom filters are built at a part's first merge (see writer).
+            **deferred_index_settings(),
         }
 
     def _write_scratch(self, batch: SpoolBatch) -> None:
