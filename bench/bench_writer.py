@@ -131,7 +131,7 @@ def main() -> int:
     config = StoreConfig(url=f"chdb://{store}", database=f"bench_{uuid.uuid4().hex[:8]}")
     client = open_store(config, use_database=False)
     apply_migrations(client, config)
-    writer = SpanWriter(client, config.database)
+    writer = SpanWriter(client, config.database, defer_attribute_indexes=config.embedded)  # as the exporter does
 
     spans = make_spans(args.batch)
     request = encode_spans(spans)
