@@ -131,7 +131,8 @@ def main() -> int:
     config = StoreConfig(url=f"chdb://{store}", database=f"bench_{uuid.uuid4().hex[:8]}")
     client = open_store(config, use_database=False)
     apply_migrations(client, config)
-    writer = SpanWriter(client, config.database, defer_attribute_indexes=config.embedded)  # as the exporter does
+    # As the exporter writes to an embedded store: attribute bloom filters left to the first merge.
+    writer = SpanWriter(client, config.database, defer_attribute_indexes=config.embedded)
 
     spans = make_spans(args.batch)
     request = encode_spans(spans)
