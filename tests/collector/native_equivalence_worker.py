@@ -23,9 +23,11 @@ from llmledger.exporter._internal.collector.native_insert import NativeInsert
 from llmledger.exporter._internal.collector.spool import SpoolBatch, SpoolRecord
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
+from llmledger.exporter._internal.native_block import varint
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import open_store, run_query
 from llmledger.exporter._internal.writer import SpanWriter
+from tests.store_checks import built_skip_indexes
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -194,17 +196,6 @@ def check_read_in_blocks(client: Client, root: Path, rng: random.Random) -> dict
         ).result_rows[0]
         return int(rows), int(parts), int(days)
 
-    def indexed() -> dict[str, bool]:
-        """Which of otel_traces' skip indexes hold data in the table's active parts."""
-        return {
-            str(name): int(size) > 0
-            for name, size in run_query(
-                client,
-                "SELECT name, data_compressed_bytes FROM system.data_skipping_indices "
-                "WHERE database = 'by_blocks' AND table = 'otel_traces'",
-            ).result_rows
-        }
-
     def tenants() -> list[tuple[object, ...]]:
         # A filter the attribute bloom filters serve, read before and after they exist.
         return [
@@ -219,7 +210,7 @@ def check_read_in_blocks(client: Client, root: Path, rng: random.Random) -> dict
     good = batch(1, last_unsupported=False)
     written = native.write(good)
     after_write = counts()
-    indexes_on_insert = indexed()
+    indexes_on_insert = built_skip_indexes(client, config.database)
     found_before_merge = tenants()
     replayed = native.write(good)
     after_replay = counts()
@@ -231,30 +222,18 @@ def check_read_in_blocks(client: Client, root: Path, rng: random.Random) -> dict
         "replay_dropped": replayed and after_replay == after_write,
         "refused_wrote_nothing": refused and refused_wrote_nothing,
         "indexes_on_insert": indexes_on_insert,
-        "indexes_after_merge": indexed(),
+        "indexes_after_merge": built_skip_indexes(client, config.database),
         "same_rows_found_after_merge": len(found_before_merge) > 0 and tenants() == found_before_merge,
     }
 
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+    return varint((number << 3) | 2) + varint(len(payload)) + payload
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-# Span attributes encoded as no serializer writes them but every protobuf parser reads them:
-# (key, encoded KeyValue value fields, what they mean).
+# Span attribute values encoded as no serializer writes them but every protobuf parser reads
+# them: (what the encoding is, the attribute's encoded value fields).
 ODD_VALUES: list[tuple[str, list[bytes]]] = [
     ("value field twice, merged", [b"\x0a\x01a", b"\x18\x05"]),
     ("value field twice, same member", [b"\x0a\x01a", b"\x0a\x02bc"]),
@@ -263,7 +242,7 @@ ODD_VALUES: list[tuple[str, list[bytes]]] = [
     ("non-minimal varint int", [b"\x18\x85\x00"]),
     ("non-minimal varint length", [b"\x0a\x81\x00a"]),
     ("bool 2", [b"\x10\x02"]),
-    ("negative int", [b"\x18" + _varint((-5) & (2**64 - 1))]),
+    ("negative int", [b"\x18" + varint((-5) & (2**64 - 1))]),
     ("empty value", [b""]),
     ("array element with two members", [b"\x2a\x07" + _field(1, b"\x0a\x01a\x18\x01")]),
 ]

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from llmledger.exporter._internal.writer import ATTRIBUTE_INDEXES
+from tests.store_checks import OTEL_TRACES_INDEXES
+
 pytestmark = pytest.mark.subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +41,11 @@ def test_native_insert_rows_equal_span_rows(tmp_path: Path) -> None:
     }
     # The attribute bloom filters are left to the first merge; the trace-id one is built
     # on insert. Queries find the same rows before and after.
-    attribute_indexes = ["idx_res_attr_key", "idx_res_attr_value", "idx_span_attr_key", "idx_span_attr_value"]
     assert blocks["indexes_on_insert"] == {
-        **dict.fromkeys(attribute_indexes, False),
-        "idx_trace_id": True,
-        "idx_duration": True,
+        **dict.fromkeys(OTEL_TRACES_INDEXES, True),
+        **dict.fromkeys(ATTRIBUTE_INDEXES, False),
     }
-    assert blocks["indexes_after_merge"] == {
-        **dict.fromkeys(attribute_indexes, True),
-        "idx_trace_id": True,
-        "idx_duration": True,
-    }
+    assert blocks["indexes_after_merge"] == dict.fromkeys(OTEL_TRACES_INDEXES, True)
     assert blocks["same_rows_found_after_merge"] is True
     assert summary["rows"] == summary["native_rows"] > 300
     # Both paths were taken: most batches natively, those with map values or nested arrays by SpanRows.

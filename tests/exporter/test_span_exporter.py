@@ -20,6 +20,7 @@ from llmledger.exporter import ClickHouseSpanExporter, StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.store import run_command
 from llmledger.exporter._internal.writer import ATTRIBUTE_INDEXES
+from tests.store_checks import OTEL_TRACES_INDEXES, built_skip_indexes
 
 BIN = Path(sys.executable).parent
 EMBEDDED_ONLY = pytest.mark.skipif(
@@ -56,7 +57,9 @@ def parts_and_spans(query, database: str) -> tuple[int, int]:
     return row["parts"], row["spans"]
 
 
-def test_exports_spans_and_applies_the_schema_itself(blank_config: StoreConfig, recorder, query) -> None:
+def test_exports_spans_and_applies_the_schema_itself(
+    blank_config: StoreConfig, recorder, query, store_client
+) -> None:
     exporter = ClickHouseSpanExporter(blank_config)
     assert exporter.export(record(recorder, 1)) is SpanExportResult.SUCCESS
     exporter.shutdown()  # writes what is pending, as the SDK's shutdown at exit does
@@ -65,14 +68,9 @@ def test_exports_spans_and_applies_the_schema_itself(blank_config: StoreConfig, 
     ]
     assert exporter.export(record(recorder, 1)) is SpanExportResult.FAILURE  # after shutdown
     # On the embedded store the attribute bloom filters are left to the first merge.
-    built = query(
-        "SELECT name, data_compressed_bytes > 0 AS built FROM system.data_skipping_indices "
-        f"WHERE database = '{blank_config.database}' AND table = 'otel_traces' ORDER BY name"
-    )
-    assert {row["name"]: bool(row["built"]) for row in built} == {
+    assert built_skip_indexes(store_client, blank_config.database) == {
+        **dict.fromkeys(OTEL_TRACES_INDEXES, True),
         **dict.fromkeys(ATTRIBUTE_INDEXES, False),
-        "idx_trace_id": True,
-        "idx_duration": True,
     }
 
 

@@ -11,6 +11,7 @@ from opentelemetry.trace import Link
 from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS, SpanRows
 from llmledger.exporter._internal.writer import ATTRIBUTE_INDEXES, SpanWriter
+from tests.store_checks import OTEL_TRACES_INDEXES, built_skip_indexes
 
 START = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
@@ -210,18 +211,6 @@ def test_a_retried_batch_changes_nothing_downstream(
     assert query(totals)[0]["calls"] == 100
 
 
-def _built_indexes(store_client: Client, database: str) -> dict[str, bool]:
-    """Which of otel_traces' skip indexes hold data in its active parts."""
-    return {
-        str(name): int(size) > 0
-        for name, size in store_client.query(
-            "SELECT name, data_compressed_bytes FROM system.data_skipping_indices "
-            "WHERE database = {db:String} AND table = 'otel_traces'",
-            parameters={"db": database},
-        ).result_rows
-    }
-
-
 def test_attribute_indexes_can_be_left_to_the_first_merge(
     recorder, config: StoreConfig, store_client: Client, query
 ) -> None:
@@ -230,19 +219,15 @@ def test_attribute_indexes_can_be_left_to_the_first_merge(
     rows = SpanRows()
     rows.add_sdk_spans(recorder.finished())
     SpanWriter(store_client, config.database, defer_attribute_indexes=True).write(rows)
-    deferred = dict.fromkeys(ATTRIBUTE_INDEXES, False)
-    assert _built_indexes(store_client, config.database) == {
-        **deferred,
-        "idx_trace_id": True,
-        "idx_duration": True,
+    assert built_skip_indexes(store_client, config.database) == {
+        **dict.fromkeys(OTEL_TRACES_INDEXES, True),
+        **dict.fromkeys(ATTRIBUTE_INDEXES, False),
     }
 
     by_attribute = f"SELECT SpanAttributes['tenant.id'] AS t FROM {config.database}.otel_traces WHERE t IN ('t0', 't2') ORDER BY t"
     before = [row["t"] for row in query(by_attribute)]
     store_client.command(f"OPTIMIZE TABLE {config.database}.otel_traces FINAL")
-    assert _built_indexes(store_client, config.database) == dict.fromkeys(
-        [*ATTRIBUTE_INDEXES, "idx_trace_id", "idx_duration"], True
-    )
+    assert built_skip_indexes(store_client, config.database) == dict.fromkeys(OTEL_TRACES_INDEXES, True)
     assert before == [row["t"] for row in query(by_attribute)] == ["t0", "t2"]
 
 
@@ -253,6 +238,4 @@ def test_by_default_every_index_is_built_on_insert(
     rows = SpanRows()
     rows.add_sdk_spans(recorder.finished())
     SpanWriter(store_client, config.database).write(rows)
-    assert _built_indexes(store_client, config.database) == dict.fromkeys(
-        [*ATTRIBUTE_INDEXES, "idx_trace_id", "idx_duration"], True
-    )
+    assert built_skip_indexes(store_client, config.database) == dict.fromkeys(OTEL_TRACES_INDEXES, True)
