@@ -168,6 +168,12 @@ def test_http_refusals_say_what_is_wrong(secure_collector: CollectorProcess) -> 
     )
     assert (status, json.loads(body)["code"]) == (400, 3)
 
+    # 100,000 deep: the JSON decoder's RecursionError is the sender's problem, not a 500.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    status, _, body = collector.post_traces(deep, content_type="application/json", token=TOKEN)
+    assert (status, json.loads(body)["code"]) == (400, 3)
+    assert "RecursionError" in json.loads(body)["message"]
+
     status, _, body = collector.post_traces(b"\0" * (1 << 20 | 1), token=TOKEN)
     assert status == 413
     assert "over the 1048576-byte limit" in http_status(body).message

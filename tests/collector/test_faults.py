@@ -176,6 +176,8 @@ def test_spool_full_refuses_retryably_and_keeps_what_it_accepted(tmp_path: Path)
     retry = RetryInfo()
     assert details.Unpack(retry)
     assert retry.retry_delay.seconds == 2
+    # The Python SDK's exporter reads this one (a bare RetryInfo), not the Status above.
+    assert RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]).retry_delay.seconds == 2
 
     assert collector.get("/readyz")[0] == 503
     assert collector.metric("spool_full_refusals_total") >= 2

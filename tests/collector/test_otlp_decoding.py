@@ -192,3 +192,63 @@ def test_arbitrary_json_documents_are_accepted_or_refused_cleanly(document: obje
         decode_http_body("application/json", "", json.dumps(document).encode(), LIMIT)
     except InvalidRequestError as exc:
         assert str(exc)  # noqa: PT017
+
+
+def nested_kvlist(depth: int) -> bytes:
+    """A span attribute whose value is a kvlist nested ``depth`` deep, as raw protobuf bytes."""
+    value = b""
+    for _ in range(depth):
+        key_value = b"\x0a\x01k" + b"\x12" + _length(value) + value  # KeyValue{key, value}
+        kvlist = b"\x0a" + _length(key_value) + key_value  # KeyValueList{values}
+        value = b"\x32" + _length(kvlist) + kvlist  # AnyValue{kvlist_value}
+    return value
+
+
+def _length(data: bytes) -> bytes:
+    out = bytearray()
+    size = len(data)
+    while size > 0x7F:
+        out.append(0x80 | (size & 0x7F))
+        size >>= 7
+    out.append(size)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"resourceSpans": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001,
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "k", "value": '
+        + b'{"arrayValue": {"values": [' * 20_000
+        + b"{}"
+        + b"]}}" * 20_000
+        + b"}]}]}]}]}",
+    ],
+    ids=["array", "object", "attribute"],
+)
+def test_json_nested_100000_deep_is_refused_not_an_internal_error(body: bytes) -> None:
+    with pytest.raises(InvalidRequestError, match="not a valid"):
+        decode_http_body("application/json", "", body, 16 << 20)
+
+
+def test_protobuf_nested_deep_is_refused() -> None:
+    attribute = nested_kvlist(5_000)
+    key_value = b"\x0a\x01a\x12" + _length(attribute) + attribute
+    span = b"\x0a\x10" + b"\x01" * 16 + b"\x12\x08" + b"\x02" * 8 + b"\x4a" + _length(key_value) + key_value
+    scope_spans = b"\x12" + _length(span) + span
+    resource_spans = b"\x12" + _length(scope_spans) + scope_spans
+    request = b"\x0a" + _length(resource_spans) + resource_spans
+    with pytest.raises(InvalidRequestError, match="not a valid"):
+        decode_protobuf(request)
+
+
+def test_any_exception_a_body_provokes_is_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the decoders raise on a hostile body (here: MemoryError) is a 400, not a 500."""
+
+    def exhausted(*args: object, **kwargs: object) -> object:
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(json, "loads", exhausted)
+    with pytest.raises(InvalidRequestError, match="MemoryError"):
+        decode_http_body("application/json", "", b"{}", LIMIT)

@@ -5,7 +5,7 @@ protobuf bytes, decodes them once to validate and spools those same bytes. Statu
 follow the OTLP specification: ``INVALID_ARGUMENT`` for malformed requests,
 ``UNAUTHENTICATED`` without the bearer token, and the retryable ``RESOURCE_EXHAUSTED``
 (spool full) and ``UNAVAILABLE`` (disk error, shutting down) carrying a
-``google.rpc.RetryInfo`` so exporters know how long to wait. The metrics and logs
+``google.rpc.RetryInfo`` (in both trailers exporters read) so they know how long to wait. The metrics and logs
 services answer ``UNIMPLEMENTED`` with a message saying this collector takes traces only.
 """
 
@@ -42,11 +42,21 @@ _OUTCOME_CODE: Final = {
 }
 
 
-def _retry_details(code: grpc.StatusCode, message: str) -> bytes:
-    """A ``google.rpc.Status`` with ``RetryInfo``, for the ``grpc-status-details-bin`` trailer."""
+def _retry_trailers(code: grpc.StatusCode, message: str) -> tuple[tuple[str, bytes], ...]:
+    """The retry advice, both ways exporters read it.
+
+    ``grpc-status-details-bin`` (a ``google.rpc.Status`` carrying ``RetryInfo``) is the gRPC
+    convention the OpenTelemetry Collector and Go/Java exporters read; the Python SDK's
+    exporter reads a bare ``RetryInfo`` from ``google.rpc.retryinfo-bin`` instead
+    (``opentelemetry.exporter.otlp.proto.grpc.exporter``), and backs off 1, 2, 4 … s without it.
+    """
+    retry = RetryInfo(retry_delay=Duration(seconds=RETRY_AFTER_SECONDS))
     status = Status(code=code.value[0], message=message)
-    status.details.add().Pack(RetryInfo(retry_delay=Duration(seconds=RETRY_AFTER_SECONDS)))
-    return status.SerializeToString()
+    status.details.add().Pack(retry)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", retry.SerializeToString()),
+    )
 
 
 def _export_handler(ingest: Ingest) -> grpc.RpcMethodHandler[bytes, bytes]:
@@ -67,9 +77,7 @@ def _export_handler(ingest: Ingest) -> grpc.RpcMethodHandler[bytes, bytes]:
             ingest.refuse(error)
             code = _OUTCOME_CODE[error.outcome]
             if error.retryable:
-                context.set_trailing_metadata(
-                    (("grpc-status-details-bin", _retry_details(code, error.message)),)
-                )
+                context.set_trailing_metadata(_retry_trailers(code, error.message))
             else:
                 _logger.info("refused a gRPC request from %s: %s", context.peer(), error.message)
             context.abort(code, error.message)

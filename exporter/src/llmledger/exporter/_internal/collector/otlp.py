@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -115,8 +116,28 @@ def _validated(request: ExportTraceServiceRequest, payload: bytes | None) -> Dec
     )
 
 
+def _refusing_anything(decode: Callable[[bytes], DecodedRequest], body: bytes, what: str) -> DecodedRequest:
+    """``decode(body)``, with any exception a hostile body provokes turned into :class:`InvalidRequestError`.
+
+    A body is the sender's: whatever it makes the decoders raise (``RecursionError`` from JSON
+    nested 100,000 deep, ``MemoryError``, an error inside the protobuf runtime) says the body
+    cannot be taken, so the answer is 400 / INVALID_ARGUMENT, not 500 — and never a stall.
+    """
+    try:
+        return decode(body)
+    except InvalidRequestError:
+        raise
+    except Exception as exc:
+        detail = str(exc)[:200] or "no detail"
+        raise InvalidRequestError(f"the body is not a valid {what} ({type(exc).__name__}: {detail})") from exc
+
+
 def decode_protobuf(payload: bytes) -> DecodedRequest:
     """Validate a protobuf ``ExportTraceServiceRequest`` (the gRPC request or an HTTP body)."""
+    return _refusing_anything(_decode_protobuf, payload, "OTLP ExportTraceServiceRequest protobuf")
+
+
+def _decode_protobuf(payload: bytes) -> DecodedRequest:
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(payload)
@@ -158,6 +179,10 @@ def _walk_list(container: dict[str, Any], *names: str) -> list[dict[str, Any]]:
 
 def decode_json(body: bytes) -> DecodedRequest:
     """Validate an OTLP/JSON ``ExportTraceServiceRequest``."""
+    return _refusing_anything(_decode_json, body, "OTLP/JSON ExportTraceServiceRequest")
+
+
+def _decode_json(body: bytes) -> DecodedRequest:
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -196,6 +221,12 @@ def _gunzip(body: bytes, limit: int) -> bytes:
 
 def decode_http_body(content_type: str, content_encoding: str, body: bytes, limit: int) -> DecodedRequest:
     """Decode an OTLP/HTTP ``/v1/traces`` body (content type and encoding as sent)."""
+    return _refusing_anything(
+        lambda raw: _decode_http_body(content_type, content_encoding, raw, limit), body, "OTLP/HTTP body"
+    )
+
+
+def _decode_http_body(content_type: str, content_encoding: str, body: bytes, limit: int) -> DecodedRequest:
     encoding = content_encoding.strip().lower()
     if encoding == "gzip":
         body = _gunzip(body, limit)
