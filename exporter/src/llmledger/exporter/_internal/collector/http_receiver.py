@@ -6,7 +6,8 @@ what it parses). Statuses follow the OTLP specification: 200 with a partial succ
 some spans were refused, 400 for malformed bodies, 413 over the size limit, 415 for
 content types other than protobuf and JSON, 401 without the bearer token, and the
 retryable 429 (spool full) and 503 (disk error, overload, shutting down) with
-``Retry-After``. ``/v1/metrics`` and ``/v1/logs`` answer 404 with a ``Status`` that says
+``Retry-After``. Bodies come with ``Content-Length`` or ``Transfer-Encoding: chunked``
+(what Node's exporters send), under the same size limit. ``/v1/metrics`` and ``/v1/logs`` answer 404 with a ``Status`` that says
 this collector takes traces only; an OTLP exporter treats that as final, not retryable.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Final
 
+from .chunked import ChunkedBodyError, ChunkedTooLargeError, read_chunked
 from .ingest import RETRY_AFTER_SECONDS, Ingest, Outcome, RefusedError
 from .otlp import (
     CONTENT_TYPE_JSON,
@@ -191,10 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self, limit: int) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise RefusedError(
-                Outcome.INVALID, "chunked request bodies are not accepted: send Content-Length"
-            )
+            return self._read_chunked_body(limit)
         raw_length = self.headers.get("Content-Length")
         try:
             length = int(raw_length) if raw_length is not None else -1
@@ -202,7 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             self.close_connection = True
-            raise RefusedError(Outcome.INVALID, "a valid Content-Length header is required")
+            raise RefusedError(
+                Outcome.INVALID, "a valid Content-Length header (or Transfer-Encoding: chunked) is required"
+            )
         if length > limit:
             # Read (and drop) a moderately oversize body so the sender sees the 413 rather
             # than a reset; past that, answer and close without reading.
@@ -221,7 +222,23 @@ class _Handler(BaseHTTPRequestHandler):
             raise RefusedError(Outcome.INVALID, "the connection closed before the whole body arrived")
         return body
 
+    def _read_chunked_body(self, limit: int) -> bytes:
+        # The same limit as a Content-Length body (on the wire, before any gunzip),
+        # counted while reading. A refused chunked body leaves the connection's framing
+        # unknown, so the connection is closed after the answer.
+        try:
+            return read_chunked(self.rfile, limit)
+        except ChunkedTooLargeError as exc:
+            self.close_connection = True
+            raise RefusedError(Outcome.TOO_LARGE, str(exc)) from exc
+        except ChunkedBodyError as exc:
+            self.close_connection = True
+            raise RefusedError(Outcome.INVALID, str(exc)) from exc
+
     def _discard_body(self) -> None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True  # not read: the connection cannot carry another request
+            return
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
