@@ -61,13 +61,11 @@ def test_invalid_flags_are_reported_together(capsys) -> None:
 def test_sql_prints_table_csv_and_json(config: StoreConfig, capsys) -> None:
     query = "SELECT toDecimal128('0.000435', 12) AS cost, 'acme' AS tenant, NULL AS missing"
     assert main(["sql", *store_args(config), "--format", "json", query]) == 0
-    assert json.loads(capsys.readouterr().out) == [
-        {"cost": "0.000435000000", "tenant": "acme", "missing": None}
-    ]
+    assert json.loads(capsys.readouterr().out) == [{"cost": "0.000435", "tenant": "acme", "missing": None}]
     assert main(["sql", *store_args(config), "--format", "csv", query]) == 0
     assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [
         ["cost", "tenant", "missing"],
-        ["0.000435000000", "acme", ""],
+        ["0.000435", "acme", ""],
     ]
     assert main(["sql", *store_args(config), "SELECT count() AS n FROM llm_calls"]) == 0
     assert capsys.readouterr().out.splitlines() == ["n", "-", "0", "(1 row)"]

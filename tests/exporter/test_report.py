@@ -13,6 +13,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter import StoreConfig
+from llmledger.exporter._internal.money import plain_decimal
 from llmledger.exporter._internal.report import DIMENSIONS, ReportQuery, parse_when, run_report
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.writer import SpanWriter
@@ -75,6 +76,8 @@ CALLS: list[tuple[Any, ...]] = [
         False,
         False,
     ),
+    # No tenant and no price: "(unattributed)" and "unpriced" in the report, never a blank or $0.
+    ("", "", "", "", "llama-3.3-70b", "groq", 1, 15, 50, 5, None, False, False),
 ]
 KEY = {
     "tenant": 0,
@@ -103,6 +106,8 @@ def seeded(config: StoreConfig, store_client: Client) -> StoreConfig:
             "llmledger.fallback": fallback,
             "llmledger.fallback.attempt": 1 if fallback else 0,
         }
+        if tenant:
+            attrs["tenant.id"] = tenant
         if conv:
             attrs["gen_ai.conversation.id"] = conv
         if not failed:
@@ -214,16 +219,94 @@ def test_cli_formats(seeded: StoreConfig, capsys: pytest.CaptureFixture[str], fm
     )
     assert code == 0
     out = capsys.readouterr().out
-    want = {k[0]: v["cost_usd"] for k, v in expected(("tenant",)).items()}
+    want = {k[0] or "(unattributed)": v["cost_usd"] for k, v in expected(("tenant",)).items() if k[0]}
     if fmt == "json":
-        got = {r["tenant"]: Decimal(r["cost_usd"]) for r in json.loads(out)}
+        records = json.loads(out)
+        got = {r["tenant"]: Decimal(r["cost_usd"]) for r in records if r["cost_usd"] is not None}
+        assert [r["cost_usd"] for r in records if r["tenant"] == "(unattributed)"] == [None]
     elif fmt == "csv":
-        got = {r["tenant"]: Decimal(r["cost_usd"]) for r in csv.DictReader(io.StringIO(out))}
+        records = list(csv.DictReader(io.StringIO(out)))
+        got = {r["tenant"]: Decimal(r["cost_usd"]) for r in records if r["cost_usd"]}
+        assert [r["cost_usd"] for r in records if r["tenant"] == "(unattributed)"] == [""]
     else:
-        lines = [line.split() for line in out.splitlines()[2:] if line and not line.startswith("(")]
+        lines = [line.split() for line in out.splitlines()[2:-1] if not line.startswith("-")]
         header = out.splitlines()[0].split()
-        got = {cells[0]: Decimal(cells[header.index("cost_usd")]) for cells in lines}
+        got = {
+            cells[0]: Decimal(cells[header.index("cost_usd")])
+            for cells in lines
+            if cells[0] not in ("(unattributed)", "total")
+        }
+        assert [c[header.index("cost_usd")] for c in lines if c[0] == "(unattributed)"] == ["unpriced"]
+        assert [c[header.index("cost_usd")] for c in lines if c[0] == "total"] == ["0.02081"]
     assert got == want
+
+
+# The report as people read it, to the character: plain decimals with every significant
+# digit, "unpriced" for a cost nobody knows, "(unattributed)" for calls without a tenant,
+# a total row. CSV and JSON say the same with an empty cell / null.
+GOLDEN_TABLE = """\
+tenant          calls  errors  fallbacks  input_tokens  cached_input_tokens  output_tokens  reasoning_tokens  cost_usd  unpriced_calls
+--------------  -----  ------  ---------  ------------  -------------------  -------------  ----------------  --------  --------------
+acme            5      1       1          2900          0                    1400           0                 0.01657   0
+initech         1      0       0          2000          0                    10             0                 0.00408   0
+globex          2      0       0          8300          0                    80             0                 0.00016   1
+(unattributed)  1      0       0          50            0                    5              0                 unpriced  1
+--------------  -----  ------  ---------  ------------  -------------------  -------------  ----------------  --------  --------------
+total           9      1       1          13250         0                    1495           0                 0.02081   2
+(4 rows)
+"""
+GOLDEN_CSV = """\
+tenant,calls,errors,fallbacks,input_tokens,cached_input_tokens,output_tokens,reasoning_tokens,cost_usd,unpriced_calls
+acme,5,1,1,2900,0,1400,0,0.01657,0
+initech,1,0,0,2000,0,10,0,0.00408,0
+globex,2,0,0,8300,0,80,0,0.00016,1
+(unattributed),1,0,0,50,0,5,0,,1
+"""
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_report_golden(seeded: StoreConfig, capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    argv = ["report", "--by", "tenant", "--format", fmt, "--url", seeded.url, "--database", seeded.database]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == (GOLDEN_TABLE if fmt == "table" else GOLDEN_CSV)
+
+
+def test_report_golden_json(seeded: StoreConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "report",
+        "--by",
+        "tenant",
+        "--format",
+        "json",
+        "--url",
+        seeded.url,
+        "--database",
+        seeded.database,
+    ]
+    assert main(argv) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["tenant"], r["cost_usd"]) for r in records] == [
+        ("acme", "0.01657"),
+        ("initech", "0.00408"),
+        ("globex", "0.00016"),
+        ("(unattributed)", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        ("6.00000E-7", "0.0000006"),
+        ("1.8E-7", "0.00000018"),
+        ("0E-12", "0"),
+        ("100.000000000000", "100"),
+        ("12345678901234567890.123456789012", "12345678901234567890.123456789012"),
+        ("-0.000000", "0"),
+        ("1E+3", "1000"),
+    ],
+)
+def test_plain_decimal(amount: str, text: str) -> None:
+    assert plain_decimal(Decimal(amount)) == text
 
 
 def test_cli_reports_every_bad_argument(capsys: pytest.CaptureFixture[str]) -> None:

@@ -334,7 +334,11 @@ def test_totals_across_threads_and_tasks(fake: FakeOpenAI, telemetry: Telemetry,
     costs = [Decimal(repr((s.attributes or {})["gen_ai.usage.cost"])) for s in spans]
     assert outer.cost_usd == sum(costs[:1]) * 30  # every call costs the same, summed exactly
     assert outer.unpriced_calls == 0
-    assert outer.as_dict()["cost_usd"] == str(outer.cost_usd)
+    shown = outer.as_dict()["cost_usd"]
+    assert isinstance(shown, str)
+    assert Decimal(shown) == outer.cost_usd
+    assert "E" not in shown
+    assert not shown.endswith("0")
 
 
 def test_totals_count_errors_and_unpriced(fake: FakeOpenAI, telemetry: Telemetry, instrumented: Any) -> None:
@@ -348,6 +352,7 @@ def test_totals_count_errors_and_unpriced(fake: FakeOpenAI, telemetry: Telemetry
             chat(client)
         chat(client, "my-self-hosted-llm")
     assert (totals.calls, totals.errors, totals.unpriced_calls, totals.cost_usd) == (2, 1, 1, Decimal(0))
+    assert totals.as_dict()["cost_usd"] is None  # unknown, not "0"
 
 
 # --- console line -------------------------------------------------------------------------

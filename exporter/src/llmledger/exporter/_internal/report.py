@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.money import UNATTRIBUTED
 from llmledger.exporter._internal.store import run_query
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ReportResult",
     "client_runner",
     "collector_runner",
+    "known_cost",
     "parse_when",
     "run_report",
 ]
@@ -88,6 +90,19 @@ class ReportQuery:
         return problems
 
 
+def known_cost(cost: Decimal, calls: int, errors: int, unpriced_calls: int) -> Decimal | None:
+    """A group's cost, or None when none of its calls could be priced.
+
+    The store sums the priced calls and counts the unpriced ones; a group made only of
+    unpriced (and failed) calls has no known cost, which is not the same as costing 0.
+    A group with some priced calls shows their sum, and ``unpriced_calls`` says how many
+    are missing from it.
+    """
+    if unpriced_calls and not cost and calls - errors <= unpriced_calls:
+        return None
+    return cost
+
+
 @dataclass(frozen=True)
 class ReportResult:
     columns: list[str]
@@ -100,6 +115,34 @@ class ReportResult:
             index = self.columns.index(metric)
             out[metric] = sum((row[index] for row in self.rows), Decimal(0) if metric == "cost_usd" else 0)
         return out
+
+    def presented(self) -> list[tuple[Any, ...]]:
+        """Rows as people read them: unknown cost as None, calls without a tenant as ``(unattributed)``."""
+        index = {name: i for i, name in enumerate(self.columns)}
+        out: list[tuple[Any, ...]] = []
+        for row in self.rows:
+            values = list(row)
+            values[index["cost_usd"]] = known_cost(
+                row[index["cost_usd"]],
+                row[index["calls"]],
+                row[index["errors"]],
+                row[index["unpriced_calls"]],
+            )
+            if "tenant" in index and values[index["tenant"]] == "":
+                values[index["tenant"]] = UNATTRIBUTED
+            out.append(tuple(values))
+        return out
+
+    def total_row(self) -> tuple[Any, ...]:
+        """The sums of every measure under the grouping columns (labelled ``total``), cost known or None."""
+        totals: dict[str, Any] = dict(self.totals())
+        totals["cost_usd"] = known_cost(
+            totals["cost_usd"], totals["calls"], totals["errors"], totals["unpriced_calls"]
+        )
+        dims = [name for name in self.columns if name not in METRICS]
+        return tuple(
+            ("total" if name == dims[0] else "") if name in dims else totals[name] for name in self.columns
+        )
 
 
 def parse_when(text: str, *, now: datetime | None = None) -> datetime:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, TextIO
 
+from llmledger.exporter._internal.money import UNPRICED
 from llmledger.exporter._internal.report import (
     DIMENSIONS,
     ReportQuery,
+    ReportResult,
     collector_runner,
     parse_when,
     run_report,
 )
 from llmledger.exporter._internal.store import StoreLockedError, open_store
 from llmledger.exporter.cli._common import add_store_options, store_config
-from llmledger.exporter.cli._sql import write_result
+from llmledger.exporter.cli._sql import table_text, write_result
 
 __all__ = ["register"]
 
@@ -95,5 +98,30 @@ def _run(args: argparse.Namespace) -> int:
             result = run_report(client, config.database, query)
         finally:
             client.close()
-    write_result(result.columns, result.rows, args.format, sys.stdout)
+    write_report(result, args.format, sys.stdout)
     return 0
+
+
+def write_report(result: ReportResult, fmt: str, out: TextIO) -> None:
+    """The report as a table with a total row (unknown cost reads ``unpriced``), or as CSV/JSON
+    where an unknown cost is an empty cell / ``null``."""
+    rows = result.presented()
+    if fmt != "table":
+        write_result(result.columns, rows, fmt, out)
+        return
+    total = result.total_row()
+    write_result(
+        result.columns,
+        rows,
+        fmt,
+        out,
+        table_cells=[_cells(result.columns, row) for row in rows],
+        total=_cells(result.columns, total),
+    )
+
+
+def _cells(columns: list[str], row: tuple[Any, ...]) -> list[str]:
+    return [
+        UNPRICED if name == "cost_usd" and value is None else table_text(value)
+        for name, value in zip(columns, row, strict=True)
+    ]

@@ -299,7 +299,8 @@ class UsageTotals:
     """Tokens and cost of every LLM call finished inside a :func:`usage_totals` block so far.
 
     ``cost_usd`` sums the priced calls exactly; ``unpriced_calls`` counts the calls whose
-    price is unknown, so a total is never silently short.
+    price is unknown, so a total is never silently short. :meth:`as_dict` writes the cost as
+    ``None`` when no call could be priced at all (unknown, not $0).
     """
 
     calls: int = 0
@@ -311,6 +312,7 @@ class UsageTotals:
     cost_usd: Decimal = Decimal(0)
     unpriced_calls: int = 0
     estimated_calls: int = 0
+    priced_calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(
@@ -334,6 +336,7 @@ class UsageTotals:
             self.reasoning_tokens += reasoning_tokens
             if cost is not None:
                 self.cost_usd += cost
+                self.priced_calls += 1
             elif priced:
                 self.unpriced_calls += 1
             self.estimated_calls += estimated
@@ -342,9 +345,12 @@ class UsageTotals:
         with self._lock:
             return replace(self, _lock=threading.Lock())
 
-    def as_dict(self) -> dict[str, int | str]:
-        """A JSON-ready view, e.g. for an API response's ``token_usage`` (cost as a decimal string)."""
+    def as_dict(self) -> dict[str, int | str | None]:
+        """A JSON-ready view, e.g. for an API response's ``token_usage``: the cost as a plain
+        decimal string with every significant digit (``"0.0000006"``, never ``"6E-7"``), or
+        ``None`` when calls were made and none could be priced."""
         snap = self.snapshot()
+        unknown = snap.unpriced_calls and not snap.priced_calls
         return {
             "calls": snap.calls,
             "errors": snap.errors,
@@ -352,7 +358,7 @@ class UsageTotals:
             "cached_input_tokens": snap.cached_input_tokens,
             "output_tokens": snap.output_tokens,
             "reasoning_tokens": snap.reasoning_tokens,
-            "cost_usd": str(snap.cost_usd),
+            "cost_usd": None if unknown else _plain_decimal(snap.cost_usd),
             "unpriced_calls": snap.unpriced_calls,
             "estimated_calls": snap.estimated_calls,
         }
@@ -381,6 +387,14 @@ class usage_totals(_Scope):
 
     def _fresh(self) -> _Scope:
         return usage_totals()
+
+
+def _plain_decimal(amount: Decimal) -> str:
+    # 'f' never rounds and never writes an exponent; the padding zeros of a scale go.
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def current_totals(ctx: Context | None = None) -> tuple[UsageTotals, ...]:

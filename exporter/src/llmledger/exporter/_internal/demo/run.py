@@ -20,11 +20,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
 from llmledger.exporter._internal.config import StoreConfig, default_store_path
 from llmledger.exporter._internal.demo.server import serve_demo_openai
+from llmledger.exporter._internal.money import UNPRICED, plain_decimal
 from llmledger.exporter._internal.report import ReportQuery, ReportResult, collector_runner, run_report
 
 __all__ = ["DEMO_MARKER", "default_demo_dir", "run_demo"]
@@ -185,12 +187,18 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
     return 0, result
 
 
+def _cell(value: object) -> str:
+    if value is None:
+        return UNPRICED  # only the cost can be unknown
+    return plain_decimal(value) if isinstance(value, Decimal) else str(value)
+
+
 def _print_report(result: ReportResult, out: TextIO) -> None:
     header = ["tenant", "calls", "errors", "fallbacks", "input_tokens", "output_tokens", "cost_usd"]
     index = [result.columns.index(c) for c in header]
-    rows = [[str(row[i]) for i in index] for row in result.rows]
-    totals = result.totals()
-    rows.append(["TOTAL", *(str(totals[c]) for c in header[1:])])
+    total = result.total_row()
+    rows = [[_cell(row[i]) for i in index] for row in result.presented()]
+    rows.append(["TOTAL", *(_cell(total[i]) for i in index[1:])])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
