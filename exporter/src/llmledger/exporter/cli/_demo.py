@@ -1,4 +1,5 @@
-"""``llmledger demo``: the whole flow (fake OpenAI server, instrumented app, store, report) on an embedded store."""
+"""``llmledger demo``: the whole flow (fake OpenAI server, instrumented app, store, report) on an
+embedded store — or, with ``--serve-api``, only the local OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import sys
 from pathlib import Path
 
 from llmledger.exporter._internal.demo.run import default_demo_dir, run_demo
+from llmledger.exporter._internal.demo.server import DemoOpenAIServer, serve_until_stopped
 
 __all__ = ["register"]
+
+DEFAULT_API_PORT = 8000
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # pyright: ignore[reportPrivateUsage]
@@ -18,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Start a local OpenAI-compatible server and the collector on a fresh embedded store of "
         "the demo's own, run a sample multi-tenant app under opentelemetry-instrument sending spans to the "
         "collector, and print the cost per tenant. Needs no network and no API key; your own store is "
-        "not touched.",
+        "not touched. With --serve-api, run only the OpenAI-compatible server, as a local stand-in for "
+        "the API (chat completions, Responses, completions, embeddings; plain and streamed).",
     )
     parser.add_argument(
         "--dir",
@@ -27,9 +32,56 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"the demo's directory (store, collector spool, log), recreated on every run "
         f"(default: {default_demo_dir()})",
     )
+    api = parser.add_argument_group("the OpenAI-compatible server on its own")
+    api.add_argument(
+        "--serve-api",
+        action="store_true",
+        help="run only the demo's OpenAI-compatible server, in the foreground until Ctrl-C",
+    )
+    api.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="with --serve-api: the address to listen on (default: %(default)s)",
+    )
+    api.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_API_PORT,
+        help="with --serve-api: the port (default: %(default)s; 0 picks a free one)",
+    )
+    api.add_argument(
+        "--failing-model",
+        action="append",
+        default=[],
+        metavar="MODEL=SHARE",
+        type=_failing_model,
+        help="with --serve-api: answer this share (0..1) of MODEL's requests with a 503, as an overloaded "
+        "model does (repeatable; e.g. gpt-4.1=0.35, what the demo uses)",
+    )
     parser.set_defaults(handler=_run)
 
 
+def _failing_model(value: str) -> tuple[str, float]:
+    model, _, share = value.partition("=")
+    try:
+        fraction = float(share)
+    except ValueError:
+        fraction = -1.0
+    if not model or not 0.0 <= fraction <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected MODEL=SHARE with SHARE from 0 to 1, got {value!r}")
+    return model, fraction
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.serve_api:
+        try:
+            server = DemoOpenAIServer(args.host, args.port, failing_models=dict(args.failing_model))
+        except OSError as exc:
+            print(
+                f"llmledger demo: cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port",
+                file=sys.stderr,
+            )
+            return 2
+        return serve_until_stopped(server, sys.stdout)
     code, _ = run_demo(args.dir or default_demo_dir(), sys.stdout)
     return code

@@ -1,223 +1,161 @@
-"""A deterministic OpenAI-compatible HTTP server for the demo (and for trying llmledger offline).
+"""A deterministic OpenAI-compatible HTTP server: the demo's, and a local stand-in for trying llmledger offline.
 
-Answers ``/v1/chat/completions`` (plain and streamed), ``/v1/responses``, ``/v1/completions``
-and ``/v1/embeddings`` with bodies shaped like OpenAI's, token usage included. Token counts
-are a pure function of the request, so every run bills the same. Failures are injected
-deterministically: a request whose model is listed in ``failing_models`` and whose body
-hashes into the failure share gets a 503, the way an overloaded primary model does.
+Serves ``POST /v1/chat/completions``, ``/v1/responses``, ``/v1/completions`` and
+``/v1/embeddings``, plain and streamed, and ``GET /v1/responses/{id}`` for stored (and
+background) responses; the bodies and events come from :mod:`.openai_api` and have the API's
+shapes, so the ``openai`` SDK and its helpers work against it unchanged. Failures are
+injected deterministically: a request whose model is listed in ``failing_models`` and whose
+body hashes into the failure share gets a 503, the way an overloaded primary model does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import signal
 import sys
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any, TextIO, cast
 
-__all__ = ["DemoOpenAIServer", "serve_demo_openai"]
+from llmledger.exporter._internal.demo import openai_api as api
 
-_CREATED = 1_764_000_000
+__all__ = ["DemoOpenAIServer", "serve_demo_openai", "serve_until_stopped"]
 
-
-def _words(value: Any) -> int:
-    """A stable stand-in for a tokenizer: about 4/3 tokens per word, at least 1."""
-    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
-    return max(1, (len(text.split()) * 4 + 2) // 3)
-
-
-def _digest(body: Mapping[str, Any]) -> int:
-    return int.from_bytes(hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()[:4], "big")
+_STORED_RESPONSES = 1000
+_JSON_ROUTES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "/chat/completions": api.chat_completion,
+    "/completions": api.completion,
+    "/embeddings": api.embeddings,
+}
+_STREAM_ROUTES: dict[str, Callable[[Mapping[str, Any]], list[dict[str, Any]]]] = {
+    "/chat/completions": api.chat_chunks,
+    "/completions": api.completion_chunks,
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server_version = "llmledger-demo-openai"
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    @property
+    def _server(self) -> _Server:
+        return cast(_Server, self.server)
+
+    def _headers(self, status: int, content_type: str, request_id: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("x-request-id", f"req_demo{request_id % 10**12:012d}")
+        self.send_header("openai-version", "2020-10-01")
+        self.send_header("openai-processing-ms", str(int(self._server.latency_s * 1000)))
+
     def _send_json(self, status: int, body: Mapping[str, Any]) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self._headers(status, "application/json", api.digest(body))
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", f"req_demo_{_digest(body) % 10**8:08d}")
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_events(self, events: list[Mapping[str, Any]], *, named: bool) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+    def _send_events(self, events: list[dict[str, Any]], *, named: bool) -> None:
+        """Server-sent events, chunked: Responses names each event and ends without a marker;
+        chat and completions send bare ``data:`` lines and end with ``data: [DONE]``."""
+        self._headers(200, "text/event-stream; charset=utf-8", api.digest(events[0]))
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for event in events:
-            frame = b""
-            if named:
-                frame += f"event: {event['type']}\n".encode()
-            frame += b"data: " + json.dumps(event).encode() + b"\n\n"
-            self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+        frames = [
+            (f"event: {event['type']}\n" if named else "") + f"data: {json.dumps(event)}\n\n"
+            for event in events
+        ]
         if not named:
-            done = b"data: [DONE]\n\n"
-            self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n")
+            frames.append("data: [DONE]\n\n")
+        for frame in frames:
+            data = frame.encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
-    def do_POST(self) -> None:
+    def _read_body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
         except ValueError:
-            self._send_json(400, _error("request body is not JSON", "invalid_request_error"))
-            return
+            raise api.ApiError(
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+                "your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+            ) from None
         if not isinstance(body, dict):
-            self._send_json(400, _error("request body must be a JSON object", "invalid_request_error"))
+            raise api.ApiError(400, "The request body must be a JSON object.")
+        return cast(dict[str, Any], body)
+
+    def _route(self) -> str:
+        return self.path.split("?", 1)[0].rstrip("/")
+
+    def do_GET(self) -> None:
+        path = self._route()
+        prefix = "/responses/"
+        if prefix not in path:
+            self._send_json(404, api.ApiError(404, f"Invalid URL (GET {path})").body)
             return
-        request = cast(dict[str, Any], body)
-        model = str(request.get("model") or "")
-        server = cast(_Server, self.server)
-        if server.should_fail(model, request):
-            self._send_json(
-                503, _error(f"The model {model} is overloaded. Please try again.", "server_error")
+        response_id = path.rsplit(prefix, 1)[1]
+        stored = self._server.stored_response(response_id)
+        if stored is None:
+            self._send_json(404, api.ApiError(404, f"Response with id '{response_id}' not found.").body)
+            return
+        self._send_json(200, stored)
+
+    def do_POST(self) -> None:
+        path = self._route()
+        try:
+            request = self._read_body()
+            self._answer(path, request)
+        except api.ApiError as exc:
+            self._send_json(exc.status, exc.body)
+
+    def _answer(self, path: str, request: dict[str, Any]) -> None:
+        route = next(
+            (
+                r
+                for r in ("/chat/completions", "/completions", "/embeddings", "/responses")
+                if path.endswith(r)
+            ),
+            None,
+        )
+        if route is None:
+            raise api.ApiError(404, f"Invalid URL (POST {path})")
+        model = api.require_model(request)
+        if self._server.should_fail(model, request):
+            raise api.ApiError(
+                503, f"The model {model} is overloaded. Please try again.", kind="server_error"
             )
-            return
-        if server.latency_s:
-            time.sleep(server.latency_s)
-        path = self.path.split("?", 1)[0]
-        if path.endswith("/chat/completions"):
-            self._chat(model, request)
-        elif path.endswith("/responses"):
-            self._responses(model, request)
-        elif path.endswith("/embeddings"):
-            self._send_json(200, _embedding(model, request))
-        elif path.endswith("/completions"):
-            self._send_json(200, _completion(model, request))
+        if self._server.latency_s:
+            time.sleep(self._server.latency_s)
+        streamed = request.get("stream") is True
+        if route == "/responses":
+            self._responses(request, streamed=streamed)
+        elif streamed and route in _STREAM_ROUTES:
+            self._send_events(_STREAM_ROUTES[route](request), named=False)
         else:
-            self._send_json(404, _error(f"Unknown path {path}", "invalid_request_error"))
+            self._send_json(200, _JSON_ROUTES[route](request))
 
-    def _chat(self, model: str, request: dict[str, Any]) -> None:
-        prompt = _words(request.get("messages", []))
-        reply = _reply_text(request)
-        completion = _words(reply)
-        cached = (prompt // 2) // 128 * 128  # prompt caching works in 128-token blocks
-        reasoning = completion * 3 if model.startswith(("o1", "o3", "o4", "gpt-5")) else 0
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion + reasoning,
-            "total_tokens": prompt + completion + reasoning,
-            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0},
-        }
-        chat_id = f"chatcmpl-demo{_digest(request) % 10**10:010d}"
-        if request.get("stream"):
-            base = {"id": chat_id, "object": "chat.completion.chunk", "created": _CREATED, "model": model,
-                    "service_tier": "default", "system_fingerprint": "fp_demo"}  # fmt: skip
-            pieces = [w + " " for w in reply.split(" ")]
-            events: list[Mapping[str, Any]] = [
-                {
-                    **base,
-                    "choices": [
-                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                    ],
-                }
-            ]
-            events += [
-                {**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
-                for p in pieces
-            ]
-            events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-            options: Any = request.get("stream_options") or {}
-            if isinstance(options, dict) and cast(dict[str, Any], options).get("include_usage"):
-                events = [{**e, "usage": None} for e in events]
-                events.append({**base, "choices": [], "usage": usage})
-            self._send_events(events, named=False)
-            return
-        content: str = reply
-        if (
-            isinstance(request.get("response_format"), dict)
-            and request["response_format"].get("type") == "json_schema"
-        ):
-            content = json.dumps(
-                {"name": "Ada Lovelace", "email": "ada@example.com", "company": "Analytical Engines"}
-            )
-        self._send_json(200, {
-            "id": chat_id, "object": "chat.completion", "created": _CREATED, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None,
-                                                 "annotations": []},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": usage, "service_tier": "default", "system_fingerprint": "fp_demo",
-        })  # fmt: skip
-
-    def _responses(self, model: str, request: dict[str, Any]) -> None:
-        prompt = _words(request.get("input", "")) + _words(request.get("instructions") or "")
-        text = _reply_text(request)
-        response: dict[str, Any] = {
-            "id": f"resp_demo{_digest(request) % 10**10:010d}", "object": "response", "created_at": _CREATED,
-            "status": "completed", "error": None, "incomplete_details": None, "instructions": None,
-            "max_output_tokens": None, "model": model, "parallel_tool_calls": True,
-            "previous_response_id": None, "reasoning": {"effort": None, "summary": None},
-            "service_tier": "default", "temperature": 1.0, "text": {"format": {"type": "text"}},
-            "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled", "user": None,
-            "metadata": {},
-            "output": [{"type": "message", "id": "msg_demo", "status": "completed", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}],
-            "usage": {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens": _words(text), "output_tokens_details": {"reasoning_tokens": 0},
-                      "total_tokens": prompt + _words(text)},
-        }  # fmt: skip
-        if request.get("stream"):
-            events: list[Mapping[str, Any]] = [
-                {"type": "response.created", "sequence_number": 0, "response": {**response, "status": "in_progress",
-                                                                                 "output": [], "usage": None}},
-                {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_demo",
-                 "output_index": 0, "content_index": 0, "delta": text, "logprobs": []},
-                {"type": "response.completed", "sequence_number": 2, "response": response},
-            ]  # fmt: skip
+    def _responses(self, request: dict[str, Any], *, streamed: bool) -> None:
+        if streamed:
+            events = api.response_events(request)
+            self._server.store_response(events[-1]["response"], request)
             self._send_events(events, named=True)
             return
-        self._send_json(200, response)
-
-
-def _reply_text(request: Mapping[str, Any]) -> str:
-    replies = (
-        "Score 82: strong fit, recent funding and an active buying committee.",
-        "Here is a short summary of the conversation and the customer's next steps.",
-        "Thanks for reaching out! I have reset the integration token; please retry the sync.",
-        "The account looks healthy; renewal risk is low given weekly active usage.",
-    )
-    return replies[_digest(request) % len(replies)]
-
-
-def _embedding(model: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    raw: Any = request.get("input", "")
-    inputs: list[Any] = cast(list[Any], raw) if isinstance(raw, list) else [raw]
-    tokens = sum(_words(i) for i in inputs)
-    return {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": [((_digest({"i": i, "t": str(t)}) % 2000) - 1000) / 1000.0
-                                                             for t in range(8)]}
-            for i in range(len(inputs))
-        ],
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }  # fmt: skip
-
-
-def _completion(model: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    prompt = _words(request.get("prompt", ""))
-    text = _reply_text(request)
-    return {
-        "id": f"cmpl-demo{_digest(request) % 10**10:010d}", "object": "text_completion", "created": _CREATED,
-        "model": model, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": _words(text), "total_tokens": prompt + _words(text)},
-    }  # fmt: skip
-
-
-def _error(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        body = api.response(request)
+        self._server.store_response(body, request)
+        if request.get("background") is True:
+            # A background response starts queued; retrieving it later finds it finished.
+            body = api.response(request, status="queued")
+        self._send_json(200, body)
 
 
 class _Server(ThreadingHTTPServer):
@@ -229,16 +167,32 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.failing_models = dict(failing_models)
         self.latency_s = latency_s
+        self._responses: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client closing its keep-alive connection is not an error worth a traceback.
+        # A client closing its keep-alive connection (or a stream early) is not worth a traceback.
         if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
             return
         super().handle_error(request, client_address)
 
     def should_fail(self, model: str, request: Mapping[str, Any]) -> bool:
         share = self.failing_models.get(model, 0.0)
-        return share > 0 and (_digest(request) % 1000) < share * 1000
+        return share > 0 and (api.digest(request) % 1000) < share * 1000
+
+    def store_response(self, body: dict[str, Any], request: Mapping[str, Any]) -> None:
+        """Keep the finished response for ``GET /v1/responses/{id}`` unless ``store`` is false,
+        as the API does; the oldest are forgotten beyond a bound."""
+        if request.get("store") is False:
+            return
+        with self._lock:
+            self._responses[str(body["id"])] = body
+            while len(self._responses) > _STORED_RESPONSES:
+                self._responses.popitem(last=False)
+
+    def stored_response(self, response_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._responses.get(response_id)
 
 
 class DemoOpenAIServer:
@@ -267,7 +221,8 @@ class DemoOpenAIServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for a serve loop that must be running
+            self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
 
@@ -279,3 +234,26 @@ def serve_demo_openai(**kwargs: Any) -> Generator[DemoOpenAIServer]:
         yield server
     finally:
         server.stop()
+
+
+def serve_until_stopped(server: DemoOpenAIServer, out: TextIO) -> int:
+    """Serve in the foreground until SIGINT or SIGTERM; say how to point the SDK at it."""
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        out.write(
+            f"OpenAI-compatible stand-in on {server.base_url} (Ctrl-C stops it). Point the openai SDK at it:\n"
+            f"  export OPENAI_BASE_URL={server.base_url} OPENAI_API_KEY=sk-local-stand-in\n"
+        )
+        out.flush()
+        stopped.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()
+    return 0
