@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -77,6 +78,67 @@ def test_demo_report_matches_the_store(tmp_path: Path, tiktoken_offline: Path) -
         == sum(int(r["fallbacks"]) for r in stored.values())
         > 0
     )
+    _check_summary_against_store(demo.stdout, store, env)
+
+
+FEATURE_WORDS = {
+    "lead scorings": "lead_scoring",
+    "contact extractions": "contact_extraction",
+    "support-chat turns (streamed)": "support_chat",
+    "search indexings (embeddings)": "search_index",
+    "summaries (Responses API)": "summaries",
+}
+
+
+def _number(pattern: str, text: str) -> list[int]:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in the demo's output:\n{text}"
+    return [int(g) for g in match.groups()]
+
+
+def _check_summary_against_store(out: str, store: Path, env: dict[str, str]) -> None:
+    """Every number the demo's summary states, recounted from the store."""
+    (operations,) = _number(r"the app ran (\d+) operations in", out)
+    by_feature = {
+        FEATURE_WORDS[words]: int(count)
+        for count, words in re.findall(
+            r"(\d+) ([^,\d]+?)(?:,|$)", out.split("operations in", 1)[1].split(": ", 1)[1].splitlines()[0]
+        )
+    }
+    api_calls, failed = _number(
+        r"they made (\d+) OpenAI API calls: one per operation, plus a fallback call on \S+ for each of the (\d+) lead scorings",
+        out,
+    )
+    written, llm_spans, app_spans = _number(
+        r"the collector wrote (\d+) spans: (\d+) LLM call spans .* and (\d+) of the app's own", out
+    )
+    legend_operations, legend_fallbacks = _number(
+        r"one span each: (\d+) operations \+ (\d+) fallback calls", out
+    )
+    (legend_errors,) = _number(r"calls that failed \((\d+) here", out)
+    sql = (
+        "SELECT (SELECT count() FROM otel_traces) AS spans,"
+        " (SELECT countIf(ScopeName = 'llmledger.instrumentation') FROM otel_traces) AS llm_spans,"
+        " (SELECT countIf(ScopeName = 'llmledger.demo.app' AND SpanName = 'score_lead') FROM otel_traces) AS app_spans,"
+        " (SELECT count() FROM llm_calls) AS calls,"
+        " (SELECT countIf(NOT is_fallback) FROM llm_calls) AS first_attempts,"
+        " (SELECT countIf(is_fallback) FROM llm_calls) AS fallbacks,"
+        " (SELECT countIf(NOT success) FROM llm_calls) AS errors,"
+        " (SELECT toJSONString(CAST(sumMap(map(feature, toUInt64(NOT is_fallback))), 'Map(String, UInt64)')) FROM llm_calls) AS by_feature"
+    )  # fmt: skip
+    check = subprocess.run(
+        [LLMLEDGER, "sql", sql, "--url", f"chdb://{store}", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    (row,) = json.loads(check.stdout)
+    assert written == row["spans"] == llm_spans + app_spans
+    assert llm_spans == row["llm_spans"] == row["calls"] == api_calls
+    assert app_spans == row["app_spans"] == by_feature["lead_scoring"]
+    assert operations == legend_operations == row["first_attempts"] == sum(by_feature.values())
+    assert failed == legend_fallbacks == legend_errors == row["fallbacks"] == row["errors"] > 0
+    assert api_calls == operations + failed
+    assert by_feature == {k: int(v) for k, v in json.loads(row["by_feature"]).items()}
 
 
 @pytest.mark.subprocess

@@ -9,12 +9,17 @@ Everything is billed through :func:`llmledger.instrumentation.attribution`.
 
 from __future__ import annotations
 
+import json
 import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import openai
 from opentelemetry import trace
 from pydantic import BaseModel
 
+from llmledger.exporter._internal.demo.summary import APP_SCOPE
 from llmledger.instrumentation import attribution, fallbacks
 
 TENANTS: dict[str, list[str]] = {
@@ -24,7 +29,29 @@ TENANTS: dict[str, list[str]] = {
 }
 LEADS = ["Northwind Traders", "Contoso Ltd", "Fabrikam", "Tailspin Toys", "Wingtip", "Litware"]
 
-tracer = trace.get_tracer("llmledger.demo.app")
+LEAD_MODELS = ("gpt-4.1", "gpt-4.1-mini")  # the primary, then the fallback when it fails
+
+# The app's own spans (one per lead scoring, the parent of its attempts).
+tracer = trace.get_tracer(APP_SCOPE)
+
+
+@dataclass
+class Tally:
+    """What the app did, counted as it happened, so the demo's summary can explain the store's numbers."""
+
+    operations: Counter[str] = field(default_factory=Counter[str])  # per feature
+    api_calls: int = 0
+    failed_calls: int = 0  # the overloaded primary model's 503s; each is followed by a fallback call
+    app_spans: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "operations": dict(self.operations),
+            "api_calls": self.api_calls,
+            "failed_calls": self.failed_calls,
+            "app_spans": self.app_spans,
+            "fallback": list(LEAD_MODELS),
+        }
 
 
 class Contact(BaseModel):
@@ -33,9 +60,11 @@ class Contact(BaseModel):
     company: str
 
 
-def score_lead(client: openai.OpenAI, lead: str) -> str:
+def score_lead(client: openai.OpenAI, lead: str, tally: Tally) -> str:
+    tally.app_spans += 1
     with tracer.start_as_current_span("score_lead"), fallbacks():
-        for model in ("gpt-4.1", "gpt-4.1-mini"):
+        for model in LEAD_MODELS:
+            tally.api_calls += 1
             try:
                 reply = client.chat.completions.create(
                     model=model,
@@ -49,6 +78,7 @@ def score_lead(client: openai.OpenAI, lead: str) -> str:
                 )
                 return reply.choices[0].message.content or ""
             except openai.APIStatusError:
+                tally.failed_calls += 1
                 continue
     return "unscored"
 
@@ -83,32 +113,45 @@ def summarize(client: openai.OpenAI, notes: str) -> str:
     return client.responses.create(model="gpt-4.1-mini", input=f"Summarize: {notes}").output_text
 
 
-def main() -> int:
+def main(summary_path: Path | None = None) -> int:
+    """Run every tenant's operations once; with ``summary_path``, write the :class:`Tally` there as JSON."""
     client = openai.OpenAI(max_retries=0)
-    calls = 0
+    tally = Tally()
+
+    def one_call(feature: str) -> None:
+        tally.operations[feature] += 1
+        tally.api_calls += 1
+
     for tenant, users in TENANTS.items():
         for index, user in enumerate(users):
             with attribution(tenant_id=tenant, user_id=user, session_id=f"{tenant}-session-{index}"):
                 with attribution(feature="lead_scoring"):
                     for lead in LEADS[: 2 + index]:
-                        score_lead(client, f"{lead} for {tenant}")
-                        calls += 1
+                        score_lead(client, f"{lead} for {tenant}", tally)
+                        tally.operations["lead_scoring"] += 1
                 with attribution(feature="contact_extraction"):
                     extract_contact(client, f"{user}\nSales Lead, {tenant.title()} Inc.")
-                    calls += 1
+                    one_call("contact_extraction")
                 with attribution(feature="support_chat", conversation_id=f"conv-{tenant}-{index}"):
                     for turn in range(2):
                         support_chat(client, f"My {tenant} integration stopped syncing (turn {turn}).")
-                        calls += 1
+                        one_call("support_chat")
                 with attribution(feature="search_index"):
                     index_documents(client, [f"{tenant} doc {i}: quarterly report notes" for i in range(4)])
-                    calls += 1
+                    one_call("search_index")
                 with attribution(feature="summaries"):
                     summarize(client, f"Call notes for {user}: discussed renewal and pricing tiers.")
-                    calls += 1
-    print(f"sample app finished: {calls} operations for {len(TENANTS)} tenants", file=sys.stderr)
+                    one_call("summaries")
+    operations = sum(tally.operations.values())
+    print(
+        f"sample app finished: {operations} operations for {len(TENANTS)} tenants, {tally.api_calls} API calls "
+        f"({tally.failed_calls} failed and were retried on a fallback model)",
+        file=sys.stderr,
+    )
+    if summary_path is not None:
+        summary_path.write_text(json.dumps(tally.as_dict()))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else None))

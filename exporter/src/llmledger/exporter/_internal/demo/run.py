@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from typing import TextIO
 
 from llmledger.exporter._internal.config import StoreConfig, default_store_path
 from llmledger.exporter._internal.demo.server import serve_demo_openai
+from llmledger.exporter._internal.demo.summary import describe_app, describe_spans, legend, spans_by_scope
 from llmledger.exporter._internal.money import UNPRICED, plain_decimal
 from llmledger.exporter._internal.report import ReportQuery, ReportResult, collector_runner, run_report
 
@@ -36,6 +38,7 @@ DEMO_MARKER = ".llmledger-demo"
 # fallback to the smaller model shows up in the data.
 FAILING_MODELS = {"gpt-4.1": 0.35}
 STEPS = 5
+APP_TALLY = "app-tally.json"  # what the sample app did, for the summary
 
 
 class DemoError(RuntimeError):
@@ -159,17 +162,20 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
                 "OTEL_LOGS_EXPORTER": "none",
             }
             started = time.monotonic()
+            tally_path = directory / APP_TALLY
             app = subprocess.run(  # noqa: S603 - our own interpreter and module
-                [str(instrument), sys.executable, "-m", "llmledger.exporter._internal.demo.app"],
+                [str(instrument), sys.executable, "-m", "llmledger.exporter._internal.demo.app", str(tally_path)],
                 env=env, capture_output=True, text=True, timeout=300, check=False,
             )  # fmt: skip
             if app.returncode != 0:
                 out.write(f"the sample app failed (exit {app.returncode}):\n{app.stderr}\n")
                 return 1, None
-            summary = app.stderr.strip().splitlines()[-1] if app.stderr.strip() else "sample app finished"
-            progress.note(f"{summary} in {time.monotonic() - started:.1f}s")
+            tally = json.loads(tally_path.read_text())
+            for line in describe_app(tally, time.monotonic() - started):
+                progress.note(line)
             spans = _wait_written(http_port, timeout=60)
-            progress.step(f"the collector wrote {spans} spans; asking it for the cost per tenant")
+            by_scope = spans_by_scope(collector_runner(store), store.database)
+            progress.step(describe_spans(spans, by_scope) + "; asking it for the cost per tenant")
             result = run_report(collector_runner(store), store.database, ReportQuery(group_by=("tenant",)))
         except DemoError as exc:
             out.write(f"llmledger demo: {exc}; the collector's log is {log_path}\n")
@@ -183,6 +189,7 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
                 collector.wait()
     progress.step("stopped the collector")
     _print_report(result, out)
+    out.write(legend(result.totals(), tally))
     out.write(_next_steps(store.url, progress.elapsed))
     return 0, result
 
@@ -211,6 +218,18 @@ def _print_report(result: ReportResult, out: TextIO) -> None:
         out.write(line(row) + "\n")
 
 
+def _instrumentation_source() -> str:
+    """What to ``pip install`` for the instrumentation: the distributions are not on a package
+    index, so it is the ``instrumentation/`` directory of the checkout this llmledger came from."""
+    import llmledger.instrumentation
+
+    # .../instrumentation/src/llmledger/instrumentation/__init__.py in a checkout (an editable install)
+    project = Path(llmledger.instrumentation.__file__).resolve().parents[3]
+    if (project / "pyproject.toml").is_file() and project.name == "instrumentation":
+        return str(project)
+    return "<your llmledger checkout>/instrumentation"
+
+
 def _next_steps(url: str, elapsed: float) -> str:
     bin_dir = Path(sys.executable).parent
     on_path = shutil.which("llmledger") == str(bin_dir / "llmledger")
@@ -224,8 +243,9 @@ Done in {elapsed:.1f}s. Next:{activate}
   * the same data, your way:
       LLMLEDGER_CLICKHOUSE_URL={url} llmledger report --by tenant,feature,model
       LLMLEDGER_CLICKHOUSE_URL={url} llmledger sql "SELECT user_id, sum(cost_usd) AS spend FROM llm_calls GROUP BY user_id"
-  * your own app: run `llmledger collector`, then
-      pip install llmledger-instrumentation opentelemetry-distro opentelemetry-exporter-otlp
+  * your own app: run `llmledger collector`, then in your app's environment
+      pip install {_instrumentation_source()} opentelemetry-distro opentelemetry-exporter-otlp
       OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf opentelemetry-instrument python app.py
+  * an OpenAI-compatible stand-in for your own tries (no key, nothing spent): llmledger demo --serve-api
   * dashboards: the compose stack in deploy/ (ClickHouse, Grafana, the collector) - see deploy/README.md
 """
