@@ -140,7 +140,7 @@ def _budgets_sql() -> str:
 
 
 PRICES = """
-INSERT INTO model_prices VALUES
+INSERT INTO model_prices (provider, model, input_per_mtok, cached_input_per_mtok, output_per_mtok, source, updated_at) VALUES
     ('openai', 'gpt-4o', 2.5, 1.25, 10, 'genai-prices', now64(3)),
     ('openai', 'gpt-4o-mini', 0.15, 0.075, 0.6, 'genai-prices', now64(3)),
     ('openai', 'gpt-4.1', 2, 0.5, 8, 'genai-prices', now64(3)),

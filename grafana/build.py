@@ -34,6 +34,8 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from llmledger.exporter._internal.migrations import price_provider_sql
+
 DATASOURCE_TYPE: Final = "grafana-clickhouse-datasource"
 DATASOURCE_UID: Final = "llmledger-clickhouse"
 DATASOURCE: Final = {"type": DATASOURCE_TYPE, "uid": "${datasource}"}
@@ -58,7 +60,7 @@ CALLS: Final = "llm_calls"
 # What both rollups hold (the daily one has no user_id).
 USAGE_COLUMNS: Final = (
     "tenant_id, feature, provider, model, operation, calls, errors, fallbacks, input_tokens, "
-    "cached_input_tokens, output_tokens, reasoning_tokens, cost_usd, unpriced_calls, estimated_calls, "
+    "cached_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens, cost_usd, unpriced_calls, estimated_calls, "
     "duration_state, ttft_state"
 )
 
@@ -141,12 +143,10 @@ SERIES_USAGE: Final = _series_usage(ROLLUP_FILTERS)
 TENANT_RANGE_USAGE: Final = _range_usage("range_start", "range_end", TENANT_ROLLUP_FILTERS)
 TENANT_SERIES_USAGE: Final = _series_usage(TENANT_ROLLUP_FILTERS)
 
-# The same price lookup llm_calls_mv uses: provider names as model_prices spells them, the
-# model as reported or without its date suffix, a custom price over genai-prices.
-PRICE_PROVIDER: Final = (
-    "transform(provider, ['azure.ai.openai', 'gcp.gemini', 'gcp.vertex_ai', 'aws.bedrock', 'x_ai'], "
-    "['azure', 'google', 'google', 'aws', 'x-ai'], provider)"
-)
+# The same price lookup llm_calls_mv uses: provider names as model_prices spells them (the
+# app's provider map, rendered by the schema code), the model as reported or without its
+# date suffix, a custom price over genai-prices.
+PRICE_PROVIDER: Final = price_provider_sql("provider")
 
 # -- spend overview ------------------------------------------------------------------------------------
 
@@ -259,8 +259,10 @@ ORDER BY spend DESC, provider
 TOKENS_BY_TYPE: Final = f"""
 SELECT
     $__timeInterval(hour) AS time,
-    toInt64(sum(input_tokens)) - toInt64(sum(cached_input_tokens)) AS uncached_input,
+    toInt64(sum(input_tokens)) - toInt64(sum(cached_input_tokens)) - toInt64(sum(cache_write_input_tokens))
+        AS uncached_input,
     sum(cached_input_tokens) AS cached_input,
+    sum(cache_write_input_tokens) AS cache_write_input,
     toInt64(sum(output_tokens)) - toInt64(sum(reasoning_tokens)) AS visible_output,
     sum(reasoning_tokens) AS reasoning_output
 FROM {SERIES_USAGE}

@@ -203,3 +203,159 @@ def test_a_custom_price_outranks_genai_prices(make_recorder, to_otlp, store_clie
     (call,) = query(f"SELECT cost_usd, cost_source FROM {priced.database}.llm_calls")
     assert call["cost_usd"] == (1000 * Decimal("1.5") + 200 * Decimal("2.25")) / 1_000_000
     assert call["cost_source"] == "model_prices:custom"
+
+
+# --- dialects, cache writes, reported costs (migration 0011) ----------------------------------
+
+ANTHROPIC_CACHE_WRITE: dict[str, Any] = {
+    # OpenLLMetry's anthropic instrumentation: input includes cache reads and writes.
+    "gen_ai.operation.name": "chat",
+    "gen_ai.system": "Anthropic",
+    "gen_ai.request.model": "claude-sonnet-4-20250514",
+    "gen_ai.response.model": "claude-sonnet-4-20250514",
+    "gen_ai.response.id": "msg_01",
+    "gen_ai.usage.input_tokens": 1000,
+    "gen_ai.usage.cache_creation_input_tokens": 600,
+    "gen_ai.usage.cache_read_input_tokens": 200,
+    "gen_ai.usage.output_tokens": 50,
+    "gen_ai.user": "u-anthropic",
+    "gen_ai.is_streaming": True,
+}
+OPENINFERENCE: dict[str, Any] = {
+    "openinference.span.kind": "LLM",
+    "llm.provider": "openai",
+    "llm.system": "openai",
+    "llm.model_name": "gpt-4o-mini-2024-07-18",
+    "llm.token_count.prompt": 1200,
+    "llm.token_count.completion": 30,
+    "llm.token_count.total": 1230,
+    "llm.token_count.prompt_details.cache_read": 1024,
+    "user.id": "u-oi",
+    "session.id": "s-oi",
+}
+OPENINFERENCE_EMBEDDING: dict[str, Any] = {
+    "openinference.span.kind": "EMBEDDING",
+    "llm.provider": "azure",
+    "embedding.model_name": "text-embedding-3-small",
+    "llm.model_name": "text-embedding-3-small",
+    "llm.token_count.prompt": 40,
+}
+
+
+def anthropic_cost(input_tokens: int, output_tokens: int, cache_read: int, cache_write: int) -> Decimal:
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+    return calc_price(usage, model_ref="claude-sonnet-4-20250514", provider_id="anthropic").total_price
+
+
+def test_cache_writes_are_counted_and_priced_at_their_rate(
+    make_recorder, to_otlp, store_client, priced, query
+) -> None:
+    current = {**ANTHROPIC_CACHE_WRITE, "gen_ai.request.model": "claude-sonnet-4-0"}
+    del current["gen_ai.usage.cache_creation_input_tokens"]
+    current["gen_ai.usage.cache_creation.input_tokens"] = 600  # the semconv spelling
+    current["gen_ai.response.model"] = "claude-sonnet-4-0"
+    land(
+        make_recorder,
+        to_otlp,
+        store_client,
+        priced,
+        [("anthropic.chat", ANTHROPIC_CACHE_WRITE), ("chat claude", current)],
+    )
+    calls = calls_by_model(query, priced)
+    for call in calls.values():
+        assert call["provider"] == "anthropic"
+        assert (call["input_tokens"], call["cached_input_tokens"], call["cache_write_input_tokens"]) == (
+            1000,
+            200,
+            600,
+        )
+        # 200 uncached x $3 + 600 written x $3.75 + 200 read x $0.30 + 50 out x $15, per million
+        assert call["cost_usd"] == anthropic_cost(1000, 50, 200, 600) == Decimal("0.00366")
+    old = calls["claude-sonnet-4-20250514"]
+    assert (old["user_id"], old["stream"]) == ("u-anthropic", True)
+    (hour,) = query(
+        f"SELECT sum(cache_write_input_tokens) AS w, sum(cost_usd) AS cost FROM {priced.database}.llm_usage_hourly"
+    )
+    assert hour == {"w": 1200, "cost": Decimal("0.00732")}
+    (day,) = query(f"SELECT sum(cache_write_input_tokens) AS w FROM {priced.database}.llm_usage_daily")
+    assert day == {"w": 1200}
+
+
+def test_openinference_spans_reach_llm_calls(make_recorder, to_otlp, store_client, priced, query) -> None:
+    land(
+        make_recorder,
+        to_otlp,
+        store_client,
+        priced,
+        [("ChatCompletion", OPENINFERENCE), ("CreateEmbeddings", OPENINFERENCE_EMBEDDING)],
+    )
+    calls = calls_by_model(query, priced)
+    chat = calls["gpt-4o-mini-2024-07-18"]
+    assert (chat["provider"], chat["operation"], chat["response_model"]) == (
+        "openai",
+        "chat",
+        "gpt-4o-mini-2024-07-18",
+    )
+    assert (chat["input_tokens"], chat["cached_input_tokens"], chat["output_tokens"]) == (1200, 1024, 30)
+    assert (chat["user_id"], chat["session_id"]) == ("u-oi", "s-oi")
+    assert chat["cost_usd"] == genai_cost("gpt-4o-mini-2024-07-18", 1200, 30, cached=1024)
+    embedding = calls["text-embedding-3-small"]
+    assert (embedding["provider"], embedding["operation"], embedding["input_tokens"]) == (
+        "azure.ai.openai",
+        "embeddings",
+        40,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "cost", "source"),
+    [
+        # OpenLIT's 0 for a model it cannot price is not a price: model_prices prices it.
+        ({"gen_ai.usage.cost": 0.0}, "list", "model_prices:genai-prices (reported 0 ignored)"),
+        # llmledger's own 0 is a price (a free model in the user's price file).
+        ({"gen_ai.usage.cost": 0.0, "llmledger.cost.source": "custom"}, "0", "custom"),
+        # A provider's own 0 is a price too.
+        (
+            {"gen_ai.usage.cost.amount": 0.0, "gen_ai.usage.cost.source": "provider"},
+            "0",
+            "provider",
+        ),
+        # Proposed semconv cost attributes, in USD.
+        ({"gen_ai.usage.cost.amount": 0.00123, "gen_ai.usage.cost.currency": "USD"}, "0.00123", "reported"),
+        # pydantic-ai / logfire.
+        ({"operation.cost": 0.00042}, "0.00042", "reported"),
+        # A cost in euros never enters a USD sum: priced from model_prices, and said so.
+        (
+            {"gen_ai.usage.cost.amount": 0.5, "gen_ai.usage.cost.currency": "EUR"},
+            "list",
+            "model_prices:genai-prices (reported EUR ignored)",
+        ),
+    ],
+)
+def test_reported_costs(
+    make_recorder, to_otlp, store_client, priced, query, extra: dict[str, Any], cost: str, source: str
+) -> None:
+    span = {**OPENLIT, "gen_ai.request.model": "gpt-4o-mini", "gen_ai.response.model": "gpt-4o-mini"}
+    del span["gen_ai.usage.cost"]
+    land(make_recorder, to_otlp, store_client, priced, [("chat gpt-4o-mini", {**span, **extra})])
+    (call,) = query(f"SELECT cost_usd, cost_source FROM {priced.database}.llm_calls")
+    want = genai_cost("gpt-4o-mini", 300, 40) if cost == "list" else Decimal(cost)
+    assert call == {"cost_usd": want, "cost_source": source}
+    (hour,) = query(
+        f"SELECT sum(cost_usd) AS cost, sum(unpriced_calls) AS u FROM {priced.database}.llm_usage_hourly"
+    )
+    assert hour == {"cost": want, "u": 0}
+
+
+def test_a_foreign_currency_without_a_price_stays_unpriced(
+    make_recorder, to_otlp, store_client, priced, query
+) -> None:
+    span = {**UNPRICED, "gen_ai.usage.cost.amount": 0.5, "gen_ai.usage.cost.currency": "eur"}
+    land(make_recorder, to_otlp, store_client, priced, [("chat ft", span)])
+    (call,) = query(f"SELECT cost_usd, cost_source FROM {priced.database}.llm_calls")
+    assert call == {"cost_usd": None, "cost_source": "unpriced (reported EUR ignored)"}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from opentelemetry.trace import SpanKind
 
 from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.money import plain_decimal
@@ -91,16 +92,35 @@ KEY = {
 }
 
 
-@pytest.fixture
-def seeded(config: StoreConfig, store_client: Client) -> StoreConfig:
+def seed_calls(config: StoreConfig, store_client: Client, *, shared_traces: bool = False) -> StoreConfig:
+    """Land CALLS as llmledger's spans: each call its own trace (an app without a web-framework
+    span), or with ``shared_traces`` the calls of one user's hour under one request span."""
     recorder = Recorder({"service.name": "report-test"}, "llmledger.instrumentation")
-    for tenant, user, feature, conv, model, provider, day, hour, inp, out, cost, failed, fallback in CALLS:
+    requests: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for call in CALLS:
+        requests[(call[0], call[1], call[6], call[7]) if shared_traces else (id(call),)].append(call)
+    for calls in requests.values():
+        start_ns = DAY0 + calls[0][6] * 24 * HOUR + calls[0][7] * HOUR
+        if shared_traces:
+            with recorder.tracer.start_as_current_span(
+                "POST /score", kind=SpanKind.SERVER, start_time=start_ns
+            ):
+                _record(recorder, calls)
+        else:
+            _record(recorder, calls)
+    rows = SpanRows()
+    rows.add_sdk_spans(recorder.finished())
+    SpanWriter(store_client, config.database).write(rows)
+    return config
+
+
+def _record(recorder: Recorder, calls: list[tuple[Any, ...]]) -> None:
+    for tenant, user, feature, conv, model, provider, day, hour, inp, out, cost, failed, fallback in calls:
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": _operation(model),
             "gen_ai.provider.name": provider,
             "gen_ai.request.model": model,
             "gen_ai.response.model": model,
-            "tenant.id": tenant,
             "user.id": user,
             "llmledger.feature": feature,
             "llmledger.fallback": fallback,
@@ -110,6 +130,10 @@ def seeded(config: StoreConfig, store_client: Client) -> StoreConfig:
             attrs["tenant.id"] = tenant
         if conv:
             attrs["gen_ai.conversation.id"] = conv
+        if fallback:
+            # What the instrumentation records on a fallback: the attempt it replaced.
+            attrs["llmledger.fallback.from_model"] = "gpt-4.1"
+            attrs["llmledger.fallback.from_error"] = "RateLimitError"
         if not failed:
             attrs["gen_ai.usage.input_tokens"] = inp
             attrs["gen_ai.usage.output_tokens"] = out
@@ -124,10 +148,11 @@ def seeded(config: StoreConfig, store_client: Client) -> StoreConfig:
             start_ns=DAY0 + day * 24 * HOUR + hour * HOUR,
             error="boom" if failed else None,
         )
-    rows = SpanRows()
-    rows.add_sdk_spans(recorder.finished())
-    SpanWriter(store_client, config.database).write(rows)
-    return config
+
+
+@pytest.fixture
+def seeded(config: StoreConfig, store_client: Client) -> StoreConfig:
+    return seed_calls(config, store_client)
 
 
 def _operation(model: str) -> str:
@@ -245,22 +270,22 @@ def test_cli_formats(seeded: StoreConfig, capsys: pytest.CaptureFixture[str], fm
 # digit, "unpriced" for a cost nobody knows, "(unattributed)" for calls without a tenant,
 # a total row. CSV and JSON say the same with an empty cell / null.
 GOLDEN_TABLE = """\
-tenant          calls  errors  fallbacks  input_tokens  cached_input_tokens  output_tokens  reasoning_tokens  cost_usd  unpriced_calls
---------------  -----  ------  ---------  ------------  -------------------  -------------  ----------------  --------  --------------
-acme            5      1       1          2900          0                    1400           0                 0.01657   0
-initech         1      0       0          2000          0                    10             0                 0.00408   0
-globex          2      0       0          8300          0                    80             0                 0.00016   1
-(unattributed)  1      0       0          50            0                    5              0                 unpriced  1
---------------  -----  ------  ---------  ------------  -------------------  -------------  ----------------  --------  --------------
-total           9      1       1          13250         0                    1495           0                 0.02081   2
+tenant          calls  errors  fallbacks  input_tokens  cached_input_tokens  cache_write_input_tokens  output_tokens  reasoning_tokens  cost_usd  unpriced_calls
+--------------  -----  ------  ---------  ------------  -------------------  ------------------------  -------------  ----------------  --------  --------------
+acme            5      1       1          2900          0                    0                         1400           0                 0.01657   0
+initech         1      0       0          2000          0                    0                         10             0                 0.00408   0
+globex          2      0       0          8300          0                    0                         80             0                 0.00016   1
+(unattributed)  1      0       0          50            0                    0                         5              0                 unpriced  1
+--------------  -----  ------  ---------  ------------  -------------------  ------------------------  -------------  ----------------  --------  --------------
+total           9      1       1          13250         0                    0                         1495           0                 0.02081   2
 (4 rows)
 """
 GOLDEN_CSV = """\
-tenant,calls,errors,fallbacks,input_tokens,cached_input_tokens,output_tokens,reasoning_tokens,cost_usd,unpriced_calls
-acme,5,1,1,2900,0,1400,0,0.01657,0
-initech,1,0,0,2000,0,10,0,0.00408,0
-globex,2,0,0,8300,0,80,0,0.00016,1
-(unattributed),1,0,0,50,0,5,0,,1
+tenant,calls,errors,fallbacks,input_tokens,cached_input_tokens,cache_write_input_tokens,output_tokens,reasoning_tokens,cost_usd,unpriced_calls
+acme,5,1,1,2900,0,0,1400,0,0.01657,0
+initech,1,0,0,2000,0,0,10,0,0.00408,0
+globex,2,0,0,8300,0,0,80,0,0.00016,1
+(unattributed),1,0,0,50,0,0,5,0,,1
 """
 
 

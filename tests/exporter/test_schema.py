@@ -54,6 +54,7 @@ LLM_CALLS_COLUMNS = [
     "response_model",
     "input_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "cost_usd",

@@ -42,6 +42,7 @@ from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import run_command
 from llmledger.exporter._internal.stringify import go_float
 from llmledger.exporter._internal.writer import SpanWriter
+from llmledger.instrumentation.pricing import PROVIDER_IDS
 
 MONTH_START: Final = datetime(2026, 11, 1, tzinfo=UTC)
 # The dashboards' default view in the tests: one week, ending a second before midnight so
@@ -112,7 +113,7 @@ class SeedCall:
         """What llm_calls.cost_usd must hold: the reported cost, a model_prices price, or unknown."""
         if self.cost is not None:
             return Decimal(go_float(self.cost))
-        price = PRICES.get((self.provider, self.model))
+        price = PRICES.get((PROVIDER_IDS.get(self.provider, self.provider), self.model))
         if price is None or (self.input_tokens is None and self.output_tokens is None):
             return None
         input_price, cached_price, output_price = price
@@ -178,7 +179,7 @@ def _normal_call(rng: random.Random, at: datetime, trace_id: int) -> SeedCall:
         cost = round(rng.uniform(0.0001, 0.004), 6)
         duration, ttft = rng.randint(300, 1_299), rng.randint(100, 299)
     elif choice < 0.85:
-        model, provider = "mistral-small", "mistral"  # priced by the store from model_prices
+        model, provider = "mistral-small", "mistral_ai"  # priced by the store from model_prices
         duration = rng.randint(400, 999)
     else:
         model, provider = "llama-3.1-70b", "groq"  # no price anywhere: unpriced
@@ -239,7 +240,7 @@ def _fallback_chain(rng: random.Random, at: datetime, trace_id: int) -> list[See
         third = replace(
             base,
             at=second_at + timedelta(seconds=31),
-            provider="mistral",
+            provider="mistral_ai",
             model="mistral-small",
             input_tokens=3_000,
             output_tokens=400,
@@ -466,7 +467,8 @@ def write_prices(client: Client, database: str) -> None:
     for (provider, model), (input_price, cached_price, output_price) in PRICES.items():
         run_command(
             client,
-            f"INSERT INTO `{database}`.model_prices VALUES "
+            f"INSERT INTO `{database}`.model_prices "
+            "(provider, model, input_per_mtok, cached_input_per_mtok, output_per_mtok, source, updated_at) VALUES "
             "({p:String}, {m:String}, {i:Decimal(38, 12)}, {c:Nullable(Decimal(38, 12))}, "
             "{o:Decimal(38, 12)}, 'custom', now64(3))",
             parameters={"p": provider, "m": model, "i": input_price, "c": cached_price, "o": output_price},

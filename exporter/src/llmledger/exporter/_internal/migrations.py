@@ -6,6 +6,15 @@ engine names, TTL clauses, the deduplication-window setting), each validated or 
 here from validated numbers; values never are. A ledger table records what was applied,
 so applying twice changes nothing, and a later migration applies over an earlier one
 with the data kept.
+
+The storage contract is written once: ``schema/views/NAME.sql`` holds the one current
+definition of each materialized view's SELECT, reached from a migration as
+``${view_NAME}`` (to create the view, and to backfill with exactly what the view would
+have written); ``schema/expressions/NAME.sql`` holds SQL expressions several views share
+(the tenant, the provider, the price lookup), reached as ``${NAME}``. The provider maps are
+llmledger's own data (:mod:`llmledger.instrumentation.pricing`), rendered as string-array
+literals of validated names. Migrations up to 0008 predate this and keep their text, so
+that a store's recorded checksums stay true.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.store import run_command, run_query
+from llmledger.instrumentation.pricing import PROVIDER_ALIASES, PROVIDER_IDS
 
 __all__ = [
     "EMBEDDED_ONLY",
@@ -31,6 +41,8 @@ __all__ = [
     "apply_migrations",
     "load_migrations",
     "migration_status",
+    "price_provider_sql",
+    "shared_sql",
 ]
 
 LEDGER_TABLE: Final = "llmledger_schema_migrations"
@@ -108,9 +120,53 @@ def _ttl(column: str, days: int) -> str:
     return f"TTL toDateTime({column}) + toIntervalDay({int(days)})" if days else ""
 
 
+_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+def _string_array(values: list[str]) -> str:
+    """A ClickHouse array literal of llmledger's own provider names, each checked to be a plain name."""
+    for value in values:
+        if not _NAME.fullmatch(value):
+            raise ValueError(f"not a plain provider name: {value!r}")
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+def _sql_file(folder: str, name: str) -> str:
+    text = resources.files("llmledger.exporter._internal").joinpath("schema", folder, name).read_text()
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--")).strip()
+
+
+def shared_sql(database: str) -> dict[str, str]:
+    """Every shared expression (``${NAME}``) and view (``${view_NAME}``), rendered for ``database``."""
+    values = {
+        "db": _quote(database),
+        "provider_alias_names": _string_array(list(PROVIDER_ALIASES)),
+        "provider_alias_targets": _string_array(list(PROVIDER_ALIASES.values())),
+        "price_provider_names": _string_array(list(PROVIDER_IDS)),
+        "price_provider_ids": _string_array(list(PROVIDER_IDS.values())),
+    }
+    folder = resources.files("llmledger.exporter._internal").joinpath("schema")
+    for entry in sorted(folder.joinpath("expressions").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            values[entry.name[:-4]] = string.Template(_sql_file("expressions", entry.name)).substitute(values)
+    for entry in folder.joinpath("views").iterdir():
+        if entry.name.endswith(".sql"):
+            view = string.Template(_sql_file("views", entry.name)).substitute(values)
+            values["view_" + entry.name[:-4]] = view
+    return values
+
+
+def price_provider_sql(column: str = "provider") -> str:
+    """The expression mapping a semconv provider ``column`` to model_prices' provider id (dashboards)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", column):
+        raise ValueError(f"not a plain column: {column!r}")
+    return shared_sql("default")["price_provider"].replace("transform(provider,", f"transform({column},", 1)
+
+
 def _substitutions(config: StoreConfig) -> dict[str, str]:
     replicated = config.cluster is not None
     return {
+        **shared_sql(config.database),
         "db": _quote(config.database),
         "on_cluster": f"ON CLUSTER {_quote(config.cluster)}" if config.cluster else "",
         "merge_tree": _engine("MergeTree", replicated) + "()",

@@ -14,7 +14,7 @@ sees the request, prices tiers exactly).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,22 +25,17 @@ from clickhouse_connect.driver.client import Client
 from genai_prices import data as genai_data
 from genai_prices.types import ClauseEquals, ClauseOr, ClauseStartsWith, ModelInfo, ModelPrice, TieredPrices
 
+from llmledger.instrumentation.pricing import PROVIDER_IDS, provider_name
+
 __all__ = ["PriceRow", "genai_price_rows", "price_file_rows", "price_provider", "write_prices"]
 
-# gen_ai.provider.name -> genai-prices provider id, as the llm_calls view maps it.
-_PRICE_PROVIDERS: Final[Mapping[str, str]] = {
-    "azure.ai.openai": "azure",
-    "gcp.gemini": "google",
-    "gcp.vertex_ai": "google",
-    "aws.bedrock": "aws",
-    "x_ai": "x-ai",
-}
 
 _COLUMNS: Final = (
     ("provider", "LowCardinality(String)"),
     ("model", "String"),
     ("input_per_mtok", "Decimal(38, 12)"),
     ("cached_input_per_mtok", "Nullable(Decimal(38, 12))"),
+    ("cache_write_per_mtok", "Nullable(Decimal(38, 12))"),
     ("output_per_mtok", "Decimal(38, 12)"),
     ("source", "LowCardinality(String)"),
     ("updated_at", "DateTime64(3, 'UTC')"),
@@ -48,9 +43,10 @@ _COLUMNS: Final = (
 
 
 def price_provider(provider: str) -> str:
-    """The genai-prices provider id for a ``gen_ai.provider.name`` (or an id already)."""
-    name = provider.lower()
-    return _PRICE_PROVIDERS.get(name, name)
+    """The genai-prices provider id for a ``gen_ai.provider.name`` (or an alias of one, or an id already):
+    the app's provider map, the one the llm_calls view is rendered with."""
+    name = provider_name(provider)
+    return PROVIDER_IDS.get(name, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +59,8 @@ class PriceRow:
     cached_input_per_mtok: Decimal | None
     output_per_mtok: Decimal
     source: str
+    cache_write_per_mtok: Decimal | None = None
+    """Writing to the prompt cache (Anthropic's cache creation); None: priced as plain input."""
 
 
 def _flat(price: Decimal | TieredPrices | None) -> Decimal | None:
@@ -96,6 +94,7 @@ def _row(provider: str, model: str, prices: ModelPrice, source: str) -> PriceRow
         cached_input_per_mtok=_flat(getattr(prices, "cache_read_mtok", None)),
         output_per_mtok=output_price or Decimal(0),
         source=source,
+        cache_write_per_mtok=_flat(getattr(prices, "cache_write_mtok", None)),
     )
 
 
@@ -120,7 +119,7 @@ def price_file_rows(path: str | Path, at: datetime | None = None) -> list[PriceR
     tier here), as are prefix entries (``model = "ft:…*"``), which need a pattern match.
     """
     # The parser and its validation live with the instrumentation, which reads the same file.
-    from llmledger.instrumentation._internal.price_file import load_price_file
+    from llmledger.instrumentation.pricing import load_price_file
 
     today = (at or datetime.now(UTC)).date()
     chosen: dict[tuple[str, str], tuple[Any, PriceRow]] = {}
@@ -143,7 +142,16 @@ def write_prices(client: Client, database: str, rows: Iterable[PriceRow], at: da
     """Insert ``rows`` into ``model_prices`` in one batch; return how many were written."""
     stamp = (at or datetime.now(UTC)).replace(tzinfo=None)
     data = [
-        (r.provider, r.model, r.input_per_mtok, r.cached_input_per_mtok, r.output_per_mtok, r.source, stamp)
+        (
+            r.provider,
+            r.model,
+            r.input_per_mtok,
+            r.cached_input_per_mtok,
+            r.cache_write_per_mtok,
+            r.output_per_mtok,
+            r.source,
+            stamp,
+        )
         for r in rows
     ]
     if data:

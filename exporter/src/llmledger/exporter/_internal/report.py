@@ -52,6 +52,7 @@ METRICS: tuple[str, ...] = (
     "fallbacks",
     "input_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "cost_usd",

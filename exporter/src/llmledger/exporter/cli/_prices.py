@@ -99,7 +99,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from llmledger.instrumentation._internal.pricing import PriceBook, PriceFileError
+    from llmledger.instrumentation.pricing import PriceBook, PriceFileError
 
     deployments: dict[str, str] = {}
     for item in args.azure_deployment:
@@ -121,7 +121,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from llmledger.instrumentation._internal.price_file import PriceFileError, load_price_file
+    from llmledger.instrumentation.pricing import PriceFileError, load_price_file
 
     try:
         prices = load_price_file(args.price_file)

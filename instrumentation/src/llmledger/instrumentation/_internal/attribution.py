@@ -307,6 +307,7 @@ class UsageTotals:
     errors: int = 0
     input_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
@@ -322,6 +323,7 @@ class UsageTotals:
         input_tokens: int | None,
         cached_input_tokens: int,
         output_tokens: int | None,
+        cache_write_input_tokens: int = 0,
         reasoning_tokens: int,
         cost: Decimal | None,
         priced: bool,
@@ -332,6 +334,7 @@ class UsageTotals:
             self.errors += failed
             self.input_tokens += input_tokens or 0
             self.cached_input_tokens += cached_input_tokens
+            self.cache_write_input_tokens += cache_write_input_tokens
             self.output_tokens += output_tokens or 0
             self.reasoning_tokens += reasoning_tokens
             if cost is not None:
@@ -356,6 +359,7 @@ class UsageTotals:
             "errors": snap.errors,
             "input_tokens": snap.input_tokens,
             "cached_input_tokens": snap.cached_input_tokens,
+            "cache_write_input_tokens": snap.cache_write_input_tokens,
             "output_tokens": snap.output_tokens,
             "reasoning_tokens": snap.reasoning_tokens,
             "cost_usd": None if unknown else _plain_decimal(snap.cost_usd),

@@ -467,6 +467,7 @@ class LLMCall:
                 failed=failed,
                 input_tokens=usage.input_tokens if usage else None,
                 cached_input_tokens=usage.cached_input_tokens if usage else 0,
+                cache_write_input_tokens=usage.cache_write_tokens if usage else 0,
                 output_tokens=usage.output_tokens if usage else None,
                 reasoning_tokens=usage.reasoning_tokens if usage else 0,
                 cost=cost.total if cost else None,

@@ -54,6 +54,7 @@ from llmledger.instrumentation._internal.price_file import CustomPrice, PriceFil
 from llmledger.instrumentation._internal.usage import TokenUsage
 
 __all__ = [
+    "PROVIDER_ALIASES",
     "PROVIDER_IDS",
     "CallCost",
     "PriceBook",
@@ -82,6 +83,26 @@ PROVIDER_IDS: Mapping[str, str] = {
     "mistral_ai": "mistral",
     "perplexity": "perplexity",
     "x_ai": "x-ai",
+}
+
+# Provider names other instrumentations write (older semconv ``gen_ai.system`` values,
+# OpenLLMetry, OpenLIT, OpenInference's ``llm.provider``/``llm.system``) → the semantic-
+# convention ``gen_ai.provider.name``. Lower-case keys; names not listed are kept as they are.
+# The store's llm_calls view is rendered from this map, so both read spans the same way.
+PROVIDER_ALIASES: Mapping[str, str] = {
+    "az.ai.openai": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "azure": "azure.ai.openai",
+    "az.ai.inference": "azure.ai.inference",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertexai": "gcp.vertex_ai",
+    "gemini": "gcp.gemini",
+    "google": "gcp.gen_ai",
+    "bedrock": "aws.bedrock",
+    "aws": "aws.bedrock",
+    "xai": "x_ai",
+    "mistralai": "mistral_ai",
+    "mistral": "mistral_ai",
 }
 
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)

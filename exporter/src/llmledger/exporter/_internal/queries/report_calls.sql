@@ -7,6 +7,7 @@ SELECT
     countIf(c.is_fallback) AS fallbacks,
     sum(c.input_tokens) AS input_tokens,
     sum(c.cached_input_tokens) AS cached_input_tokens,
+    sum(c.cache_write_input_tokens) AS cache_write_input_tokens,
     sum(c.output_tokens) AS output_tokens,
     sum(c.reasoning_tokens) AS reasoning_tokens,
     sum(ifNull(c.cost_usd, toDecimal128(0, 12))) AS cost_usd,

@@ -7,6 +7,7 @@ SELECT
     sum(fallbacks) AS fallbacks,
     sum(input_tokens) AS input_tokens,
     sum(cached_input_tokens) AS cached_input_tokens,
+    sum(cache_write_input_tokens) AS cache_write_input_tokens,
     sum(output_tokens) AS output_tokens,
     sum(reasoning_tokens) AS reasoning_tokens,
     sum(cost_usd) AS cost_usd,

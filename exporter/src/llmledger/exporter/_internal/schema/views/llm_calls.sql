@@ -1,0 +1,173 @@
+-- llm_calls_mv: one typed row per LLM or embedding span of otel_traces. The single
+-- definition of the view (migrations create it from this file, backfills select from it).
+--
+-- Dialects read: llmledger's span contract (GenAI semconv), OpenLLMetry (traceloop),
+-- OpenTelemetry contrib openai-v2 old and new, OpenLIT, OpenInference (llm.*), proposed
+-- semconv cost attributes (gen_ai.usage.cost.amount/.currency/.source), pydantic-ai and
+-- logfire (operation.cost).
+--
+-- Cost: a reported cost in USD is taken as it is, except a reported 0 with tokens from
+-- an instrumentation that is not llmledger's and does not say the provider reported it:
+-- OpenLIT writes 0 for every model it has no price for, so that 0 is "unknown" and the
+-- call is priced from model_prices. A cost in another currency never enters cost_usd.
+-- cost_source says which of these happened. Unknown cost is NULL, never 0.
+SELECT
+    s.Timestamp AS Timestamp,
+    s.TraceId AS TraceId,
+    s.SpanId AS SpanId,
+    s.ServiceName AS ServiceName,
+    s.tenant_id AS tenant_id,
+    s.user_id AS user_id,
+    s.session_id AS session_id,
+    s.conversation_id AS conversation_id,
+    s.feature AS feature,
+    s.provider AS provider,
+    s.operation AS operation,
+    s.request_model AS request_model,
+    s.response_model AS response_model,
+    s.input_tokens AS input_tokens,
+    s.cached_input_tokens AS cached_input_tokens,
+    s.cache_write_input_tokens AS cache_write_input_tokens,
+    s.output_tokens AS output_tokens,
+    s.reasoning_tokens AS reasoning_tokens,
+    multiIf(
+        s.use_reported, s.reported_cost,
+        s.has_usage AND p.model != '',
+        CAST(
+            (toDecimal128(s.input_tokens - s.priced_cache_read - s.priced_cache_write, 0) * p.price_input
+             + toDecimal128(s.priced_cache_read, 0) * ifNull(p.price_cached_input, p.price_input)
+             + toDecimal128(s.priced_cache_write, 0) * ifNull(p.price_cache_write, p.price_input)
+             + toDecimal128(s.output_tokens, 0) * p.price_output) / 1000000,
+            'Nullable(Decimal(38, 12))'),
+        NULL
+    ) AS cost_usd,
+    multiIf(
+        s.use_reported, s.reported_source,
+        s.has_usage AND p.model != '', concat('model_prices:', p.price_source, s.ignored_note),
+        concat('unpriced', s.ignored_note)
+    ) AS cost_source,
+    s.tokens_estimated AS tokens_estimated,
+    s.is_fallback AS is_fallback,
+    s.fallback_attempt AS fallback_attempt,
+    s.success AS success,
+    s.error_type AS error_type,
+    s.duration_ns AS duration_ns,
+    s.ttft_ns AS ttft_ns,
+    s.stream AS stream
+FROM (
+    SELECT
+        Timestamp,
+        TraceId,
+        SpanId,
+        ServiceName,
+        SpanAttributes AS a,
+        ${tenant_id} AS tenant_id,
+        coalesce(
+            nullIf(a['user.id'], ''),
+            nullIf(a['traceloop.association.properties.user_id'], ''),
+            nullIf(a['langfuse.user.id'], ''),
+            nullIf(a['gen_ai.user'], ''),
+            nullIf(a['gen_ai.request.user'], ''),
+            a['llm.user']
+        ) AS user_id,
+        coalesce(
+            nullIf(a['session.id'], ''),
+            nullIf(a['traceloop.association.properties.session_id'], ''),
+            a['langfuse.session.id']
+        ) AS session_id,
+        a['gen_ai.conversation.id'] AS conversation_id,
+        coalesce(nullIf(a['llmledger.feature'], ''), a['traceloop.workflow.name']) AS feature,
+        ${provider} AS provider,
+        transform(
+            coalesce(
+                nullIf(a['gen_ai.operation.name'], ''),
+                nullIf(a['llm.request.type'], ''),
+                transform(a['openinference.span.kind'], ['LLM', 'EMBEDDING'], ['chat', 'embeddings'], '')
+            ),
+            ['completion', 'embedding'],
+            ['text_completion', 'embeddings'],
+            coalesce(
+                nullIf(a['gen_ai.operation.name'], ''),
+                nullIf(a['llm.request.type'], ''),
+                transform(a['openinference.span.kind'], ['LLM', 'EMBEDDING'], ['chat', 'embeddings'], '')
+            )
+        ) AS operation,
+        coalesce(nullIf(a['gen_ai.request.model'], ''), a['llm.model_name']) AS request_model,
+        coalesce(nullIf(a['gen_ai.response.model'], ''), request_model) AS response_model,
+        coalesce(
+            toUInt64OrNull(a['gen_ai.usage.input_tokens']),
+            toUInt64OrNull(a['gen_ai.usage.prompt_tokens']),
+            toUInt64OrNull(a['llm.usage.prompt_tokens']),
+            toUInt64OrNull(a['llm.token_count.prompt'])
+        ) AS input_tokens_or_null,
+        coalesce(
+            toUInt64OrNull(a['gen_ai.usage.output_tokens']),
+            toUInt64OrNull(a['gen_ai.usage.completion_tokens']),
+            toUInt64OrNull(a['llm.usage.completion_tokens']),
+            toUInt64OrNull(a['llm.token_count.completion'])
+        ) AS output_tokens_or_null,
+        input_tokens_or_null IS NOT NULL OR output_tokens_or_null IS NOT NULL AS has_usage,
+        ifNull(input_tokens_or_null, 0) AS input_tokens,
+        ifNull(output_tokens_or_null, 0) AS output_tokens,
+        ifNull(coalesce(
+            toUInt64OrNull(a['gen_ai.usage.cache_read.input_tokens']),
+            toUInt64OrNull(a['gen_ai.usage.cache_read_input_tokens']),
+            toUInt64OrNull(a['gen_ai.usage.cached_tokens']),
+            toUInt64OrNull(a['llm.token_count.prompt_details.cache_read'])
+        ), 0) AS cached_input_tokens,
+        ifNull(coalesce(
+            toUInt64OrNull(a['gen_ai.usage.cache_creation.input_tokens']),
+            toUInt64OrNull(a['gen_ai.usage.cache_creation_input_tokens']),
+            toUInt64OrNull(a['gen_ai.usage.cache_write.input_tokens']),
+            toUInt64OrNull(a['llm.token_count.prompt_details.cache_write'])
+        ), 0) AS cache_write_input_tokens,
+        -- input_tokens includes cache reads and writes (semconv); each share is priced at
+        -- most once, whatever a dialect's counts add up to.
+        least(cached_input_tokens, input_tokens) AS priced_cache_read,
+        least(cache_write_input_tokens, input_tokens - priced_cache_read) AS priced_cache_write,
+        ifNull(coalesce(
+            toUInt64OrNull(a['gen_ai.usage.reasoning.output_tokens']),
+            toUInt64OrNull(a['gen_ai.usage.reasoning_tokens']),
+            toUInt64OrNull(a['llm.token_count.completion_details.reasoning'])
+        ), 0) AS reasoning_tokens,
+        toDecimal128OrNull(coalesce(
+            nullIf(a['gen_ai.usage.cost'], ''),
+            nullIf(a['gen_ai.usage.cost.amount'], ''),
+            nullIf(a['operation.cost'], ''),
+            nullIf(a['llm.cost.total'], '')
+        ), 12) AS reported_cost,
+        upper(coalesce(nullIf(a['gen_ai.usage.cost.currency'], ''), 'USD')) AS reported_currency,
+        -- llmledger's spans say which price book priced them (its 0 is a price: a custom
+        -- free model); a provider's own report is a price too. Anything else that reports 0
+        -- for a call with tokens does not know the price.
+        a['llmledger.cost.source'] != '' OR a['gen_ai.usage.cost.source'] = 'provider' AS reported_is_priced,
+        reported_cost IS NOT NULL
+            AND (reported_cost != 0 OR reported_is_priced OR input_tokens + output_tokens = 0) AS reported_known,
+        reported_known AND reported_currency = 'USD' AS use_reported,
+        coalesce(nullIf(a['llmledger.cost.source'], ''), nullIf(a['gen_ai.usage.cost.source'], ''), 'reported')
+            AS reported_source,
+        multiIf(
+            reported_cost IS NULL, '',
+            NOT reported_known, ' (reported 0 ignored)',
+            reported_currency != 'USD', concat(' (reported ', reported_currency, ' ignored)'),
+            ''
+        ) AS ignored_note,
+        a['llmledger.usage.estimated'] = 'true' AS tokens_estimated,
+        a['llmledger.fallback'] = 'true' AS is_fallback,
+        toUInt16OrZero(a['llmledger.fallback.attempt']) AS fallback_attempt,
+        StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND a['error.type'] = '' AS success,
+        if(NOT success AND a['error.type'] = '', '_OTHER', a['error.type']) AS error_type,
+        Duration AS duration_ns,
+        CAST(round(toFloat64OrNull(a['gen_ai.response.time_to_first_chunk']) * 1000000000), 'Nullable(UInt64)') AS ttft_ns,
+        a['gen_ai.request.stream'] = 'true' OR a['gen_ai.is_streaming'] = 'true' OR a['llm.is_streaming'] = 'true'
+            AS stream,
+        ${price_provider} AS price_provider,
+        lower(response_model) AS exact_model,
+        -- Only spans priced here pay for the model_prices lookup and the regex (if()
+        -- evaluates the branch a row takes).
+        if(use_reported, '', ${price_model}) AS price_model
+    FROM ${db}.otel_traces
+    WHERE operation IN ('chat', 'text_completion', 'embeddings', 'generate_content')
+      AND (request_model != '' OR response_model != '' OR has_usage)
+) AS s
+LEFT ANY JOIN ${current_prices} AS p ON s.price_provider = p.provider AND s.price_model = p.model

@@ -1,0 +1,14 @@
+-- llm_fallbacks_mv: one row per fallback call, with the model and error of the attempt
+-- before it. The single definition (the migration creating it backfills from this file).
+SELECT
+    Timestamp,
+    TraceId,
+    ${tenant_id} AS tenant_id,
+    SpanAttributes['llmledger.feature'] AS feature,
+    SpanAttributes['llmledger.fallback.from_model'] AS from_model,
+    SpanAttributes['llmledger.fallback.from_error'] AS from_error,
+    coalesce(nullIf(SpanAttributes['gen_ai.response.model'], ''), SpanAttributes['gen_ai.request.model']) AS to_model,
+    toUInt16OrZero(SpanAttributes['llmledger.fallback.attempt']) AS attempt,
+    StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND SpanAttributes['error.type'] = '' AS success
+FROM ${db}.otel_traces
+WHERE SpanAttributes['llmledger.fallback'] = 'true'

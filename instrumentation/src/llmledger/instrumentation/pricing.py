@@ -1,0 +1,40 @@
+"""Prices as the instrumentation applies them, for other parts of llmledger and for users.
+
+One price book — genai-prices' bundled data plus the user's price file — prices calls in
+the app (:meth:`PriceBook.price_call`), explains a price (:meth:`PriceBook.explain`) and
+lists the effective table (:meth:`PriceBook.price_rows`) that ``llmledger prices sync``
+loads into the store's ``model_prices``, so the store prices spans the way the app does.
+The provider maps are data shared with the store's views.
+"""
+
+from llmledger.instrumentation._internal.price_file import PriceFileError, load_price_file
+from llmledger.instrumentation._internal.pricing import (
+    PROVIDER_ALIASES,
+    PROVIDER_IDS,
+    CallCost,
+    PriceBook,
+    PriceExplanation,
+    PriceRow,
+    RateBand,
+)
+from llmledger.instrumentation._internal.usage import TokenUsage
+
+__all__ = [
+    "PROVIDER_ALIASES",
+    "PROVIDER_IDS",
+    "CallCost",
+    "PriceBook",
+    "PriceExplanation",
+    "PriceFileError",
+    "PriceRow",
+    "RateBand",
+    "TokenUsage",
+    "load_price_file",
+    "provider_name",
+]
+
+
+def provider_name(name: str) -> str:
+    """The semantic-convention ``gen_ai.provider.name`` for a name another instrumentation writes."""
+    lowered = name.lower()
+    return PROVIDER_ALIASES.get(lowered, lowered)
