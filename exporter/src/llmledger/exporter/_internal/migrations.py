@@ -178,6 +178,10 @@ def _substitutions(config: StoreConfig) -> dict[str, str]:
         "calls_ttl": _ttl("Timestamp", config.calls_ttl_days),
         "rollup_ttl": _ttl("hour", config.rollup_ttl_days),
         "rollup_day_ttl": _ttl("day", config.rollup_ttl_days),
+        # Metrics and logs are kept as long as the raw spans (the Collector's exporter has
+        # one TTL for every signal, too).
+        "metrics_ttl": _ttl("TimeUnix", config.spans_ttl_days),
+        "logs_ttl": _ttl("TimestampTime", config.spans_ttl_days),
     }
 
 

@@ -21,6 +21,8 @@ from typing import Any, Final, Literal
 
 from llmledger.exporter._internal.config import ConfigError, StoreConfig, default_store_path
 
+from .otlp_signals import Signal
+
 __all__ = ["ENV_CONFIG_FILE", "SETTINGS", "CollectorConfig", "Setting", "default_data_dir"]
 
 ENV_CONFIG_FILE: Final = "LLMLEDGER_COLLECTOR_CONFIG"
@@ -312,6 +314,10 @@ class CollectorConfig:
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    def signal_spool_dir(self, signal: Signal) -> Path:
+        """Each signal's spool (traces: :attr:`spool_dir`)."""
+        return self.data_dir / signal.spool_name
 
     def to_json(self) -> str:
         """The configuration as JSON (for the drain process; no secrets are included)."""

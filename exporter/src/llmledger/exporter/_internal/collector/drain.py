@@ -14,8 +14,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
@@ -34,6 +35,7 @@ from .spool import SpoolBatch, SpoolError, SpoolReader, SpoolRecord
 __all__ = ["SpoolDrain"]
 
 _logger = logging.getLogger("llmledger.collector.drain")
+T = TypeVar("T")
 _NATIVE_ATTEMPTS = 3
 
 
@@ -299,6 +301,26 @@ class SpoolDrain:
                 self._native = NativeInsert(client, database, self._native_file)
             _logger.info("store open: %s database %s", self._store.display_url, database)
             return self._writer
+
+    # -- the connection, for the metrics and logs drains -------------------------------------
+
+    def with_store(self, work: Callable[[Client, str], T]) -> T:
+        """``work(client, database)`` on this drain's store connection, one statement at a time.
+
+        The metrics and logs drains (:mod:`.signal_drain`) write through it: an embedded store
+        has one owner per process. A failure other than the store's own error may mean a
+        broken server connection, which is dropped so the next call reconnects.
+        """
+        self._open()
+        try:
+            with self._store_lock:
+                if self._client is None:
+                    raise StoreError("the store is not open")
+                return work(self._client, self._store.database)
+        except Exception as exc:
+            if not isinstance(exc, StoreError):
+                self._reset()
+            raise
 
     # -- reads for the query server -------------------------------------------------------
 

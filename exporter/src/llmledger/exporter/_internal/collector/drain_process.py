@@ -25,14 +25,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, Any, Final
 
 from .config import CollectorConfig
 from .drain import SpoolDrain
 from .log_format import configure_logging
 from .metrics import CollectorMetrics
+from .otlp_signals import Signal
 from .query_server import QueryServer
+from .signal_drain import SignalDrain
 from .spool import SpoolReader
 
 __all__ = ["DrainProcess", "main"]
@@ -58,16 +60,28 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _status(
-    drain: SpoolDrain, reader: SpoolReader, metrics: CollectorMetrics, query: QueryServer | None
+    drain: SpoolDrain,
+    reader: SpoolReader,
+    signals: Sequence[SignalDrain],
+    metrics: CollectorMetrics,
+    query: QueryServer | None,
 ) -> dict[str, Any]:
+    # Spool figures cover every signal's spool; errors name the signal they come from.
+    readers = [reader, *(other.reader for other in signals)]
+    fatal = [f"{other.signal.value}: {other.fatal_error}" for other in signals if other.fatal_error]
+    if drain.fatal_error is not None:
+        fatal.insert(0, str(drain.fatal_error))
+    errors = [f"{other.signal.value}: {other.last_error}" for other in signals if other.last_error]
+    if drain.last_error:
+        errors.insert(0, drain.last_error)
     return {
         "counters": metrics.snapshot(),
-        "spool_damaged_bytes": reader.skipped_bytes,
-        "pending_bytes": reader.pending_bytes(),
-        "lag_seconds": reader.lag_seconds if reader.has_data() else 0.0,
-        "store_up": drain.store_connected,
-        "last_error": drain.last_error,
-        "fatal_error": None if drain.fatal_error is None else str(drain.fatal_error),
+        "spool_damaged_bytes": sum(r.skipped_bytes for r in readers),
+        "pending_bytes": sum(r.pending_bytes() for r in readers),
+        "lag_seconds": max(r.lag_seconds if r.has_data() else 0.0 for r in readers),
+        "store_up": drain.store_connected and not any(other.last_error for other in signals),
+        "last_error": "; ".join(errors) or None,
+        "fatal_error": "; ".join(fatal) or None,
         "query_port": None if query is None else query.port,
     }
 
@@ -97,7 +111,24 @@ def main() -> int:
         apply_schema=config.apply_schema,
         native_insert_file=config.data_dir / "native-batch.pb" if config.native_insert else None,
     )
+    signals = [
+        SignalDrain(
+            kind,
+            SpoolReader(config.signal_spool_dir(kind)),
+            drain,
+            metrics,
+            quarantine_dir=config.data_dir / "quarantine",
+            batch_max_items=config.batch_max_spans,
+            batch_max_bytes=config.batch_max_bytes,
+            retry_initial_seconds=config.retry_initial_seconds,
+            retry_max_seconds=config.retry_max_seconds,
+            batch_linger_seconds=config.batch_linger_seconds,
+        )
+        for kind in (Signal.METRICS, Signal.LOGS)
+    ]
     drain.start()
+    for signal_drain in signals:
+        signal_drain.start()
     query: QueryServer | None = None
     if config.store.embedded and config.query_server:
         query = QueryServer(config.store, drain.query)
@@ -118,19 +149,24 @@ def main() -> int:
     threading.Thread(target=read_commands, name="llmledger-drain-commands", daemon=True).start()
     code = 0
     while not stop_after:
-        _send(out, _status(drain, reader, metrics, query))
-        if drain.fatal_error is not None:
+        _send(out, _status(drain, reader, signals, metrics, query))
+        if drain.fatal_error is not None or any(other.fatal_error for other in signals):
             code = 1
             break
         time.sleep(STATUS_INTERVAL)
-    drained = drain.stop(stop_after[0] if stop_after else 0.0)
+    # The metrics and logs drains write through the traces drain's connection: stop them first.
+    deadline = time.monotonic() + (stop_after[0] if stop_after else 0.0)
+    drained = all([other.stop(max(0.0, deadline - time.monotonic())) for other in signals])
+    drained = drain.stop(max(0.0, deadline - time.monotonic())) and drained
     if query is not None:
         query.stop()
-    status = _status(drain, reader, metrics, query)
+    status = _status(drain, reader, signals, metrics, query)
     status["exited"] = True
     status["drained"] = drained
     _send(out, status)
     reader.close()
+    for signal_drain in signals:
+        signal_drain.reader.close()
     return code
 
 

@@ -1,12 +1,11 @@
-"""OTLP/gRPC: the ``TraceService/Export`` method, with the metrics and logs services refusing.
+"""OTLP/gRPC: the ``Export`` methods of the trace, metrics and logs services.
 
 The method is registered with no request deserializer, so the handler receives the raw
 protobuf bytes, decodes them once to validate and spools those same bytes. Status codes
 follow the OTLP specification: ``INVALID_ARGUMENT`` for malformed requests,
 ``UNAUTHENTICATED`` without the bearer token, and the retryable ``RESOURCE_EXHAUSTED``
 (spool full) and ``UNAVAILABLE`` (disk error, shutting down) carrying a
-``google.rpc.RetryInfo`` (in both trailers exporters read) so they know how long to wait. The metrics and logs
-services answer ``UNIMPLEMENTED`` with a message saying this collector takes traces only.
+``google.rpc.RetryInfo`` (in both trailers exporters read) so they know how long to wait.
 """
 
 from __future__ import annotations
@@ -22,16 +21,12 @@ from google.rpc.status_pb2 import Status
 
 from .ingest import RETRY_AFTER_SECONDS, Ingest, Outcome, RefusedError
 from .otlp import InvalidRequestError, TooLargeError, decode_protobuf, encode_response
+from .otlp_signals import Signal, decode_signal_protobuf, encode_signal_response
 
 __all__ = ["start_grpc_server"]
 
 _logger = logging.getLogger("llmledger.collector.grpc")
 
-_TRACE_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
-_REFUSED_SERVICES: Final = (
-    ("opentelemetry.proto.collector.metrics.v1.MetricsService", "metrics"),
-    ("opentelemetry.proto.collector.logs.v1.LogsService", "logs"),
-)
 _OUTCOME_CODE: Final = {
     Outcome.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     Outcome.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
@@ -59,7 +54,7 @@ def _retry_trailers(code: grpc.StatusCode, message: str) -> tuple[tuple[str, byt
     )
 
 
-def _export_handler(ingest: Ingest) -> grpc.RpcMethodHandler[bytes, bytes]:
+def _export_handler(ingest: Ingest, signal: Signal) -> grpc.RpcMethodHandler[bytes, bytes]:
     def export(request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             metadata = dict(context.invocation_metadata())
@@ -67,12 +62,15 @@ def _export_handler(ingest: Ingest) -> grpc.RpcMethodHandler[bytes, bytes]:
                 raise RefusedError(Outcome.UNAUTHENTICATED, "missing or wrong bearer token")
             with ingest.admit(timeout=5.0):
                 try:
-                    decoded = decode_protobuf(request)
+                    if signal is Signal.TRACES:
+                        decoded = decode_protobuf(request)
+                    else:
+                        decoded = decode_signal_protobuf(signal, request)
                 except TooLargeError as exc:
                     raise RefusedError(Outcome.TOO_LARGE, str(exc)) from exc
                 except InvalidRequestError as exc:
                     raise RefusedError(Outcome.INVALID, str(exc)) from exc
-                ingest.store(decoded)
+                ingest.store(decoded, signal)
         except RefusedError as error:
             ingest.refuse(error)
             code = _OUTCOME_CODE[error.outcome]
@@ -81,18 +79,9 @@ def _export_handler(ingest: Ingest) -> grpc.RpcMethodHandler[bytes, bytes]:
             else:
                 _logger.info("refused a gRPC request from %s: %s", context.peer(), error.message)
             context.abort(code, error.message)
+        if signal is not Signal.TRACES:
+            return encode_signal_response(signal, False)
         return encode_response(False, decoded.rejected_spans, decoded.rejection_message)
-
-    return grpc.unary_unary_rpc_method_handler(export)  # pyright: ignore[reportUnknownVariableType]
-
-
-def _refusing_handler(signal: str) -> grpc.RpcMethodHandler[bytes, bytes]:
-    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
-        del request
-        context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"this llmledger collector accepts traces only; OTLP {signal} are not served",
-        )
 
     return grpc.unary_unary_rpc_method_handler(export)  # pyright: ignore[reportUnknownVariableType]
 
@@ -110,12 +99,13 @@ def start_grpc_server(
     """
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="llmledger-grpc"),
+        # A service this collector does not spool is not registered: gRPC answers UNIMPLEMENTED.
         handlers=[
-            grpc.method_handlers_generic_handler(_TRACE_SERVICE, {"Export": _export_handler(ingest)}),
-            *(
-                grpc.method_handlers_generic_handler(service, {"Export": _refusing_handler(signal)})
-                for service, signal in _REFUSED_SERVICES
-            ),
+            grpc.method_handlers_generic_handler(
+                signal.grpc_service, {"Export": _export_handler(ingest, signal)}
+            )
+            for signal in Signal
+            if ingest.accepts(signal)
         ],
         options=[
             ("grpc.max_receive_message_length", ingest.max_request_bytes),

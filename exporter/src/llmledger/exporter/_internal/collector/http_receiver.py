@@ -1,4 +1,4 @@
-"""OTLP/HTTP on one port: ``POST /v1/traces`` plus ``/healthz``, ``/readyz`` and ``/metrics``.
+"""OTLP/HTTP on one port: ``POST /v1/traces``, ``/v1/metrics`` and ``/v1/logs``, plus ``/healthz``, ``/readyz``, ``/metrics``.
 
 HTTP/1.1 with keep-alive on a thread per connection (the standard library's threading
 server; at OTLP batch sizes a few hundred requests a second carry 50k+ spans, far below
@@ -7,8 +7,8 @@ some spans were refused, 400 for malformed bodies, 413 over the size limit, 415 
 content types other than protobuf and JSON, 401 without the bearer token, and the
 retryable 429 (spool full) and 503 (disk error, overload, shutting down) with
 ``Retry-After``. Bodies come with ``Content-Length`` or ``Transfer-Encoding: chunked``
-(what Node's exporters send), under the same size limit. ``/v1/metrics`` and ``/v1/logs`` answer 404 with a ``Status`` that says
-this collector takes traces only; an OTLP exporter treats that as final, not retryable.
+(what Node's exporters send), under the same size limit. Profiles answer 404 with a
+``Status`` that says so; an OTLP exporter treats that as final, not retryable.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .otlp import (
     encode_response,
     encode_status,
 )
+from .otlp_signals import Signal, decode_signal_http_body, encode_signal_response
 
 __all__ = ["OtlpHttpServer"]
 
@@ -55,8 +56,8 @@ _OUTCOME_STATUS: Final = {
     Outcome.SPOOL_FULL: (429, _RESOURCE_EXHAUSTED),
     Outcome.UNAVAILABLE: (503, _UNAVAILABLE),
 }
-_OTHER_SIGNALS: Final = ("/v1/metrics", "/v1/logs", "/v1/profiles", "/v1development/profiles")
-_TRACES: Final = "/v1/traces"
+_SIGNALS: Final = {signal.http_path: signal for signal in Signal}
+_OTHER_SIGNALS: Final = ("/v1/profiles", "/v1development/profiles")
 _IDLE_TIMEOUT: Final = 60.0
 _DISCARD_FACTOR: Final = 4
 
@@ -129,8 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             body = server.metrics_text().encode()
             self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
-        elif path == _TRACES:
-            self._send_status(405, _UNIMPLEMENTED, "use POST for /v1/traces", True, {"Allow": "POST"})
+        elif path in _SIGNALS:
+            self._send_status(405, _UNIMPLEMENTED, f"use POST for {path}", True, {"Allow": "POST"})
         else:
             self._send_status(404, _NOT_FOUND, f"no such endpoint {path}", True)
 
@@ -150,27 +151,30 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         # Protobuf answers only to a protobuf request; JSON (readable) to anything else.
         json_body = content_type.split(";", 1)[0].strip().lower() != CONTENT_TYPE_PROTOBUF
-        if path != _TRACES:
+        ingest = self.server.ingest
+        signal = _SIGNALS.get(path)
+        if signal is None or not ingest.accepts(signal):
             self._discard_body()
             if path in _OTHER_SIGNALS:
-                message = (
-                    f"this llmledger collector accepts traces only (POST /v1/traces); {path} is not served"
-                )
+                message = f"this llmledger collector does not accept {path}"
             else:
-                message = f"no such endpoint {path}; OTLP traces go to POST /v1/traces"
+                message = f"no such endpoint {path}; OTLP goes to POST /v1/traces, /v1/metrics, /v1/logs"
             self._send_status(404, _NOT_FOUND, message, json_body)
             return
-        ingest = self.server.ingest
         try:
             if not ingest.authorized(self.headers.get("Authorization")):
                 self.close_connection = True
                 raise RefusedError(Outcome.UNAUTHENTICATED, "missing or wrong bearer token")
             body = self._read_body(ingest.max_request_bytes)
             with ingest.admit(timeout=5.0):
+                encoding = self.headers.get("Content-Encoding", "")
                 try:
-                    decoded = decode_http_body(
-                        content_type, self.headers.get("Content-Encoding", ""), body, ingest.max_request_bytes
-                    )
+                    if signal is Signal.TRACES:
+                        decoded = decode_http_body(content_type, encoding, body, ingest.max_request_bytes)
+                    else:
+                        decoded = decode_signal_http_body(
+                            signal, content_type, encoding, body, ingest.max_request_bytes
+                        )
                 except TooLargeError as exc:
                     raise RefusedError(Outcome.TOO_LARGE, str(exc)) from exc
                 except UnsupportedMediaError as exc:
@@ -178,18 +182,19 @@ class _Handler(BaseHTTPRequestHandler):
                 except InvalidRequestError as exc:
                     raise RefusedError(Outcome.INVALID, str(exc)) from exc
                 del body
-                ingest.store(decoded)
+                ingest.store(decoded, signal)
         except RefusedError as error:
             ingest.refuse(error)
             if not error.retryable:
                 _logger.info("refused a request from %s: %s", self.client_address[0], error.message)
             self._refused(error, json_body)
             return
-        self._send(
-            200,
-            encode_response(json_body, decoded.rejected_spans, decoded.rejection_message),
-            CONTENT_TYPE_JSON if json_body else CONTENT_TYPE_PROTOBUF,
+        answer = (
+            encode_response(json_body, decoded.rejected_spans, decoded.rejection_message)
+            if signal is Signal.TRACES
+            else encode_signal_response(signal, json_body)
         )
+        self._send(200, answer, CONTENT_TYPE_JSON if json_body else CONTENT_TYPE_PROTOBUF)
 
     def _read_body(self, limit: int) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

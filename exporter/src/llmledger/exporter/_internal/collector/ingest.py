@@ -13,12 +13,13 @@ import enum
 import hmac
 import logging
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from typing import Final
 
 from .metrics import CollectorMetrics
 from .otlp import DecodedRequest
+from .otlp_signals import Signal
 from .spool import DurableSpool, SpoolError, SpoolFullError
 
 __all__ = ["RETRY_AFTER_SECONDS", "Ingest", "Outcome", "RefusedError"]
@@ -65,8 +66,10 @@ class Ingest:
         token: str | None,
         max_request_bytes: int,
         max_concurrent_requests: int,
+        signal_spools: Mapping[Signal, DurableSpool] | None = None,
     ) -> None:
-        self._spool = spool
+        # Traces go to ``spool``; metrics and logs each to a spool of their own.
+        self._spools = {**(signal_spools or {}), Signal.TRACES: spool}
         self.metrics = metrics
         self._token = token.encode() if token else None
         self.max_request_bytes = max_request_bytes
@@ -103,33 +106,40 @@ class Ingest:
             self.metrics.add("requests")
             self.metrics.add("rejected_requests")
 
-    def store(self, decoded: DecodedRequest) -> None:
-        """Put the request in the spool; return once durable, else raise :class:`RefusedError`."""
+    def accepts(self, signal: Signal) -> bool:
+        """Whether this collector spools ``signal`` (traces always; metrics and logs when configured)."""
+        return signal in self._spools
+
+    def store(self, decoded: DecodedRequest, signal: Signal = Signal.TRACES) -> None:
+        """Put the request in its signal's spool; return once durable, else raise :class:`RefusedError`."""
         metrics = self.metrics
+        items = signal.items
         metrics.add("requests")
-        metrics.add("received_spans", decoded.span_count)
+        metrics.add(f"received_{items}", decoded.span_count)
         if decoded.rejected_spans:
-            metrics.add("rejected_spans", decoded.rejected_spans)
+            metrics.add(f"rejected_{items}", decoded.rejected_spans)
         if not decoded.span_count:
             return
         if not self.accepting:
-            self._reject(decoded.span_count)
+            self._reject(items, decoded.span_count)
             raise RefusedError(Outcome.UNAVAILABLE, "the collector is shutting down", counted=True)
         try:
-            self._spool.append(decoded.payload, decoded.span_count)
+            self._spools[signal].append(decoded.payload, decoded.span_count)
         except SpoolFullError as exc:
-            self._reject(decoded.span_count)
+            self._reject(items, decoded.span_count)
             metrics.add("spool_full_refusals")
             raise RefusedError(Outcome.SPOOL_FULL, str(exc), counted=True) from exc
         except SpoolError as exc:
-            self._reject(decoded.span_count)
+            self._reject(items, decoded.span_count)
             metrics.add("spool_errors")
             _logger.error("spool write failed, request refused: %s", exc)
             raise RefusedError(
-                Outcome.UNAVAILABLE, f"the collector cannot store spans right now: {exc}", counted=True
+                Outcome.UNAVAILABLE,
+                f"the collector cannot store {signal.value} right now: {exc}",
+                counted=True,
             ) from exc
-        metrics.add("spooled_spans", decoded.span_count)
+        metrics.add(f"spooled_{items}", decoded.span_count)
 
-    def _reject(self, spans: int) -> None:
+    def _reject(self, items: str, count: int) -> None:
         self.metrics.add("rejected_requests")
-        self.metrics.add("rejected_spans", spans)
+        self.metrics.add(f"rejected_{items}", count)

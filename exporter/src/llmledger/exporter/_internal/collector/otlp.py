@@ -35,6 +35,8 @@ __all__ = [
     "decode_protobuf",
     "encode_response",
     "encode_status",
+    "gunzip",
+    "refusing_anything",
 ]
 
 CONTENT_TYPE_PROTOBUF: Final = "application/x-protobuf"
@@ -116,7 +118,7 @@ def _validated(request: ExportTraceServiceRequest, payload: bytes | None) -> Dec
     )
 
 
-def _refusing_anything(decode: Callable[[bytes], DecodedRequest], body: bytes, what: str) -> DecodedRequest:
+def refusing_anything(decode: Callable[[bytes], DecodedRequest], body: bytes, what: str) -> DecodedRequest:
     """``decode(body)``, with any exception a hostile body provokes turned into :class:`InvalidRequestError`.
 
     A body is the sender's: whatever it makes the decoders raise (``RecursionError`` from JSON
@@ -134,7 +136,7 @@ def _refusing_anything(decode: Callable[[bytes], DecodedRequest], body: bytes, w
 
 def decode_protobuf(payload: bytes) -> DecodedRequest:
     """Validate a protobuf ``ExportTraceServiceRequest`` (the gRPC request or an HTTP body)."""
-    return _refusing_anything(_decode_protobuf, payload, "OTLP ExportTraceServiceRequest protobuf")
+    return refusing_anything(_decode_protobuf, payload, "OTLP ExportTraceServiceRequest protobuf")
 
 
 def _decode_protobuf(payload: bytes) -> DecodedRequest:
@@ -179,7 +181,7 @@ def _walk_list(container: dict[str, Any], *names: str) -> list[dict[str, Any]]:
 
 def decode_json(body: bytes) -> DecodedRequest:
     """Validate an OTLP/JSON ``ExportTraceServiceRequest``."""
-    return _refusing_anything(_decode_json, body, "OTLP/JSON ExportTraceServiceRequest")
+    return refusing_anything(_decode_json, body, "OTLP/JSON ExportTraceServiceRequest")
 
 
 def _decode_json(body: bytes) -> DecodedRequest:
@@ -206,7 +208,8 @@ def _decode_json(body: bytes) -> DecodedRequest:
     return _validated(request, None)
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
+def gunzip(body: bytes, limit: int) -> bytes:
+    """``body`` gunzipped, refused past ``limit`` bytes (counted while decompressing)."""
     decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         data = decompressor.decompress(body, limit + 1)
@@ -221,7 +224,7 @@ def _gunzip(body: bytes, limit: int) -> bytes:
 
 def decode_http_body(content_type: str, content_encoding: str, body: bytes, limit: int) -> DecodedRequest:
     """Decode an OTLP/HTTP ``/v1/traces`` body (content type and encoding as sent)."""
-    return _refusing_anything(
+    return refusing_anything(
         lambda raw: _decode_http_body(content_type, content_encoding, raw, limit), body, "OTLP/HTTP body"
     )
 
@@ -229,7 +232,7 @@ def decode_http_body(content_type: str, content_encoding: str, body: bytes, limi
 def _decode_http_body(content_type: str, content_encoding: str, body: bytes, limit: int) -> DecodedRequest:
     encoding = content_encoding.strip().lower()
     if encoding == "gzip":
-        body = _gunzip(body, limit)
+        body = gunzip(body, limit)
     elif encoding not in ("", "identity"):
         raise UnsupportedMediaError(f"unsupported Content-Encoding {content_encoding!r}: use gzip or none")
     media = content_type.split(";", 1)[0].strip().lower()

@@ -29,6 +29,7 @@ from .grpc_receiver import start_grpc_server
 from .http_receiver import OtlpHttpServer
 from .ingest import Ingest
 from .metrics import CollectorMetrics
+from .otlp_signals import Signal
 from .spool import DurableSpool
 
 __all__ = ["Collector"]
@@ -45,6 +46,7 @@ class Collector:
         self.metrics = CollectorMetrics()
         self._stop_requested = threading.Event()
         self._spool: DurableSpool | None = None
+        self._signal_spools: dict[Signal, DurableSpool] = {}
         self._drain: DrainProcess | None = None
         self._ingest: Ingest | None = None
         self._http: OtlpHttpServer | None = None
@@ -65,6 +67,17 @@ class Collector:
             fsync=config.fsync,
         )
         self._spool = spool
+        # Metrics and logs: a spool each, same bound and policy (one signal filling its
+        # spool does not hold up the others).
+        self._signal_spools = {
+            signal: DurableSpool(
+                config.signal_spool_dir(signal),
+                max_bytes=config.spool_max_bytes,
+                segment_bytes=config.spool_segment_bytes,
+                fsync=config.fsync,
+            )
+            for signal in (Signal.METRICS, Signal.LOGS)
+        }
         self._drain = DrainProcess(config)
         self._drain.start()
         self._register_gauges(spool, self._drain)
@@ -74,6 +87,7 @@ class Collector:
             token=config.bearer_token(),
             max_request_bytes=config.max_request_bytes,
             max_concurrent_requests=config.max_concurrent_requests,
+            signal_spools=self._signal_spools,
         )
         self._start_receivers(self._ingest)
         self._write_state()
@@ -135,7 +149,11 @@ class Collector:
             "Spool bytes skipped as damaged (CRC mismatch), never delivered",
             lambda: status("spool_damaged_bytes"),
         )
-        metrics.gauge("spool_bytes", "Bytes of spool segment files on disk", lambda: spool.total_bytes)
+        metrics.gauge(
+            "spool_bytes",
+            "Bytes of spool segment files on disk (every signal's spool)",
+            lambda: spool.total_bytes + sum(other.total_bytes for other in self._signal_spools.values()),
+        )
         metrics.gauge(
             "spool_pending_bytes", "Spooled bytes not yet in the store", lambda: status("pending_bytes")
         )
@@ -194,6 +212,8 @@ class Collector:
             drained = self._drain.stop(remaining)
         if self._spool is not None:
             self._spool.close()
+        for other in self._signal_spools.values():
+            other.close()
         if not drained:
             _logger.warning("stopped with spooled spans not yet in the store; kept for the next start")
         _logger.info("collector stopped (spool %s)", "empty" if drained else "kept")

@@ -1,0 +1,196 @@
+"""The metrics and logs spools' readers: claimed batches into their tables, retried until they land.
+
+Each runs in a thread of the drain process beside the traces' :class:`.drain.SpoolDrain`,
+and writes through that drain's store connection (:meth:`.drain.SpoolDrain.with_store`:
+an embedded store has one owner per process). The guarantees are the traces': a batch
+is a claimed spool range whose deduplication token is derived from that range, so a
+batch retried after a failure, or replayed after a crash between the insert and the
+checkpoint, is dropped by the tables that already have it — each data point and log
+record lands once. Rows are built in Python (:class:`MetricRows`, :class:`LogRows`); a
+spooled request that cannot be parsed (validated on receipt, so a bug) is set aside in
+the quarantine directory and counted, and the rest of its batch is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from clickhouse_connect.driver.client import Client
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from llmledger.exporter._internal.log_rows import LogRows
+from llmledger.exporter._internal.metric_rows import MetricRows
+
+from .drain import SpoolDrain
+from .metrics import CollectorMetrics
+from .otlp_signals import Signal
+from .spool import SpoolBatch, SpoolError, SpoolReader, SpoolRecord
+
+__all__ = ["SignalDrain"]
+
+
+class _Rows(Protocol):
+    def __len__(self) -> int: ...
+
+    def write(self, client: Client, database: str, dedup_token: str) -> int: ...
+
+
+class SignalDrain:
+    """A thread that moves one signal's spooled requests (metrics or logs) into the store."""
+
+    def __init__(
+        self,
+        signal: Signal,
+        spool: SpoolReader,
+        store: SpoolDrain,
+        metrics: CollectorMetrics,
+        *,
+        quarantine_dir: Path,
+        batch_max_items: int = 100_000,
+        batch_max_bytes: int = 128 << 20,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 30.0,
+        batch_linger_seconds: float = 1.0,
+    ) -> None:
+        if signal is Signal.TRACES:
+            raise ValueError("traces are drained by SpoolDrain")
+        self.signal = signal
+        self._spool = spool
+        self._store = store
+        self._metrics = metrics
+        self._quarantine_dir = quarantine_dir
+        self._batch_max_items = batch_max_items
+        self._batch_max_bytes = batch_max_bytes
+        self._retry_initial = retry_initial_seconds
+        self._retry_max = retry_max_seconds
+        self._linger = batch_linger_seconds
+        self._logger = logging.getLogger(f"llmledger.collector.drain.{signal.value}")
+        self._stop = threading.Event()
+        self._deadline: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"llmledger-drain-{signal.value}", daemon=True)
+        self._failing_since: float | None = None
+        self.last_error: str | None = None
+        self.fatal_error: BaseException | None = None
+
+    @property
+    def reader(self) -> SpoolReader:
+        return self._spool
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Keep draining for up to ``timeout`` seconds; return whether the spool is empty."""
+        self._deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._thread.join(timeout + 5)
+        return self._spool.pending_bytes() == 0
+
+    def _expired(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _run(self) -> None:
+        try:
+            while not self._expired():
+                if not self._spool.wait_for_data(0.2):
+                    if self._stop.is_set():
+                        return
+                    continue
+                if self._linger > 0 and not self._stop.is_set():
+                    self._spool.wait_to_gather(self._batch_max_bytes // 4, self._linger, self._stop)
+                batch = self._spool.claim_batch(self._batch_max_items, self._batch_max_bytes)
+                if batch is None:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if not self._deliver(batch):
+                    return
+                self._spool.commit(batch)
+        except SpoolError as exc:
+            self._metrics.add("spool_errors")
+            self.fatal_error = exc
+            self._logger.error("the %s drain stopped on a spool error: %s", self.signal.value, exc)
+        except BaseException as exc:
+            self.fatal_error = exc
+            self._logger.exception("the %s drain stopped on an internal error", self.signal.value)
+            raise
+
+    def _rows(self, batch: SpoolBatch) -> _Rows:
+        rows: MetricRows | LogRows = MetricRows() if self.signal is Signal.METRICS else LogRows()
+        for record in batch.records:
+            try:
+                if isinstance(rows, MetricRows):
+                    rows.add_otlp(ExportMetricsServiceRequest.FromString(bytes(record.payload)))
+                else:
+                    rows.add_otlp(ExportLogsServiceRequest.FromString(bytes(record.payload)))
+            except Exception:
+                # Validated on receipt, so this is our bug, not the sender's. A request adds
+                # its rows only once it parsed whole, so the rest of the batch is unaffected.
+                self._quarantine(record)
+        return rows
+
+    def _quarantine(self, record: SpoolRecord) -> None:
+        self._metrics.add("quarantined_records")
+        self._quarantine_dir.mkdir(parents=True, exist_ok=True)
+        path = self._quarantine_dir / f"{self.signal.value}-{record.segment:020d}-{record.offset:012d}.pb"
+        path.write_bytes(record.payload)
+        self._logger.exception(
+            "a spooled %s request could not be converted to rows; kept in %s", self.signal.value, path
+        )
+
+    def _deliver(self, batch: SpoolBatch) -> bool:
+        """Insert ``batch`` until it lands; ``False`` when shutdown cut the retries short."""
+        rows = self._rows(batch)  # a function of the batch's bytes: a replay writes the same rows
+        items = self.signal.items
+        delay = self._retry_initial
+        began = time.monotonic()
+        while True:
+            try:
+                written = self._store.with_store(
+                    lambda client, database: rows.write(client, database, batch.dedup_token)
+                )
+            except Exception as exc:
+                self._failed(exc, len(rows))
+                pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
+                if self._deadline is not None:
+                    pause = min(pause, max(0.0, self._deadline - time.monotonic()))
+                if self._stop.is_set():
+                    time.sleep(pause)  # shutting down: keep trying until the deadline
+                else:
+                    self._stop.wait(pause)
+                if self._expired():
+                    return False
+                delay = min(delay * 2, self._retry_max)
+                continue
+            self._metrics.add(f"written_{items}", written)
+            self._logger.debug(
+                "inserted %d %s from %d requests in %.0f ms",
+                written,
+                items.replace("_", " "),
+                len(batch.records),
+                (time.monotonic() - began) * 1000,
+            )
+            if self._failing_since is not None:
+                self._logger.warning(
+                    "%s writes recovered after %.1f s",
+                    self.signal.value,
+                    time.monotonic() - self._failing_since,
+                )
+                self._failing_since = None
+                self.last_error = None
+            return True
+
+    def _failed(self, exc: Exception, count: int) -> None:
+        self._metrics.add("store_errors")
+        self.last_error = str(exc)
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            self._logger.error("cannot write %s to the store (will retry): %s", self.signal.value, exc)
+        else:
+            self._logger.debug("store still failing for %s (%d pending): %s", self.signal.value, count, exc)
