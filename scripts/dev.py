@@ -29,6 +29,14 @@ PY = BIN / "python"
 
 RUNTIME = ["-e", str(ROOT / "instrumentation"), "-e", f"{ROOT / 'exporter'}[embedded,demo]"]
 DEV = ["-r", str(ROOT / "requirements-dev.txt")]
+# The SDK's OTLP/JSON exporters (tests/collector/test_signals.py) pin the shared
+# opentelemetry-exporter-otlp-common to the beta before the one the protobuf exporters pin;
+# they work with either, so they are installed without their pins.
+DEV_NO_DEPS = [
+    "opentelemetry-exporter-otlp-json-http",
+    "opentelemetry-exporter-otlp-json-common",
+    "opentelemetry-proto-json",
+]
 STAMP_INPUTS = ["instrumentation/pyproject.toml", "exporter/pyproject.toml", "requirements-dev.txt"]
 # The oldest openai release the instrumentation claims (package.py `_instruments`).
 OLDEST_OPENAI = "openai==3.0.0"
@@ -56,16 +64,19 @@ def ensure_env(with_dev: bool, env_dir: Path = VENV, packages: list[str] | None 
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
     specs = list(RUNTIME if packages is None else packages)
     stamp_file = env_dir / ".llmledger-stamp"
-    wanted = _stamp(f"{with_dev}{specs}")
+    wanted = _stamp(f"{with_dev}{specs}{DEV_NO_DEPS if with_dev else ''}")
     have = stamp_file.read_text() if stamp_file.exists() else ""
     # A dev install is a superset of the runtime one.
-    if have == wanted or (not with_dev and have == _stamp(f"{True}{specs}")):
+    if have == wanted or (not with_dev and have == _stamp(f"{True}{specs}{DEV_NO_DEPS}")):
         return
     print(f"installing into {env_dir.name} (first run takes a minute)", flush=True)
     args = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *specs]
     if with_dev:
         args += DEV
     subprocess.run(args, check=True)
+    if with_dev:
+        no_deps = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"]
+        subprocess.run([*no_deps, *DEV_NO_DEPS], check=True)
     stamp_file.write_text(wanted)
 
 

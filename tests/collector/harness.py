@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from llmledger.exporter._internal.collector import CollectorQueryResult, query_via_collector
@@ -156,6 +160,11 @@ class CollectorProcess:
             headers["Authorization"] = f"Bearer {token}"
         return self.request("POST", "/v1/traces", payload, headers)
 
+    def post(
+        self, path: str, payload: bytes, *, content_type: str = PROTOBUF
+    ) -> tuple[int, dict[str, str], bytes]:
+        return self.request("POST", path, payload, {"Content-Type": content_type})
+
     def metric(self, name: str) -> float:
         status, body = self.get("/metrics")
         assert status == 200
@@ -237,3 +246,70 @@ def span_ids(request: ExportTraceServiceRequest) -> list[str]:
         for scope_spans in resource_spans.scope_spans
         for span in scope_spans.spans
     ]
+
+
+# The semantic-convention bucket boundaries of gen_ai.client.token.usage.
+TOKEN_BOUNDS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
+
+
+def make_metrics_request(points: int, seed: int, *, service: str = "checkout") -> ExportMetricsServiceRequest:
+    """``points`` histogram data points of ``gen_ai.client.token.usage``, each with a unique ``seq``."""
+    request = ExportMetricsServiceRequest()
+    resource_metrics = request.resource_metrics.add()
+    kv = resource_metrics.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", service
+    scope_metrics = resource_metrics.scope_metrics.add()
+    scope_metrics.scope.name = "llmledger.instrumentation"
+    metric = scope_metrics.metrics.add()
+    metric.name, metric.unit = "gen_ai.client.token.usage", "{token}"
+    metric.histogram.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    base = 1_767_225_600_000_000_000 + seed * 1_000_000
+    for index in range(points):
+        point = metric.histogram.data_points.add()
+        for key, value in (("seq", f"{seed}-{index}"), ("gen_ai.token.type", "input")):
+            attribute = point.attributes.add()
+            attribute.key, attribute.value.string_value = key, value
+        point.start_time_unix_nano, point.time_unix_nano = base, base + index + 1
+        point.count, point.sum = 2, 300.0
+        point.explicit_bounds.extend(TOKEN_BOUNDS)
+        point.bucket_counts.extend([0] * 5 + [2] + [0] * (len(TOKEN_BOUNDS) - 5))
+    return request
+
+
+def make_logs_request(records: int, seed: int, *, service: str = "checkout") -> ExportLogsServiceRequest:
+    """``records`` log records, each with a unique ``seq`` attribute."""
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    kv = resource_logs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", service
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name = "app"
+    base = 1_767_225_600_000_000_000 + seed * 1_000_000
+    for index in range(records):
+        record = scope_logs.log_records.add()
+        record.time_unix_nano = base + index
+        record.severity_number, record.severity_text = SeverityNumber.SEVERITY_NUMBER_INFO, "INFO"
+        record.body.string_value = f"request {seed}-{index} done"
+        attribute = record.attributes.add()
+        attribute.key, attribute.value.string_value = "seq", f"{seed}-{index}"
+    return request
+
+
+def sequence_numbers(request: ExportMetricsServiceRequest | ExportLogsServiceRequest) -> list[str]:
+    """The ``seq`` attributes of a request made by :func:`make_metrics_request` or :func:`make_logs_request`."""
+    if isinstance(request, ExportMetricsServiceRequest):
+        points = [
+            point
+            for resource_metrics in request.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+            for point in metric.histogram.data_points
+        ]
+    else:
+        points = [
+            record
+            for resource_logs in request.resource_logs
+            for scope_logs in resource_logs.scope_logs
+            for record in scope_logs.log_records
+        ]
+    return [next(kv.value.string_value for kv in point.attributes if kv.key == "seq") for point in points]

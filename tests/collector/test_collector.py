@@ -181,12 +181,14 @@ def test_http_refusals_say_what_is_wrong(secure_collector: CollectorProcess) -> 
     status, _, body = collector.post_traces(b"\0" * (2 << 20), gzip_body=True, token=TOKEN)
     assert status == 413
 
-    for signal in ("/v1/metrics", "/v1/logs"):
-        status, _, body = collector.request(
-            "POST", signal, b"", {"Content-Type": PROTOBUF, "Authorization": f"Bearer {TOKEN}"}
-        )
-        assert status == 404
-        assert "accepts traces only" in http_status(body).message
+    for signal in ("/v1/metrics", "/v1/logs"):  # the token guards every signal
+        status, _, body = collector.request("POST", signal, b"", {"Content-Type": PROTOBUF})
+        assert status == 401
+    status, _, body = collector.request(
+        "POST", "/v1/profiles", b"", {"Content-Type": PROTOBUF, "Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 404
+    assert "does not accept /v1/profiles" in http_status(body).message
 
     assert collector.request("GET", "/v1/traces")[0] == 405
     assert collector.get("/healthz") == (200, b"ok\n")
@@ -220,11 +222,18 @@ def test_grpc_refusals_use_the_otlp_codes(
     error = grpc_call(secure_collector, cert, export, b"\x0a\xff\xff", TOKEN)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # pyright: ignore[reportAttributeAccessIssue]
     assert "not a valid OTLP" in str(error.details())  # pyright: ignore[reportAttributeAccessIssue]
+    for service in ("metrics.v1.MetricsService", "logs.v1.LogsService"):
+        method = f"/opentelemetry.proto.collector.{service}/Export"
+        error = grpc_call(secure_collector, cert, method, b"", None)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # pyright: ignore[reportAttributeAccessIssue]
     error = grpc_call(
-        secure_collector, cert, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", b"", TOKEN
+        secure_collector,
+        cert,
+        "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+        b"",
+        TOKEN,
     )
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED  # pyright: ignore[reportAttributeAccessIssue]
-    assert "accepts traces only" in str(error.details())  # pyright: ignore[reportAttributeAccessIssue]
     error = grpc_call(secure_collector, cert, export, b"\0" * (1 << 20 | 64), TOKEN)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # pyright: ignore[reportAttributeAccessIssue]
     assert secure_collector.get("/readyz")[0] == 200

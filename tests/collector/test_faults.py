@@ -19,7 +19,15 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
 from .conftest import free_port
-from .harness import CollectorProcess, make_request, span_ids, wait_for
+from .harness import (
+    CollectorProcess,
+    make_logs_request,
+    make_metrics_request,
+    make_request,
+    sequence_numbers,
+    span_ids,
+    wait_for,
+)
 from .test_collector import send_llm_spans
 
 pytestmark = pytest.mark.subprocess
@@ -136,6 +144,69 @@ def test_sigkill_mid_load_then_restart_delivers_every_acked_span_once(tmp_path: 
     wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, 30, "the new spans to be written")
     assert restarted.metric("written_spans_total") >= written_before  # counters survive the restart
     assert_each_span_once(restarted, acked)
+    assert restarted.stop() == 0
+
+
+def assert_each_record_once(collector: CollectorProcess, table: str, acked: list[str]) -> None:
+    column = "LogAttributes" if table == "otel_logs" else "Attributes"
+    total, unique = collector.query(f"SELECT count(), uniqExact({column}['seq']) FROM {table}").result_rows[0]
+    assert total == unique, f"a row was written twice in {table}"
+    present = 0
+    for start in range(0, len(acked), 10_000):
+        present += collector.scalar(
+            f"SELECT count() FROM {table} WHERE {column}['seq'] IN {{seqs:Array(String)}}",
+            {"seqs": acked[start : start + 10_000]},
+        )
+    assert present == len(acked), f"an acknowledged row is missing from {table}"
+
+
+def test_sigkill_with_metrics_and_logs_in_flight_delivers_every_acked_record_once(tmp_path: Path) -> None:
+    store = f"chdb://{tmp_path / 'store'}"
+    collector = CollectorProcess(tmp_path / "data", store, args=["--batch-max-spans", "1000"]).start()
+    acked: dict[str, list[str]] = {"/v1/metrics": [], "/v1/logs": []}
+    acked_lock = threading.Lock()
+    stop = threading.Event()
+
+    def send(path: str, worker: int) -> None:
+        seed = worker * 1_000_000
+        make = make_metrics_request if path == "/v1/metrics" else make_logs_request
+        while not stop.is_set():
+            request = make(100, seed=seed)
+            seed += 1
+            try:
+                status, _, _ = collector.post(path, request.SerializeToString())
+            except OSError:
+                return
+            if status == 200:
+                with acked_lock:
+                    acked[path].extend(sequence_numbers(request))
+
+    senders = [
+        threading.Thread(target=send, args=(path, worker))
+        for worker, path in enumerate(["/v1/metrics", "/v1/logs", "/v1/metrics", "/v1/logs"], start=1)
+    ]
+    for sender in senders:
+        sender.start()
+    try:
+        wait_for(
+            lambda: (
+                collector.metric("written_data_points_total") >= 2000
+                and collector.metric("written_log_records_total") >= 2000
+            ),
+            60,
+            "both drains to be busy",
+        )
+        collector.kill()
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(15)
+    assert min(map(len, acked.values())) >= 2000
+
+    restarted = CollectorProcess(tmp_path / "data", store).start()
+    wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, 60, "the spools to drain")
+    assert_each_record_once(restarted, "otel_metrics_histogram", acked["/v1/metrics"])
+    assert_each_record_once(restarted, "otel_logs", acked["/v1/logs"])
     assert restarted.stop() == 0
 
 

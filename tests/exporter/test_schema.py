@@ -105,6 +105,153 @@ def test_otel_traces_has_the_collector_layout(config: StoreConfig, query) -> Non
     assert "otel_traces_trace_id_ts_mv" in create_statements(query, config.database)
 
 
+# The Collector (contrib) clickhouse exporter's metric and log tables (the version deploy/ runs).
+_METRIC_HEAD = [
+    ("ResourceAttributes", "Map(LowCardinality(String), String)"),
+    ("ResourceSchemaUrl", "String"),
+    ("ScopeName", "String"),
+    ("ScopeVersion", "String"),
+    ("ScopeAttributes", "Map(LowCardinality(String), String)"),
+    ("ScopeDroppedAttrCount", "UInt32"),
+    ("ScopeSchemaUrl", "String"),
+    ("ServiceName", "LowCardinality(String)"),
+    ("MetricName", "String"),
+    ("MetricDescription", "String"),
+    ("MetricUnit", "String"),
+    ("Attributes", "Map(LowCardinality(String), String)"),
+    ("StartTimeUnix", "DateTime64(9)"),
+    ("TimeUnix", "DateTime64(9)"),
+]
+_EXEMPLARS = [
+    ("Exemplars.FilteredAttributes", "Array(Map(LowCardinality(String), String))"),
+    ("Exemplars.TimeUnix", "Array(DateTime64(9))"),
+    ("Exemplars.Value", "Array(Float64)"),
+    ("Exemplars.SpanId", "Array(String)"),
+    ("Exemplars.TraceId", "Array(String)"),
+]
+_MIN_MAX = [("Flags", "UInt32"), ("Min", "Float64"), ("Max", "Float64"), ("AggregationTemporality", "Int32")]
+COLLECTOR_METRIC_TABLES = {
+    "otel_metrics_gauge": [*_METRIC_HEAD, ("Value", "Float64"), ("Flags", "UInt32"), *_EXEMPLARS],
+    "otel_metrics_sum": [
+        *_METRIC_HEAD,
+        ("Value", "Float64"),
+        ("Flags", "UInt32"),
+        *_EXEMPLARS,
+        ("AggregationTemporality", "Int32"),
+        ("IsMonotonic", "Bool"),
+    ],
+    "otel_metrics_histogram": [
+        *_METRIC_HEAD,
+        ("Count", "UInt64"),
+        ("Sum", "Float64"),
+        ("BucketCounts", "Array(UInt64)"),
+        ("ExplicitBounds", "Array(Float64)"),
+        *_EXEMPLARS,
+        *_MIN_MAX,
+    ],
+    "otel_metrics_exponential_histogram": [
+        *_METRIC_HEAD,
+        ("Count", "UInt64"),
+        ("Sum", "Float64"),
+        ("Scale", "Int32"),
+        ("ZeroCount", "UInt64"),
+        ("PositiveOffset", "Int32"),
+        ("PositiveBucketCounts", "Array(UInt64)"),
+        ("NegativeOffset", "Int32"),
+        ("NegativeBucketCounts", "Array(UInt64)"),
+        *_EXEMPLARS,
+        *_MIN_MAX,
+    ],
+    "otel_metrics_summary": [
+        *_METRIC_HEAD,
+        ("Count", "UInt64"),
+        ("Sum", "Float64"),
+        ("ValueAtQuantiles.Quantile", "Array(Float64)"),
+        ("ValueAtQuantiles.Value", "Array(Float64)"),
+        ("Flags", "UInt32"),
+    ],
+}
+COLLECTOR_OTEL_LOGS = [
+    ("Timestamp", "DateTime64(9)"),
+    ("TimestampTime", "DateTime"),
+    ("TraceId", "String"),
+    ("SpanId", "String"),
+    ("TraceFlags", "UInt8"),
+    ("SeverityText", "LowCardinality(String)"),
+    ("SeverityNumber", "UInt8"),
+    ("ServiceName", "LowCardinality(String)"),
+    ("Body", "String"),
+    ("ResourceSchemaUrl", "LowCardinality(String)"),
+    ("ResourceAttributes", "Map(LowCardinality(String), String)"),
+    ("ScopeSchemaUrl", "LowCardinality(String)"),
+    ("ScopeName", "String"),
+    ("ScopeVersion", "LowCardinality(String)"),
+    ("ScopeAttributes", "Map(LowCardinality(String), String)"),
+    ("LogAttributes", "Map(LowCardinality(String), String)"),
+]
+
+
+def table_keys(query, database: str, table: str) -> dict[str, str]:
+    (keys,) = query(
+        "SELECT sorting_key, primary_key, partition_key FROM system.tables WHERE database = {db:String} "
+        "AND name = {t:String}",
+        db=database,
+        t=table,
+    )
+    return keys
+
+
+def skip_indexes(query, database: str, table: str) -> list[tuple[str, str, str]]:
+    rows = query(
+        "SELECT name, type_full, expr FROM system.data_skipping_indices WHERE database = {db:String} "
+        "AND table = {t:String} ORDER BY name",
+        db=database,
+        t=table,
+    )
+    return [(r["name"], r["type_full"], r["expr"]) for r in rows]
+
+
+_ATTRIBUTE_INDEXES = [
+    ("idx_attr_key", "bloom_filter(0.01)", "mapKeys(Attributes)"),
+    ("idx_attr_value", "bloom_filter(0.01)", "mapValues(Attributes)"),
+    ("idx_res_attr_key", "bloom_filter(0.01)", "mapKeys(ResourceAttributes)"),
+    ("idx_res_attr_value", "bloom_filter(0.01)", "mapValues(ResourceAttributes)"),
+    ("idx_scope_attr_key", "bloom_filter(0.01)", "mapKeys(ScopeAttributes)"),
+    ("idx_scope_attr_value", "bloom_filter(0.01)", "mapValues(ScopeAttributes)"),
+]
+
+
+@pytest.mark.parametrize("table", sorted(COLLECTOR_METRIC_TABLES))
+def test_metric_tables_have_the_collector_layout(config: StoreConfig, query, table: str) -> None:
+    assert columns(query, config.database, table) == COLLECTOR_METRIC_TABLES[table]
+    sorting = "ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix)"
+    assert table_keys(query, config.database, table) == {
+        "sorting_key": sorting,
+        "primary_key": sorting,
+        "partition_key": "toDate(TimeUnix)",
+    }
+    assert skip_indexes(query, config.database, table) == _ATTRIBUTE_INDEXES
+
+
+def test_otel_logs_has_the_collector_layout(config: StoreConfig, query) -> None:
+    assert columns(query, config.database, "otel_logs") == COLLECTOR_OTEL_LOGS
+    assert table_keys(query, config.database, "otel_logs") == {
+        "sorting_key": "ServiceName, TimestampTime, Timestamp",
+        "primary_key": "ServiceName, TimestampTime",
+        "partition_key": "toDate(TimestampTime)",
+    }
+    assert skip_indexes(query, config.database, "otel_logs") == [
+        ("idx_body", "tokenbf_v1(32768, 3, 0)", "Body"),
+        ("idx_log_attr_key", "bloom_filter(0.01)", "mapKeys(LogAttributes)"),
+        ("idx_log_attr_value", "bloom_filter(0.01)", "mapValues(LogAttributes)"),
+        ("idx_res_attr_key", "bloom_filter(0.01)", "mapKeys(ResourceAttributes)"),
+        ("idx_res_attr_value", "bloom_filter(0.01)", "mapValues(ResourceAttributes)"),
+        ("idx_scope_attr_key", "bloom_filter(0.01)", "mapKeys(ScopeAttributes)"),
+        ("idx_scope_attr_value", "bloom_filter(0.01)", "mapValues(ScopeAttributes)"),
+        ("idx_trace_id", "bloom_filter(0.001)", "TraceId"),
+    ]
+
+
 def test_llm_calls_has_the_contract_columns_and_tenant_first(config: StoreConfig, query) -> None:
     assert [name for name, _ in columns(query, config.database, "llm_calls")] == LLM_CALLS_COLUMNS
     types = dict(columns(query, config.database, "llm_calls"))
@@ -170,6 +317,10 @@ def test_ttls_keep_raw_spans_shorter_than_rollups(
     assert "TTL toDateTime(Timestamp) + toIntervalDay(90)" in tables["llm_calls"]
     assert "TTL toDateTime(hour) + toIntervalDay(730)" in tables["llm_usage_hourly"]
     assert "TTL toDateTime(day) + toIntervalDay(730)" in tables["llm_usage_daily"]
+    # Metrics and logs are kept as long as the raw spans.
+    for table in COLLECTOR_METRIC_TABLES:
+        assert "TTL toDateTime(TimeUnix) + toIntervalDay(7)" in tables[table], table
+    assert "TTL toDateTime(TimestampTime) + toIntervalDay(7)" in tables["otel_logs"]
 
 
 def test_cluster_mode_emits_on_cluster_and_replicated_engines() -> None:

@@ -135,7 +135,7 @@ class Ingest:
             _logger.error("spool write failed, request refused: %s", exc)
             raise RefusedError(
                 Outcome.UNAVAILABLE,
-                f"the collector cannot store {signal.value} right now: {exc}",
+                f"the collector cannot store {signal.items.replace('_', ' ')} right now: {exc}",
                 counted=True,
             ) from exc
         metrics.add(f"spooled_{items}", decoded.span_count)
