@@ -79,6 +79,11 @@ def test_demo_report_matches_the_store(tmp_path: Path, tiktoken_offline: Path) -
         > 0
     )
     _check_summary_against_store(demo.stdout, store, env)
+    # "Next" installs the instrumentation from where it is (not on a package index): this checkout.
+    (source,) = re.findall(r"pip install (\S+) opentelemetry-distro", demo.stdout)
+    assert Path(source) == ROOT / "instrumentation"
+    assert 'name = "llmledger-instrumentation"' in (Path(source) / "pyproject.toml").read_text()
+    assert "llmledger demo --serve-api" in demo.stdout
 
 
 FEATURE_WORDS = {
