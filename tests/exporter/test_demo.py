@@ -186,3 +186,20 @@ def test_the_compose_example_app_uses_only_the_public_demo_module(monkeypatch, c
     finally:
         server.stop()
     assert "sample app finished" in capsys.readouterr().err
+
+
+def test_demo_names_the_missing_extras_and_how_to_install_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from llmledger.exporter._internal.demo.run import run_demo
+
+    monkeypatch.setitem(sys.modules, "openai", None)  # as if the demo extra were not installed
+    out = io.StringIO()
+    code, result = run_demo(tmp_path / "demo", out)
+    assert (code, result) == (2, None)
+    assert out.getvalue() == (
+        "llmledger demo: the openai SDK is missing; install the demo's extras (from the checkout): "
+        f"pip install {ROOT / 'instrumentation'} '{ROOT / 'exporter'}[embedded,demo]'\n"
+    )

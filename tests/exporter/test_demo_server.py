@@ -12,8 +12,8 @@ import inspect
 import json
 import math
 import os
+import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -620,19 +620,17 @@ def test_instrumented_streams_bill_what_the_server_reports(sdk: Sdk, spans: InMe
 
 @pytest.mark.subprocess
 def test_serve_api_runs_the_server_on_its_own_until_interrupted(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = {**os.environ, "HOME": str(tmp_path)}
     served = subprocess.Popen(
-        [LLMLEDGER, "demo", "--serve-api", "--port", str(port), "--failing-model", "gpt-4.1=1"],
+        [LLMLEDGER, "demo", "--serve-api", "--port", "0", "--failing-model", "gpt-4.1=1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
         assert served.stdout is not None
         banner = served.stdout.readline()
-        base_url = f"http://127.0.0.1:{port}/v1"
-        assert base_url in banner
+        match = re.search(r"on (http://127\.0\.0\.1:(\d+)/v1) ", banner)
+        assert match, banner
+        base_url, port = match.group(1), int(match.group(2))
         assert f"OPENAI_BASE_URL={base_url}" in served.stdout.readline()
         client = openai.OpenAI(base_url=base_url, api_key="sk-local", max_retries=0)
         assert client.chat.completions.create(model="gpt-4.1-mini", messages=USER).choices[0].message.content

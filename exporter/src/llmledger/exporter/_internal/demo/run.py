@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -131,8 +133,20 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
         return 2, None
     store = StoreConfig.from_env({"LLMLEDGER_CLICKHOUSE_URL": f"chdb://{directory / 'store'}"})
     instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-    if not instrument.exists():
-        out.write("llmledger demo: opentelemetry-instrument is missing; install llmledger-exporter[demo]\n")
+    missing = [
+        name
+        for name, present in (
+            ("opentelemetry-instrument", instrument.exists()),
+            ("the openai SDK", importlib.util.find_spec("openai") is not None),
+            ("the embedded store (chdb)", importlib.util.find_spec("chdb") is not None),
+        )
+        if not present
+    ]
+    if missing:
+        out.write(
+            f"llmledger demo: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; install the demo's extras (from the checkout): "
+            f"pip install {_checkout_source('instrumentation')} '{_checkout_source('exporter')}[embedded,demo]'\n"
+        )
         return 2, None
     log_path = directory / "collector.log"
     http_port = _free_port()
@@ -218,16 +232,15 @@ def _print_report(result: ReportResult, out: TextIO) -> None:
         out.write(line(row) + "\n")
 
 
-def _instrumentation_source() -> str:
-    """What to ``pip install`` for the instrumentation: the distributions are not on a package
-    index, so it is the ``instrumentation/`` directory of the checkout this llmledger came from."""
-    import llmledger.instrumentation
-
-    # .../instrumentation/src/llmledger/instrumentation/__init__.py in a checkout (an editable install)
-    project = Path(llmledger.instrumentation.__file__).resolve().parents[3]
-    if (project / "pyproject.toml").is_file() and project.name == "instrumentation":
+def _checkout_source(part: str) -> str:
+    """What to ``pip install`` for ``instrumentation`` or ``exporter``: the distributions are not
+    on a package index, so it is that directory of the checkout this llmledger came from."""
+    package = importlib.import_module(f"llmledger.{part}")
+    # .../<part>/src/llmledger/<part>/__init__.py in a checkout (an editable install)
+    project = Path(str(package.__file__)).resolve().parents[3]
+    if (project / "pyproject.toml").is_file() and project.name == part:
         return str(project)
-    return "<your llmledger checkout>/instrumentation"
+    return f"<your llmledger checkout>/{part}"
 
 
 def _next_steps(url: str, elapsed: float) -> str:
@@ -244,7 +257,7 @@ Done in {elapsed:.1f}s. Next:{activate}
       LLMLEDGER_CLICKHOUSE_URL={url} llmledger report --by tenant,feature,model
       LLMLEDGER_CLICKHOUSE_URL={url} llmledger sql "SELECT user_id, sum(cost_usd) AS spend FROM llm_calls GROUP BY user_id"
   * your own app: run `llmledger collector`, then in your app's environment
-      pip install {_instrumentation_source()} opentelemetry-distro opentelemetry-exporter-otlp
+      pip install {_checkout_source("instrumentation")} opentelemetry-distro opentelemetry-exporter-otlp
       OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf opentelemetry-instrument python app.py
   * an OpenAI-compatible stand-in for your own tries (no key, nothing spent): llmledger demo --serve-api
   * dashboards: the compose stack in deploy/ (ClickHouse, Grafana, the collector) - see deploy/README.md
