@@ -649,3 +649,30 @@ def test_serve_api_runs_the_server_on_its_own_until_interrupted(tmp_path: Path) 
         _out, err = served.communicate(timeout=30)
     assert served.returncode == 0, err
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "9000"], "llmledger demo: --port needs --serve-api\n"),
+        (["--host", "0.0.0.0", "--failing-model", "gpt-4.1=0.5"], "llmledger demo: --host, --failing-model need --serve-api\n"),
+        (["--serve-api", "--dir", "/tmp/x"], "llmledger demo: --dir does not apply with --serve-api (the server keeps nothing)\n"),
+    ],
+)  # fmt: skip
+def test_server_flags_without_serve_api_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmledger.exporter.cli import main
+
+    assert main(["demo", *argv]) == 2
+    assert capsys.readouterr().err == message
+
+
+@pytest.mark.parametrize("value", ["gpt-4.1", "gpt-4.1=2", "=0.5", "gpt-4.1=half"])
+def test_failing_model_must_be_a_model_and_a_share(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmledger.exporter.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--serve-api", "--failing-model", value])
+    assert exit_.value.code == 2
+    assert "expected MODEL=SHARE with SHARE from 0 to 1" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from llmledger.exporter._internal.demo.server import DemoOpenAIServer, serve_unt
 
 __all__ = ["register"]
 
+DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8000
 
 
@@ -40,14 +41,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     api.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="with --serve-api: the address to listen on (default: %(default)s)",
+        default=None,
+        help=f"with --serve-api: the address to listen on (default: {DEFAULT_API_HOST})",
     )
     api.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_API_PORT,
-        help="with --serve-api: the port (default: %(default)s; 0 picks a free one)",
+        default=None,
+        help=f"with --serve-api: the port (default: {DEFAULT_API_PORT}; 0 picks a free one)",
     )
     api.add_argument(
         "--failing-model",
@@ -73,12 +74,33 @@ def _failing_model(value: str) -> tuple[str, float]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    server_only = [
+        flag
+        for flag, given in (
+            ("--host", args.host is not None),
+            ("--port", args.port is not None),
+            ("--failing-model", bool(args.failing_model)),
+        )
+        if given
+    ]
+    if server_only and not args.serve_api:
+        needs = "needs" if len(server_only) == 1 else "need"
+        print(f"llmledger demo: {', '.join(server_only)} {needs} --serve-api", file=sys.stderr)
+        return 2
+    if args.serve_api and args.dir is not None:
+        print(
+            "llmledger demo: --dir does not apply with --serve-api (the server keeps nothing)",
+            file=sys.stderr,
+        )
+        return 2
     if args.serve_api:
+        host = args.host or DEFAULT_API_HOST
+        port = DEFAULT_API_PORT if args.port is None else args.port
         try:
-            server = DemoOpenAIServer(args.host, args.port, failing_models=dict(args.failing_model))
+            server = DemoOpenAIServer(host, port, failing_models=dict(args.failing_model))
         except OSError as exc:
             print(
-                f"llmledger demo: cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port",
+                f"llmledger demo: cannot listen on {host}:{port} ({exc.strerror}); pick another --port",
                 file=sys.stderr,
             )
             return 2
