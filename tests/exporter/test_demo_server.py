@@ -493,6 +493,38 @@ def test_sdk_chat_tool_calls_parse(sdk: Sdk) -> None:
     assert isinstance(call.function.parsed_arguments, Contact)
 
 
+def test_sdk_tool_calls_stream_through_the_helpers(sdk: Sdk) -> None:
+    chat_tools = [openai.pydantic_function_tool(Contact, name="save_contact")]
+    responses_tool = {"type": "function", **chat_tools[0]["function"]}
+
+    async def astreams(c: Any) -> tuple[list[Any], Any, Any]:
+        async with c.chat.completions.stream(model="gpt-4o", messages=USER, tools=chat_tools) as s:
+            events = [e async for e in s]
+            chat = await s.get_final_completion()
+        async with c.responses.stream(model="gpt-4.1", input="Save Ada.", tools=[responses_tool]) as s:
+            response = await s.get_final_response()
+        return events, chat, response
+
+    def streams(c: Any) -> tuple[list[Any], Any, Any]:
+        with c.chat.completions.stream(model="gpt-4o", messages=USER, tools=chat_tools) as s:
+            events = list(s)
+            chat = s.get_final_completion()
+        with c.responses.stream(model="gpt-4.1", input="Save Ada.", tools=[responses_tool]) as s:
+            response = s.get_final_response()
+        return events, chat, response
+
+    events, chat, response = sdk.run(astreams if sdk.mode == "async" else streams)
+    done = [e for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert [e.name for e in done] == ["save_contact"]
+    assert isinstance(done[0].parsed_arguments, Contact)
+    assert chat.choices[0].finish_reason == "tool_calls"
+    assert chat.choices[0].message.tool_calls[0].function.parsed_arguments == done[0].parsed_arguments
+    (call,) = response.output
+    assert call.type == "function_call"
+    assert call.name == "save_contact"
+    assert Contact.model_validate_json(call.arguments) == done[0].parsed_arguments
+
+
 def test_sdk_responses_create_stream_and_parse(sdk: Sdk) -> None:
     whole = sdk.run(lambda c: c.responses.create(model="gpt-4.1", input="Summarize the call."))
 
