@@ -115,6 +115,57 @@ def chat_chunks(
     return chunks
 
 
+def chat_tool_call_chunks(
+    calls: list[tuple[str, list[str]]],
+    *,
+    content_before: list[str] | None = None,
+    model: str = "gpt-4o-mini-2024-07-18",
+) -> list[dict[str, Any]]:
+    """A streamed chat completion whose answer is tool calls, without a usage chunk: each
+    call opens with its id, type and name (arguments ``""``), then its arguments arrive in
+    fragments; parallel calls follow one another by ``index``, as the API streams them.
+    With ``content_before``, text deltas come first (the model says something, then calls)."""
+    base = {
+        "id": "chatcmpl-stream-tools",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_44709d6fcb",
+    }
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            **base,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    chunks: list[dict[str, Any]] = []
+    if content_before:
+        chunks.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+        chunks += [chunk({"content": piece}) for piece in content_before]
+    for index, (name, fragments) in enumerate(calls):
+        opening: dict[str, Any] = {
+            "tool_calls": [
+                {
+                    "index": index,
+                    "id": f"call_{index}Xh2uLGmqKdFQeZ8wH3Tb",
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }
+            ]
+        }
+        if not chunks:
+            opening = {"role": "assistant", "content": None, **opening, "refusal": None}
+        chunks.append(chunk(opening))
+        chunks += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+            for fragment in fragments
+        ]
+    chunks.append(chunk({}, "tool_calls"))
+    return chunks
+
+
 def completion(
     *,
     model: str = "gpt-3.5-turbo-instruct",
@@ -231,9 +282,77 @@ def response(
     }
 
 
-def response_events(
-    pieces: list[str], *, usage: dict[str, Any] | None = None, model: str = "gpt-4.1-2025-04-14"
+def response_function_call_events(
+    calls: list[tuple[str, list[str]]], *, model: str = "gpt-4.1-2025-04-14"
 ) -> list[dict[str, Any]]:
+    """A streamed Responses answer made of function calls, cut off before ``response.completed``
+    (a dropped connection, a proxy that ends the stream early): no usage ever arrives."""
+    in_progress = response(model=model, status="in_progress")
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "sequence_number": 0, "response": in_progress},
+        {"type": "response.in_progress", "sequence_number": 1, "response": in_progress},
+    ]
+    seq = 2
+    for index, (name, fragments) in enumerate(calls):
+        item_id = f"fc_67ccd3acc8d48190a77525dc6de64b4{index}"
+        item = {
+            "id": item_id,
+            "type": "function_call",
+            "status": "in_progress",
+            "arguments": "",
+            "call_id": f"call_{index}Xh2uLGmqKdFQeZ8wH3Tb",
+            "name": name,
+        }
+        events.append(
+            {
+                "type": "response.output_item.added",
+                "sequence_number": seq,
+                "output_index": index,
+                "item": item,
+            }
+        )
+        seq += 1
+        for fragment in fragments:
+            events.append(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    "sequence_number": seq,
+                    "item_id": item_id,
+                    "output_index": index,
+                    "delta": fragment,
+                }
+            )
+            seq += 1
+        arguments = "".join(fragments)
+        events.append(
+            {
+                "type": "response.function_call_arguments.done",
+                "sequence_number": seq,
+                "item_id": item_id,
+                "output_index": index,
+                "arguments": arguments,
+            }
+        )
+        events.append(
+            {
+                "type": "response.output_item.done",
+                "sequence_number": seq + 1,
+                "output_index": index,
+                "item": {**item, "status": "completed", "arguments": arguments},
+            }
+        )
+        seq += 2
+    return events
+
+
+def response_events(
+    pieces: list[str],
+    *,
+    usage: dict[str, Any] | None = None,
+    model: str = "gpt-4.1-2025-04-14",
+    completed: bool = True,
+) -> list[dict[str, Any]]:
+    """A streamed Responses answer; without ``completed`` it is cut off before its last event."""
     text = "".join(pieces)
     in_progress = response(model=model, status="in_progress")
     done = response(model=model, text=text, usage=usage)
@@ -300,8 +419,9 @@ def response_events(
             "output_index": 0,
             "item": done["output"][0],
         },
-        {"type": "response.completed", "sequence_number": seq + 3, "response": done},
     ]
+    if completed:
+        events.append({"type": "response.completed", "sequence_number": seq + 3, "response": done})
     return events
 
 

@@ -39,6 +39,29 @@ def test_bodies_validate_against_sdk_types(name: str, model: type[Any], body: di
     assert parsed.model_extra in (None, {}), f"{name}: unknown fields {parsed.model_extra}"
 
 
+TOOL_STREAMS = {
+    "single": P.chat_tool_call_chunks([("get_weather", ['{"', "city", '":"', "Paris", '"}'])]),
+    "parallel": P.chat_tool_call_chunks(
+        [("get_weather", ['{"city":', '"Paris"}']), ("get_time", ['{"tz":"', 'Europe/Paris"}'])]
+    ),
+    "content-before": P.chat_tool_call_chunks(
+        [("get_weather", ['{"city":"Paris"}'])], content_before=["Let me ", "check."]
+    ),
+}
+
+
+@pytest.mark.parametrize("chunks", TOOL_STREAMS.values(), ids=TOOL_STREAMS.keys())
+def test_tool_call_stream_chunks_validate(chunks: list[dict[str, Any]]) -> None:
+    for chunk in chunks:
+        parsed = ChatCompletionChunk.model_validate(chunk, strict=False)
+        assert parsed.model_extra in (None, {})
+        for choice in parsed.choices:
+            assert choice.model_extra in (None, {})
+            assert choice.delta.model_extra in (None, {})
+            for call in choice.delta.tool_calls or ():
+                assert call.model_extra in (None, {})
+
+
 def test_stream_items_validate() -> None:
     for chunk in P.chat_chunks(["a", "b"]) + P.chat_chunks(["a"], include_usage=False):
         ChatCompletionChunk.model_validate(chunk)
@@ -51,5 +74,9 @@ def test_stream_items_validate() -> None:
         }
         Completion.model_validate(relaxed)
     adapter = TypeAdapter[Any](ResponseStreamEvent)
-    for event in P.response_events(["Hel", "lo"]):
-        adapter.validate_python(event)
+    events = P.response_events(["Hel", "lo"]) + P.response_function_call_events(
+        [("get_weather", ['{"city":', '"Paris"}'])]
+    )
+    for event in events:
+        parsed = adapter.validate_python(event)
+        assert parsed.model_extra in (None, {}), event["type"]

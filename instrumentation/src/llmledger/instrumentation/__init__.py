@@ -13,7 +13,7 @@ from llmledger.instrumentation._internal.attribution import (
     usage_totals,
 )
 from llmledger.instrumentation._internal.guard import add_call_guard
-from llmledger.instrumentation._internal.instrumentor import LLMLedgerInstrumentor
+from llmledger.instrumentation._internal.instrumentor import LLMLedgerInstrumentor, wait_for_pending_calls
 from llmledger.instrumentation.version import __version__
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "fallbacks",
     "propagate_context",
     "usage_totals",
+    "wait_for_pending_calls",
 ]

@@ -45,6 +45,7 @@ class ResponseFacts:
         "service_tier",
         "status",
         "system_fingerprint",
+        "tool_calls",
         "usage",
     )
 
@@ -57,7 +58,26 @@ class ResponseFacts:
         self.status: str | None = None
         self.usage: TokenUsage | None = None
         self.output_parts: list[str] = []
+        # Tool calls the model made, by position: [name, argument fragments...]. Kept apart
+        # from the text so each is counted on its own, the way the model generated it.
+        self.tool_calls: dict[Any, list[str]] | None = None
         self.output_messages: list[dict[str, Any]] | None = None
+
+    def add_tool_call(self, key: Any, name: Any, arguments: Any) -> None:
+        """Note a tool call's name and (a fragment of) its arguments, as output to estimate."""
+        calls = self.tool_calls
+        if calls is None:
+            calls = self.tool_calls = {}
+        parts = calls.get(key)
+        if parts is None:
+            parts = calls[key] = [name if isinstance(name, str) else ""]
+        elif isinstance(name, str) and name and not parts[0]:
+            parts[0] = name
+        if isinstance(arguments, str) and arguments:
+            parts.append(arguments)
+
+    def add_tool_arguments(self, key: Any, fragment: Any) -> None:
+        self.add_tool_call(key, None, fragment)
 
 
 # Request kwargs copied onto the span as they are: (kwarg, attribute, numeric kind).
@@ -164,15 +184,25 @@ class ChatCompletionsSpec(ApiSpec):
         facts.finish_reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
         facts.usage = usage_from_chat(getattr(response, "usage", None))
         if facts.usage is None:  # keep the text for a local estimate
-            for choice in choices:
+            for index, choice in enumerate(choices):
                 message = getattr(choice, "message", None)
-                content = getattr(message, "content", None)
-                if isinstance(content, str):
-                    facts.output_parts.append(content)
-                for call in getattr(message, "tool_calls", None) or ():
+                for text in (getattr(message, "content", None), getattr(message, "refusal", None)):
+                    if isinstance(text, str):
+                        facts.output_parts.append(text)
+                for position, call in enumerate(getattr(message, "tool_calls", None) or ()):
                     function = getattr(call, "function", None)
-                    facts.output_parts.append(str(getattr(function, "name", "")))
-                    facts.output_parts.append(str(getattr(function, "arguments", "")))
+                    facts.add_tool_call(
+                        (index, position),
+                        getattr(function, "name", None),
+                        getattr(function, "arguments", None),
+                    )
+                function_call = getattr(message, "function_call", None)  # the deprecated functions API
+                if function_call is not None:
+                    facts.add_tool_call(
+                        (index, -1),
+                        getattr(function_call, "name", None),
+                        getattr(function_call, "arguments", None),
+                    )
         if capture:
             facts.output_messages = [_chat_message(c) for c in choices]
 
@@ -193,6 +223,8 @@ class ChatCompletionsSpec(ApiSpec):
                     content = delta.content
                     if content:
                         facts.output_parts.append(content)
+                    else:  # a text chunk carries nothing else: the hot path stops above
+                        _fold_chat_delta_extras(facts, choice.index, delta)
         usage = chunk.usage
         if usage is not None:
             facts.usage = usage_from_chat(usage)
@@ -210,7 +242,7 @@ class ChatCompletionsSpec(ApiSpec):
             [m for m in messages if isinstance(m, Mapping)],  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
             kwargs.get("tools") if given(kwargs.get("tools")) else None,
         )
-        output_tokens = counter.count_text(model, "".join(facts.output_parts))
+        output_tokens = count_output(counter, model, facts)
         if input_tokens is None or output_tokens is None:
             return None
         return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
@@ -222,6 +254,38 @@ class ChatCompletionsSpec(ApiSpec):
         from openai.types.chat import ChatCompletion
 
         return ChatCompletion
+
+
+def _fold_chat_delta_extras(facts: ResponseFacts, choice_index: int, delta: Any) -> None:
+    """A chat delta without text: tool-call names and argument fragments, a refusal, a legacy function call."""
+    tool_calls = delta.tool_calls
+    if tool_calls:
+        for call in tool_calls:
+            function = call.function
+            if function is not None:
+                facts.add_tool_call((choice_index, call.index), function.name, function.arguments)
+        return
+    refusal = getattr(delta, "refusal", None)
+    if refusal:
+        facts.output_parts.append(refusal)
+        return
+    function_call = delta.function_call
+    if function_call is not None:
+        facts.add_tool_call((choice_index, -1), function_call.name, function_call.arguments)
+
+
+def count_output(counter: TokenCounter, model: str | None, facts: ResponseFacts) -> int | None:
+    """Output tokens of what the model generated: its text, and each tool call's name and arguments."""
+    total = counter.count_text(model, "".join(facts.output_parts))
+    if total is None or not facts.tool_calls:
+        return total
+    for name, *arguments in facts.tool_calls.values():
+        for text in (name, "".join(arguments)):
+            count = counter.count_text(model, text)
+            if count is None:
+                return None
+            total += count
+    return total
 
 
 def _output_type(response_format: Any) -> str | None:
@@ -293,6 +357,9 @@ class ResponsesSpec(ApiSpec):
             text = getattr(response, "output_text", None)
             if isinstance(text, str):
                 facts.output_parts.append(text)
+            for index, item in enumerate(getattr(response, "output", None) or ()):
+                if getattr(item, "type", None) == "function_call":
+                    facts.add_tool_call(index, getattr(item, "name", None), getattr(item, "arguments", None))
         if capture:
             text = getattr(response, "output_text", None)
             facts.output_messages = [{"role": "assistant", "content": text, "finish_reason": reason}]
@@ -300,6 +367,14 @@ class ResponsesSpec(ApiSpec):
     def apply_chunk(self, facts: ResponseFacts, chunk: Any) -> bool:
         kind = chunk.type
         if kind == "response.output_text.delta":
+            facts.output_parts.append(chunk.delta)
+        elif kind == "response.function_call_arguments.delta":
+            facts.add_tool_arguments(chunk.output_index, chunk.delta)
+        elif kind == "response.output_item.added":
+            item = chunk.item
+            if item.type == "function_call":
+                facts.add_tool_call(chunk.output_index, item.name, item.arguments)
+        elif kind == "response.refusal.delta":
             facts.output_parts.append(chunk.delta)
         elif kind in _RESPONSE_TERMINAL_EVENTS or kind == "response.created":
             response = chunk.response
@@ -334,7 +409,7 @@ class ResponsesSpec(ApiSpec):
                             if isinstance(part, Mapping) and isinstance(part.get("text"), str):  # pyright: ignore[reportUnknownMemberType]
                                 pieces.append(part["text"])  # pyright: ignore[reportUnknownArgumentType]
         input_tokens = counter.count_text(model, "\n".join(pieces))
-        output_tokens = counter.count_text(model, "".join(facts.output_parts))
+        output_tokens = count_output(counter, model, facts)
         if input_tokens is None or output_tokens is None:
             return None
         return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)

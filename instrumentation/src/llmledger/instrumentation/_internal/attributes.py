@@ -69,6 +69,7 @@ METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
 METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
 METRIC_COST: Final = "llmledger.client.cost"
+METRIC_UNESTIMATED_CALLS: Final = "llmledger.client.unestimated_calls"
 
 # Semantic-convention bucket boundaries.
 TOKEN_BUCKETS: Final = (

@@ -300,7 +300,9 @@ class UsageTotals:
 
     ``cost_usd`` sums the priced calls exactly; ``unpriced_calls`` counts the calls whose
     price is unknown, so a total is never silently short. :meth:`as_dict` writes the cost as
-    ``None`` when no call could be priced at all (unknown, not $0).
+    ``None`` when no call could be priced at all (unknown, not $0). ``pending_calls`` counts
+    calls that ended but wait for the token estimator to load (the first calls of a process
+    whose API reported no usage); they are added, with their estimate, as soon as it is ready.
     """
 
     calls: int = 0
@@ -314,6 +316,7 @@ class UsageTotals:
     unpriced_calls: int = 0
     estimated_calls: int = 0
     priced_calls: int = 0
+    pending_calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(
@@ -328,8 +331,10 @@ class UsageTotals:
         cost: Decimal | None,
         priced: bool,
         estimated: bool,
+        held: bool = False,
     ) -> None:
         with self._lock:
+            self.pending_calls -= held
             self.calls += 1
             self.errors += failed
             self.input_tokens += input_tokens or 0
@@ -343,6 +348,11 @@ class UsageTotals:
             elif priced:
                 self.unpriced_calls += 1
             self.estimated_calls += estimated
+
+    def hold(self) -> None:
+        """A call ended and waits for its estimate; ``add(..., held=True)`` follows."""
+        with self._lock:
+            self.pending_calls += 1
 
     def snapshot(self) -> UsageTotals:
         with self._lock:
@@ -365,6 +375,7 @@ class UsageTotals:
             "cost_usd": None if unknown else _plain_decimal(snap.cost_usd),
             "unpriced_calls": snap.unpriced_calls,
             "estimated_calls": snap.estimated_calls,
+            "pending_calls": snap.pending_calls,
         }
 
 

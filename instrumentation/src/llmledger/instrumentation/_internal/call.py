@@ -8,6 +8,7 @@ arrives, ``fail()`` on the app's exception, and ``end()`` exactly once.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -125,6 +126,14 @@ class Telemetry:
             "llmledger.client.unpriced_calls",
             unit="{call}",
             description="Calls whose price is unknown (no cost recorded)",
+        )
+        self.unestimated = meter.create_counter(
+            A.METRIC_UNESTIMATED_CALLS,
+            unit="{call}",
+            description=(
+                "Calls the API reported no usage for that were recorded without token counts "
+                "because the tokenizer could not be loaded in time"
+            ),
         )
 
     def static_attributes(self, api: ApiSpec, endpoint: Endpoint) -> dict[str, AttrValue]:
@@ -361,24 +370,87 @@ class LLMCall:
             return
         self._ended = True
         end_ns = time.perf_counter_ns()
+        encoding: str | None = None
         try:
-            self._finish(end_ns)
+            # Fallback numbering is settled now, not when a held call finishes: the app's
+            # next call must see this one's outcome.
+            if self._fallback_scope is not None:
+                self._fallback_scope.finish(self.error_type is not None, self.request_model, self.error_type)
+            elif self._auto_key is not None:
+                self.tel.auto_fallbacks.finish(
+                    self._auto_key, self.error_type is not None, self.request_model, self.error_type
+                )
+            encoding = self._encoding_to_wait_for()
+        except Exception as exc:
+            internal_error("end", exc)
+        if encoding is not None and self._hold(encoding, end_ns):
+            return
+        try:
+            self._finish(end_ns, estimate=True)
         except Exception as exc:
             internal_error("end", exc)
         finally:
             self.span.end()
 
-    def _finish(self, end_ns: int) -> None:
+    def _wants_estimate(self) -> bool:
+        """The API reported no usage for a call seen to finish: count its tokens locally.
+
+        Not a call closed unread, not a failed one, not a queued background response
+        (billed when it completes). A Responses stream cut off before its terminal event
+        is still ``in_progress``: what it streamed was generated, so it is counted.
+        """
+        facts = self.facts
+        usage = facts.usage
+        return (
+            (usage is None or not usage.known)
+            and (facts.response_id is not None or facts.response_model is not None)
+            and (
+                facts.status not in ("queued", "in_progress")
+                or (self.stream and self.kwargs.get("background") is not True)
+            )
+            and self.error_type is None
+            and self.tel.config.estimate_tokens
+        )
+
+    def _encoding_to_wait_for(self) -> str | None:
+        if not self._wants_estimate():
+            return None
+        name = TOKEN_COUNTER.encoding_name(self.facts.response_model or self.request_model)
+        return None if TOKEN_COUNTER.is_ready(name) else name
+
+    def _hold(self, encoding: str, end_ns: int) -> bool:
+        """Leave the span open until the encoding is ready (the app goes on meanwhile); True once held."""
+        wall_end_ns = time.time_ns()
+        try:
+            for totals in self._totals:
+                totals.hold()
+            TOKEN_COUNTER.when_ready(
+                encoding,
+                functools.partial(self._finish_held, end_ns, wall_end_ns),
+                self.tel.config.estimate_wait_s,
+            )
+        except Exception as exc:
+            internal_error("end.hold", exc)
+            return False
+        return True
+
+    def _finish_held(self, end_ns: int, wall_end_ns: int, ready: bool) -> None:
+        """Finish a held call with the times it really ended at; without counts if not ``ready``."""
+        try:
+            self._finish(end_ns, estimate=ready, held=True)
+            if not ready:
+                self.tel.unestimated.add(1, self.tel.metric_attributes(self, self.facts.response_model).call)
+        except Exception as exc:
+            internal_error("end", exc)
+        finally:
+            self.span.end(end_time=wall_end_ns)
+
+    def _finish(self, end_ns: int, *, estimate: bool, held: bool = False) -> None:
         tel = self.tel
         facts = self.facts
         failed = self.error_type is not None
         usage = facts.usage
-        # Estimate only what was seen to finish: not a call closed unread, not a queued
-        # background response (billed when it completes).
-        saw_response = (facts.response_id is not None or facts.response_model is not None) and (
-            facts.status not in ("queued", "in_progress")
-        )
-        if (usage is None or not usage.known) and saw_response and not failed and tel.config.estimate_tokens:
+        if estimate and self._wants_estimate():
             usage = self.api.estimate(
                 TOKEN_COUNTER, facts.response_model or self.request_model, self.kwargs, facts
             )
@@ -394,11 +466,6 @@ class LLMCall:
                 )
             except Exception as exc:  # a wrong price must never stop a request
                 internal_error("pricing", exc)
-
-        if self._fallback_scope is not None:
-            self._fallback_scope.finish(failed, self.request_model, self.error_type)
-        elif self._auto_key is not None:
-            tel.auto_fallbacks.finish(self._auto_key, failed, self.request_model, self.error_type)
 
         span = self.span
         if span.is_recording():
@@ -473,6 +540,7 @@ class LLMCall:
                 cost=cost.total if cost else None,
                 priced=priced,
                 estimated=bool(usage and usage.estimated),
+                held=held,
             )
 
         if tel.config.console:

@@ -33,6 +33,9 @@ class InstrumentationConfig:
     """A TOML file of extra or overriding prices (``LLMLEDGER_PRICE_FILE``)."""
     azure_deployments: Mapping[str, str] = field(default_factory=dict[str, str])
     """Azure deployment → model (``LLMLEDGER_AZURE_DEPLOYMENTS=deploy1=gpt-4o,deploy2=gpt-4o-mini``)."""
+    estimate_wait_s: float = 30.0
+    """How long a call the API reported no usage for may wait for the tokenizer to load
+    before it is recorded without counts (``LLMLEDGER_ESTIMATE_WAIT``, seconds)."""
     auto_fallback: bool = True
     """Flag a call that follows a failed call in the same parent span (``LLMLEDGER_AUTO_FALLBACK``)."""
 
@@ -62,6 +65,17 @@ class InstrumentationConfig:
                 continue
             deployments[name.strip()] = model.strip()
 
+        estimate_wait_s = cls.estimate_wait_s
+        raw_wait = env.get("LLMLEDGER_ESTIMATE_WAIT")
+        if raw_wait is not None:
+            try:
+                estimate_wait_s = float(raw_wait)
+                if not 0 <= estimate_wait_s < float("inf"):
+                    raise ValueError(raw_wait)
+            except ValueError:
+                problems.append(f"LLMLEDGER_ESTIMATE_WAIT={raw_wait!r} is not a number of seconds >= 0")
+                estimate_wait_s = cls.estimate_wait_s
+
         config = cls(
             capture_content=flag("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", False),
             stream_usage=flag("LLMLEDGER_STREAM_USAGE", True),
@@ -71,6 +85,7 @@ class InstrumentationConfig:
             price_file=env.get("LLMLEDGER_PRICE_FILE") or None,
             azure_deployments=deployments,
             auto_fallback=flag("LLMLEDGER_AUTO_FALLBACK", True),
+            estimate_wait_s=estimate_wait_s,
         )
         if problems:
             logger.warning("llmledger: ignoring invalid settings (defaults used): %s", "; ".join(problems))

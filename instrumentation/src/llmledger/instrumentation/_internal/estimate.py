@@ -1,8 +1,12 @@
 """Local token counts (tiktoken) for calls the API reported no usage for.
 
-tiktoken downloads its encoding files on first use, with no timeout. A request must never
-wait for that, so encodings load in one background thread per encoding; until one is
-ready, calls get no estimate (and a single warning says why).
+tiktoken downloads its encoding files on first use, with no timeout, and parsing one takes
+a good part of a second. A request must never wait for that, so encodings load in one
+background thread each, started when the instrumentation is installed. A call that ends
+before its encoding is ready is not recorded without counts: it is *held* (``when_ready``)
+and finished by a waiter thread as soon as the encoding is ready, or without counts once
+its time limit passes or the load fails. ``wait_pending`` lets flush and shutdown wait for
+the held calls.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, cast
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, Protocol, cast
 
 logger = logging.getLogger("llmledger.instrumentation")
 
@@ -44,15 +49,28 @@ def encoding_name_for(model: str | None) -> str:
     return "o200k_base"
 
 
+Finish = Callable[[bool], None]
+"""Finishes a held call: True when its encoding is ready, False to record it without counts."""
+
+
+class _Held(NamedTuple):
+    encoding: str
+    deadline: float  # time.monotonic()
+    finish: Finish
+
+
 class TokenCounter:
     """Counts tokens once encodings are loaded; loads them off the request path."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._encodings: dict[str, _Encoding] = {}
         self._loading: set[str] = set()
         self._failed: set[str] = set()
-        self._warned = False
+        self._names: dict[str | None, str] = {}
+        self._held: list[_Held] = []
+        self._finishing = 0  # held calls taken off the list whose finish is running
+        self._waiter: threading.Thread | None = None
 
     def preload(self, *names: str) -> None:
         for name in names:
@@ -83,37 +101,113 @@ class TokenCounter:
             with self._lock:
                 self._loading.discard(name)
                 self._failed.add(name)
+                self._lock.notify_all()
             return
         with self._lock:
             self._encodings[name] = encoding
             self._loading.discard(name)
+            self._lock.notify_all()
+
+    def encoding_name(self, model: str | None) -> str:
+        name = self._names.get(model)
+        if name is None:
+            name = encoding_name_for(model)
+            if len(self._names) < 4096:  # model names come from requests: bounded
+                self._names[model] = name
+        return name
+
+    def is_ready(self, name: str) -> bool:
+        return name in self._encodings
+
+    def when_ready(self, name: str, finish: Finish, timeout: float) -> None:
+        """Run ``finish(True)`` once encoding ``name`` is loaded, ``finish(False)`` if it fails
+        or ``timeout`` seconds pass first; at once, in this thread, if that is known already."""
+        with self._lock:
+            ready = name in self._encodings
+            settled = ready or name in self._failed
+            if not settled:
+                self._held.append(_Held(name, time.monotonic() + timeout, finish))
+                if self._waiter is None:
+                    self._waiter = threading.Thread(
+                        target=self._finish_held, name="llmledger-held-calls", daemon=True
+                    )
+                    self._waiter.start()
+                self._lock.notify_all()
+        if settled:
+            finish(ready)
+            return
+        self._start_loading(name)
+
+    def _finish_held(self) -> None:
+        """The waiter thread: finishes held calls as their encodings settle or time runs out."""
+        while True:
+            with self._lock:
+                due: list[tuple[_Held, bool]] = []
+                waiting: list[_Held] = []
+                now = time.monotonic()
+                for held in self._held:
+                    if held.encoding in self._encodings:
+                        due.append((held, True))
+                    elif held.encoding in self._failed or held.deadline <= now:
+                        due.append((held, False))
+                    else:
+                        waiting.append(held)
+                self._held = waiting
+                if not due:
+                    if not waiting:
+                        self._waiter = None
+                        self._lock.notify_all()
+                        return
+                    self._lock.wait(min(held.deadline for held in waiting) - now)
+                    continue
+                self._finishing += len(due)
+            for held, ready in due:
+                try:
+                    held.finish(ready)
+                except Exception:  # finish guards itself; this thread must outlive any bug
+                    logger.exception("llmledger: finishing a held call failed")
+                with self._lock:
+                    self._finishing -= 1
+                    self._lock.notify_all()
+
+    def pending(self) -> int:
+        """Calls held for an encoding and not finished yet."""
+        with self._lock:
+            return len(self._held) + self._finishing
+
+    def wait_pending(self, timeout: float | None) -> bool:
+        """Block until no call is held, at most ``timeout`` seconds (None: as long as the held
+        calls' own time limits); True when none is left. Never on a request."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._held or self._finishing:
+                if deadline is None:
+                    self._lock.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+            return True
 
     def wait_ready(self, name: str, timeout: float) -> bool:
         """For tests and the benchmark: block until ``name`` is loaded (never on a request)."""
         self._start_loading(name)
-        deadline = threading.Event()
-        for _ in range(int(timeout / 0.01) + 1):
-            with self._lock:
-                if name in self._encodings:
-                    return True
-                if name in self._failed:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while name not in self._encodings and name not in self._failed:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     return False
-            deadline.wait(0.01)
-        return False
+                self._lock.wait(left)
+            return name in self._encodings
 
     def encoding(self, model: str | None) -> _Encoding | None:
-        name = encoding_name_for(model)
+        """The loaded encoding for ``model``; None (and its load started) while it is not ready."""
+        name = self.encoding_name(model)
         encoding = self._encodings.get(name)
         if encoding is None:
             self._start_loading(name)
-            if not self._warned:
-                self._warned = True
-                logger.warning(
-                    "llmledger: token estimation for %s is not ready yet (tiktoken encoding %s is "
-                    "loading in the background); this call is recorded without token counts",
-                    model,
-                    name,
-                )
         return encoding
 
     def count_text(self, model: str | None, text: str) -> int | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 from opentelemetry import metrics as metrics_api
@@ -17,6 +19,7 @@ from llmledger.instrumentation._internal import apis
 from llmledger.instrumentation._internal.call import Telemetry
 from llmledger.instrumentation._internal.config import InstrumentationConfig
 from llmledger.instrumentation._internal.errors import internal_error
+from llmledger.instrumentation._internal.estimate import TOKEN_COUNTER
 from llmledger.instrumentation._internal.patch import (
     Wrapper,
     async_retrieve_wrapper,
@@ -100,6 +103,7 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
 
     _telemetry: Telemetry | None = None
     _wrapped: list[Target]
+    _restore_provider: Callable[[], None] | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -137,8 +141,13 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
                 logger.error("llmledger: prices could not be loaded, calls will not be priced: %s", exc)
                 pricer = None
         tel = Telemetry(tracer, meter, config, pricer, _resource_tenant(tracer_provider))
-        # tiktoken's encodings load lazily, in the background, the first time a call needs an
-        # estimate: an app whose API always reports usage never triggers their download.
+        if config.estimate_tokens:
+            # Loaded now, in the background, so that the first calls a process makes (often
+            # its only ones: a CLI job, a serverless function) find the tokenizer ready. The
+            # encoding of every current model; older ones load on first need.
+            TOKEN_COUNTER.preload(PRELOADED_ENCODING)
+            _wait_at_exit_once()
+        self._restore_provider = _flush_waits_for_held_calls(tracer_provider)
         self._telemetry = tel
         self._wrapped = []
         for target in TARGETS:
@@ -165,6 +174,74 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
                 internal_error("uninstrument", exc)
         self._wrapped = []
         self._telemetry = None
+        restore = getattr(self, "_restore_provider", None)
+        if restore is not None:
+            self._restore_provider = None
+            restore()
 
 
 _MISSING = object()
+PRELOADED_ENCODING = "o200k_base"
+
+
+def wait_for_pending_calls(timeout: float = 30.0) -> bool:
+    """Wait until every call held for the token estimator has been recorded, at most ``timeout`` s.
+
+    Calls the API reported no usage for that end while tiktoken is still loading keep their
+    span open until they can be counted (at most ``LLMLEDGER_ESTIMATE_WAIT`` seconds each).
+    The tracer provider's ``force_flush()`` and ``shutdown()`` and process exit wait for
+    them already; call this before flushing a provider llmledger was not given (one set
+    after ``instrument()``). True when none is left.
+    """
+    return TOKEN_COUNTER.wait_pending(timeout)
+
+
+_exit_hook_registered = False
+
+
+def _wait_at_exit_once() -> None:
+    # atexit runs last-registered first: this runs before the shutdown of any tracer provider
+    # created before instrument(), so held spans still reach its exporter.
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        atexit.register(_wait_at_exit)
+
+
+def _wait_at_exit() -> None:
+    TOKEN_COUNTER.wait_pending(None)  # each held call's own time limit bounds this
+
+
+def _flush_waits_for_held_calls(provider: Any) -> Callable[[], None] | None:
+    """Make ``provider.force_flush()`` and ``shutdown()`` first wait for held calls (on this instance only).
+
+    A serverless handler flushes its provider before the function freezes: a call still held
+    for the tokenizer must be in that flush. Returns what undoes it.
+    """
+    original_flush = getattr(provider, "force_flush", None)
+    original_shutdown = getattr(provider, "shutdown", None)
+    instance_attrs = getattr(provider, "__dict__", None)
+    if not callable(original_flush) or not callable(original_shutdown) or instance_attrs is None:
+        return None  # the API's no-op or proxy provider: nothing is exported through it
+    if "force_flush" in instance_attrs or "shutdown" in instance_attrs:
+        return None  # hooked already by another instrument() of this provider
+
+    def force_flush(timeout_millis: int = 30_000) -> bool:
+        started = time.monotonic()
+        held_done = TOKEN_COUNTER.wait_pending(timeout_millis / 1000)
+        left_ms = max(0, timeout_millis - int((time.monotonic() - started) * 1000))
+        return bool(original_flush(left_ms)) and held_done
+
+    def shutdown(*args: Any, **kwargs: Any) -> Any:
+        TOKEN_COUNTER.wait_pending(None)
+        return original_shutdown(*args, **kwargs)
+
+    provider.force_flush = force_flush
+    provider.shutdown = shutdown
+
+    def restore() -> None:
+        for name, hook in (("force_flush", force_flush), ("shutdown", shutdown)):
+            if instance_attrs.get(name) is hook:
+                del instance_attrs[name]
+
+    return restore
