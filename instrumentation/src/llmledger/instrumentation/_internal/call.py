@@ -344,7 +344,7 @@ class LLMCall:
     def chunk(self, chunk: Any) -> bool:
         """Fold a stream item in; True when the app must not see it (our usage-only chunk).
 
-        The stream proxies inline this for every item after the first (the hot path).
+        For ``next(stream)``; iterating a stream inlines this (the hot path).
         """
         if self.first_chunk_ns == 0:
             self.first_chunk_ns = time.perf_counter_ns()

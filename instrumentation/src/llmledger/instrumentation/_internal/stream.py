@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -56,15 +57,6 @@ class _StreamProxyBase(_Proxy):
         super().__init__(stream)
         self._self_call = call
         self._self_response_hook: _ResponseCloseHook | None = None
-        # The per-chunk path, bound once: (facts, item) -> is it our usage-only chunk?
-        self._self_fold = call.api.apply_chunk
-        self._self_facts = call.facts
-        self._self_hide = call.hide_usage_chunk
-
-    def _self_first(self, item: Any) -> bool:
-        """The first item: note the time to first chunk, then fold it like the rest."""
-        self._self_call.first_chunk_ns = time.perf_counter_ns()
-        return self._self_call.chunk(item)
 
     @property
     def response(self) -> Any:
@@ -79,26 +71,77 @@ class _StreamProxyBase(_Proxy):
             call.end()
 
 
+# Iteration runs in a generator over the SDK stream's own iterator, as ``Stream.__iter__``
+# does itself: the per-chunk path then reads only local variables. Every attribute read on
+# a wrapt proxy costs several times a plain one, which at 200 chunks a call is most of an
+# instrumentation's per-chunk cost. ``next(stream)`` still works through ``__next__``.
+
+
+def _chunks(proxy: StreamProxy) -> Iterator[Any]:
+    # The frame holds the proxy: the app may keep only the iterator (`for x in create(...)`),
+    # and the proxy's garbage collection would end the call mid-stream.
+    stream = proxy.__wrapped__
+    call = proxy._self_call  # pyright: ignore[reportPrivateUsage]
+    fold = call.api.apply_chunk
+    facts = call.facts
+    hide = call.hide_usage_chunk
+    try:
+        for item in stream:
+            if not call.first_chunk_ns:
+                call.first_chunk_ns = time.perf_counter_ns()
+            try:
+                if fold(facts, item) and hide:
+                    continue  # the usage chunk we asked for: the app did not
+            except Exception as exc:
+                internal_error(f"{call.api.api_type}.chunk", exc)
+            yield item
+    except GeneratorExit:
+        raise  # the app stopped iterating: close(), ``with`` exit or garbage collection end the call
+    except BaseException as exc:
+        call.fail(exc)
+        call.end()
+        raise
+    call.end()
+
+
+async def _achunks(proxy: AsyncStreamProxy) -> AsyncIterator[Any]:
+    # _chunks with `async for`.
+    stream = proxy.__wrapped__
+    call = proxy._self_call  # pyright: ignore[reportPrivateUsage]
+    fold = call.api.apply_chunk
+    facts = call.facts
+    hide = call.hide_usage_chunk
+    try:
+        async for item in stream:
+            if not call.first_chunk_ns:
+                call.first_chunk_ns = time.perf_counter_ns()
+            try:
+                if fold(facts, item) and hide:
+                    continue
+            except Exception as exc:
+                internal_error(f"{call.api.api_type}.chunk", exc)
+            yield item
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        call.fail(exc)
+        call.end()
+        raise
+    call.end()
+
+
 class StreamProxy(_StreamProxyBase):
     """Stands in for ``openai.Stream``."""
 
-    def __iter__(self) -> StreamProxy:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        return _chunks(self)
 
     def __next__(self) -> Any:
         call = self._self_call
         try:
             while True:
                 item = self.__wrapped__.__next__()
-                if not call.first_chunk_ns:
-                    if not self._self_first(item):
-                        return item
-                    continue
-                try:
-                    if not (self._self_fold(self._self_facts, item) and self._self_hide):
-                        return item
-                except Exception as exc:
-                    internal_error(f"{call.api.api_type}.chunk", exc)
+                if not call.chunk(item):
                     return item
         except StopIteration:
             call.end()
@@ -128,25 +171,15 @@ class StreamProxy(_StreamProxyBase):
 class AsyncStreamProxy(_StreamProxyBase):
     """Stands in for ``openai.AsyncStream``."""
 
-    def __aiter__(self) -> AsyncStreamProxy:
-        return self
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return _achunks(self)
 
     async def __anext__(self) -> Any:
-        # StreamProxy.__next__ with `await`: kept inline rather than behind a shared helper,
-        # which would cost a call per chunk on the hottest path.
         call = self._self_call
         try:
             while True:
                 item = await self.__wrapped__.__anext__()
-                if not call.first_chunk_ns:
-                    if not self._self_first(item):
-                        return item
-                    continue
-                try:
-                    if not (self._self_fold(self._self_facts, item) and self._self_hide):
-                        return item
-                except Exception as exc:
-                    internal_error(f"{call.api.api_type}.chunk", exc)
+                if not call.chunk(item):
                     return item
         except StopAsyncIteration:
             call.end()
