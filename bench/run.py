@@ -56,8 +56,9 @@ ENV_DESCRIPTIONS = {
     "compare": "`.venv-bench`, from `bench/requirements-compare.txt` (OpenLLMetry, contrib)",
 }
 DEFAULT_MODES = ("none", "llmledger", "openllmetry", "contrib")
-# Not run by default: what llmledger costs when the sampler drops the span.
-MODES = (*DEFAULT_MODES, "llmledger-unsampled")
+# Not run by default: what llmledger costs when the sampler drops the span, and without the
+# stream usage request (tokens of usage-less streams estimated, as contrib asks for none).
+MODES = (*DEFAULT_MODES, "llmledger-unsampled", "llmledger-estimate")
 SCENARIOS = tuple(SCENARIO_LABELS)
 # Comparison instrumentations must not touch the project's environment, and llmledger is
 # measured where users will run it; --llmledger-in-compare-env adds it to the other side too.
@@ -67,6 +68,7 @@ _JOB_ENVS = {
     "openllmetry": ("compare",),
     "contrib": ("compare",),
     "llmledger-unsampled": ("project",),
+    "llmledger-estimate": ("project",),
 }
 
 
@@ -130,6 +132,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--unsampled", action="store_true", help="add llmledger-unsampled (ALWAYS_OFF sampler) to the modes"
     )
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="add llmledger-estimate (LLMLEDGER_STREAM_USAGE=false) to the modes",
+    )
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=[], help="scenarios (default all)")
     parser.add_argument(
         "--reps", type=int, default=16, help="timed repetitions per scenario and mode (default 16)"
@@ -171,6 +178,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.write_docs = not args.quick and not args.only and set(DEFAULT_MODES) <= set(args.modes)
     if args.unsampled and "llmledger-unsampled" not in args.modes:
         args.modes.append("llmledger-unsampled")
+    if args.estimate and "llmledger-estimate" not in args.modes:
+        args.modes.append("llmledger-estimate")
     return args
 
 
