@@ -5,6 +5,7 @@ also while the tokenizer is still loading, and the console line, the metrics and
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -306,3 +307,25 @@ def test_no_load_and_no_hold_without_estimation(
     span = telemetry.only_span()  # ended with the stream: nothing to wait for
     assert "gen_ai.usage.input_tokens" not in (span.attributes or {})
     assert not loader.started.is_set()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_the_encoder_loads_loads_it_itself(
+    loader: Loader, cold_counter: TokenCounter
+) -> None:
+    """``gunicorn --preload`` forks workers right after the app (and llmledger) started."""
+    cold_counter.preload("o200k_base")
+    assert loader.started.wait(10)  # the parent's load is under way (parked at the gate)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own load must start, and finish once the gate opens
+        loader.gate.set()
+        ok = cold_counter.wait_ready("o200k_base", 60)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -71,6 +73,19 @@ class TokenCounter:
         self._held: list[_Held] = []
         self._finishing = 0  # held calls taken off the list whose finish is running
         self._waiter: threading.Thread | None = None
+        if hasattr(os, "register_at_fork"):
+            after_fork = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: (method := after_fork()) and method())
+
+    def _after_fork_in_child(self) -> None:
+        """A pre-forking server (``gunicorn --preload``) may fork while an encoding loads: the
+        child has no loader or waiter thread, so it starts its own loads; held calls are the
+        parent's to finish."""
+        self._lock = threading.Condition()
+        loading, self._loading = self._loading, set()
+        self._held, self._finishing, self._waiter = [], 0, None
+        for name in loading:
+            self._start_loading(name)
 
     def preload(self, *names: str) -> None:
         for name in names:
