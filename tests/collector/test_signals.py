@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +45,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from llmledger.exporter._internal.stringify import stringify
+from tests.fake_openai_server import fake_openai_server
 
 from .harness import (
     CollectorProcess,
@@ -540,3 +545,64 @@ def test_requests_made_for_the_fault_tests_are_what_they_say(collector: Collecto
     ).result_rows
     assert [seq for (seq,) in seqs] == sequence_numbers(metrics)
     assert isinstance(metrics, ExportMetricsServiceRequest)
+
+
+# -- zero-code: opentelemetry-instrument against the collector ---------------------------------
+
+ZERO_CODE_APP = """
+import openai
+from llmledger.instrumentation import attribution
+
+client = openai.OpenAI(max_retries=0)
+with attribution(tenant_id="acme", feature="lead_scoring"):
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    client.embeddings.create(model="text-embedding-3-small", input="hello")
+print("APP-DONE")
+"""
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_zero_code_app_exports_traces_and_metrics_without_an_error(
+    collector: CollectorProcess, tmp_path: Path, tiktoken_offline: Path, protocol: str
+) -> None:
+    """The documented run: every signal the SDK exports by default is taken, stderr stays clean."""
+    app = tmp_path / "app.py"
+    app.write_text(ZERO_CODE_APP)
+    service = f"zero-code-{protocol.replace('/', '-')}"
+    port = collector.grpc_port if protocol == "grpc" else collector.http_port
+    with fake_openai_server() as base_url:
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": base_url,
+            "OPENAI_API_KEY": "sk-test",
+            "OTEL_SERVICE_NAME": service,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "TIKTOKEN_CACHE_DIR": str(tiktoken_offline),
+        }
+        for name in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER"):
+            env.pop(name, None)  # the SDK's defaults: OTLP for every signal
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable, str(app)],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "APP-DONE" in done.stdout
+    assert "Failed to export" not in done.stderr, done.stderr
+    assert "error" not in done.stderr.lower(), done.stderr
+    wait_for(
+        lambda: (
+            collector.scalar("SELECT count() FROM llm_calls WHERE ServiceName = {s:String}", {"s": service})
+            == 2
+        ),
+        30,
+        "the two LLM calls",
+    )
+    names = {
+        name
+        for (name,) in collector.query(
+            "SELECT DISTINCT MetricName FROM otel_metrics_histogram WHERE ServiceName = {s:String}",
+            {"s": service},
+        ).result_rows
+    }
+    assert {"gen_ai.client.token.usage", "gen_ai.client.operation.duration"} <= names

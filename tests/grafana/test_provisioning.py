@@ -150,11 +150,16 @@ def test_opentelemetry_collector_writes_into_llmledger_schema() -> None:
     assert exporter["create_schema"] is False
     assert exporter["database"] == "llmledger"
     assert exporter["traces_table_name"] == "otel_traces"
-    pipeline = config["service"]["pipelines"]["traces"]
-    assert pipeline["exporters"] == ["clickhouse"]
-    for kind in ("receivers", "processors", "exporters"):
-        for name in pipeline[kind]:
-            assert name in config[kind], f"{kind}.{name} used but not defined"
+    assert exporter["logs_table_name"] == "otel_logs"
+    assert {kind: table["name"] for kind, table in exporter["metrics_tables"].items()} == {
+        kind: f"otel_metrics_{kind}" for kind in ("gauge", "sum", "summary", "histogram", "exponential_histogram")
+    }
+    assert set(config["service"]["pipelines"]) == {"traces", "metrics", "logs"}
+    for pipeline in config["service"]["pipelines"].values():
+        assert pipeline["exporters"] == ["clickhouse"]
+        for kind in ("receivers", "processors", "exporters"):
+            for name in pipeline[kind]:
+                assert name in config[kind], f"{kind}.{name} used but not defined"
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
 
 

@@ -170,10 +170,9 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
                 "OPENAI_API_KEY": "sk-demo-not-a-real-key",
                 "OTEL_SERVICE_NAME": "llmledger-demo-app",
                 "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "otlp",  # the GenAI metrics land in otel_metrics_*
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}",
-                "OTEL_METRICS_EXPORTER": "none",
-                "OTEL_LOGS_EXPORTER": "none",
             }
             started = time.monotonic()
             tally_path = directory / APP_TALLY
