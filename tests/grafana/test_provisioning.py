@@ -152,7 +152,8 @@ def test_opentelemetry_collector_writes_into_llmledger_schema() -> None:
     assert exporter["traces_table_name"] == "otel_traces"
     assert exporter["logs_table_name"] == "otel_logs"
     assert {kind: table["name"] for kind, table in exporter["metrics_tables"].items()} == {
-        kind: f"otel_metrics_{kind}" for kind in ("gauge", "sum", "summary", "histogram", "exponential_histogram")
+        kind: f"otel_metrics_{kind}"
+        for kind in ("gauge", "sum", "summary", "histogram", "exponential_histogram")
     }
     assert set(config["service"]["pipelines"]) == {"traces", "metrics", "logs"}
     for pipeline in config["service"]["pipelines"].values():
