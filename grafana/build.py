@@ -433,6 +433,52 @@ ORDER BY calls DESC, model
 """
 
 
+# The same question from the SDK's own histogram (gen_ai.client.operation.duration in the
+# Collector exporter's otel_metrics_histogram): what each series added in the range — for a
+# cumulative series its last bucket counts in the range minus its last ones before it, an
+# hour's look-back being enough for exports every minute; a delta series' rows add up —
+# merged per model, and the quantile interpolated within its bucket (as Prometheus's
+# histogram_quantile). Metric attributes carry no feature, and a tenant only where the app
+# enables it, so the model is the one filter.
+SDK_LATENCY_BY_MODEL: Final = f"""
+{RANGE}
+SELECT
+    model,
+    arraySum(buckets) AS calls,
+    arrayCumSum(buckets) AS running,
+    arrayMap(q -> if(calls = 0, nan,
+                     if((arrayFirstIndex(c -> c >= q * calls, running) AS i) = 1, 0, bounds[i - 1])
+                     + (if(i > length(bounds), bounds[length(bounds)], bounds[i]) - if(i = 1, 0, bounds[i - 1]))
+                       * (q * calls - if(i = 1, 0, running[i - 1])) / buckets[i]),
+             [0.5, 0.95, 0.99]) AS quantiles_s,
+    quantiles_s[1] * 1000 AS p50_ms,
+    quantiles_s[2] * 1000 AS p95_ms,
+    quantiles_s[3] * 1000 AS p99_ms
+FROM (
+    SELECT model, any(series_bounds) AS bounds, sumForEach(added) AS buckets
+    FROM (
+        SELECT
+            Attributes['gen_ai.request.model'] AS model,
+            any(ExplicitBounds) AS series_bounds,
+            if(any(AggregationTemporality) = 1,
+               sumForEachIf(BucketCounts, TimeUnix >= range_start),
+               arrayMap((last, before) -> toUInt64(last - before),
+                        argMax(BucketCounts, TimeUnix),
+                        arrayResize(argMaxIf(BucketCounts, TimeUnix, TimeUnix < range_start),
+                                    length(any(BucketCounts)), 0))) AS added
+        FROM otel_metrics_histogram
+        WHERE MetricName = 'gen_ai.client.operation.duration'
+          AND TimeUnix >= range_start - INTERVAL 1 HOUR AND TimeUnix <= range_end
+          AND {_all_filter("Attributes['gen_ai.request.model']", "model")}
+        GROUP BY ServiceName, ResourceAttributes, Attributes, StartTimeUnix
+    )
+    GROUP BY model
+)
+WHERE calls > 0
+ORDER BY calls DESC, model
+"""
+
+
 def _quantile_over_time(state: str, label: str) -> str:
     return f"""
 SELECT
@@ -1122,6 +1168,17 @@ def reliability() -> dict[str, Any]:
             LATENCY_BY_MODEL, TABLE, w=24, h=8, unit="ms",
             overrides=[_unit("calls", "short"),
                        {"matcher": {"id": "byRegexp", "options": "/_q$/"},
+                        "properties": [{"id": "custom.hidden", "value": True}]}],
+        ),
+        _panel(
+            g, "table", "Latency by model from the SDK's histograms",
+            "The same quantiles from the app's gen_ai.client.operation.duration histogram "
+            "(otel_metrics_histogram), interpolated within its semantic-convention buckets: a "
+            "cross-check on the spans, and the view for apps that send metrics only. Filtered by "
+            "model (metric attributes carry no feature, and a tenant only where enabled).",
+            SDK_LATENCY_BY_MODEL, TABLE, w=24, h=6, unit="ms",
+            overrides=[_unit("calls", "short"),
+                       {"matcher": {"id": "byRegexp", "options": "/^(running|quantiles_s)$/"},
                         "properties": [{"id": "custom.hidden", "value": True}]}],
         ),
         # At most 24 points: a month is drawn from the daily rollup's t-digests, not from

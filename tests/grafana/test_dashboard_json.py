@@ -23,9 +23,14 @@ ROLLUP_ONLY_EXCEPTIONS = {
     "Error rate by error type",
     "Errors by type and model",
     "Which models fall back to which",
+    # The app's own metrics, not the spans.
+    "Latency by model from the SDK's histograms",
 }
 # Panels answered by a purpose-built table (neither the rollups nor llm_calls).
-OWN_TABLE = {"Which models fall back to which": "llm_fallbacks"}
+OWN_TABLE = {
+    "Which models fall back to which": "llm_fallbacks",
+    "Latency by model from the SDK's histograms": "otel_metrics_histogram",
+}
 
 
 def test_the_committed_files_are_what_build_writes() -> None:

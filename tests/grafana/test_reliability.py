@@ -7,8 +7,11 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from grafana.panel_sql import ALL, VariableValue
+from llmledger.exporter._internal.metric_rows import MetricRows
 from tests.grafana.conftest import Seeded, only
 from tests.grafana.seed import RANGE_END, RANGE_START, SeedCall, in_calls_range, in_rollup_range
 
@@ -153,3 +156,66 @@ def test_which_models_fall_back_to_which(seeded: Seeded, model: VariableValue) -
         )
     for r in rows:
         assert r["success_rate"] == pytest.approx(r["fallback_succeeded"] / r["fallbacks"])
+
+
+# -- the SDK's own duration histogram (otel_metrics_histogram) ----------------------------------
+
+DURATION_BOUNDS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+
+
+def _duration_request(
+    model: str, start: datetime, points: list[tuple[datetime, list[int]]]
+) -> ExportMetricsServiceRequest:
+    """One cumulative series: (time, bucket counts so far) per export."""
+    request = ExportMetricsServiceRequest()
+    resource_metrics = request.resource_metrics.add()
+    resource_metrics.resource.attributes.add(key="service.name").value.string_value = "billing-api"
+    metric = resource_metrics.scope_metrics.add().metrics.add(
+        name="gen_ai.client.operation.duration", unit="s"
+    )
+    metric.histogram.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    for at, counts in points:
+        point = metric.histogram.data_points.add()
+        point.attributes.add(key="gen_ai.request.model").value.string_value = model
+        point.start_time_unix_nano = int(start.timestamp()) * 10**9
+        point.time_unix_nano = int(at.timestamp()) * 10**9
+        point.explicit_bounds.extend(DURATION_BOUNDS)
+        point.bucket_counts.extend(counts)
+        point.count = sum(counts)
+    return request
+
+
+def _buckets(**by_index: int) -> list[int]:
+    counts = [0] * (len(DURATION_BOUNDS) + 1)
+    for index, count in by_index.items():
+        counts[int(index.removeprefix("b"))] = count
+    return counts
+
+
+def test_latency_from_the_sdk_histograms(seeded: Seeded) -> None:
+    started = RANGE_START - timedelta(hours=3)
+    rows = MetricRows()
+    # Began before the range with 50 calls in (0.08, 0.16]; in the range it adds 10 there
+    # and 10 in (0.32, 0.64].
+    rows.add_otlp(_duration_request("gpt-4o-mini", started, [
+        (RANGE_START - timedelta(minutes=1), _buckets(b4=50)),
+        (RANGE_START + timedelta(hours=5), _buckets(b4=55, b6=5)),
+        (RANGE_START + timedelta(hours=6), _buckets(b4=60, b6=10)),
+    ]))  # fmt: skip
+    # A second model whose series began in the range; its point after the range does not count.
+    rows.add_otlp(_duration_request("gpt-4o", RANGE_START, [
+        (RANGE_START + timedelta(days=1), _buckets(b9=4)),
+        (RANGE_END + timedelta(hours=1), _buckets(b9=40)),
+    ]))  # fmt: skip
+    rows.write(seeded.client, seeded.database, "reliability-sdk-histograms")
+    title = "Latency by model from the SDK's histograms"
+    by_model = {r["model"]: r for r in seeded.panel_rows(UID, title, seeded.context())}
+    assert set(by_model) == {"gpt-4o-mini", "gpt-4o"}
+    mini = by_model["gpt-4o-mini"]
+    assert mini["calls"] == 20
+    assert mini["p50_ms"] == pytest.approx(160.0)  # the top of (0.08, 0.16]: half the calls are in it
+    assert mini["p95_ms"] == pytest.approx(320 + 320 * 0.9)
+    assert by_model["gpt-4o"]["calls"] == 4
+    assert by_model["gpt-4o"]["p50_ms"] == pytest.approx(2560 + 2560 * 0.5)
+    only_4o = seeded.panel_rows(UID, title, seeded.context(model=["gpt-4o"]))
+    assert [r["model"] for r in only_4o] == ["gpt-4o"]
