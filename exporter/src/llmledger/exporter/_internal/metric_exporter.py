@@ -105,7 +105,9 @@ class ClickHouseMetricExporter(MetricExporter):
         except Exception as exc:
             if not self._failing:
                 self._failing = True
-                _logger.error("llmledger could not write metrics to the store (the next collection retries): %s", exc)
+                _logger.error(
+                    "llmledger could not write metrics to the store (the next collection retries): %s", exc
+                )
             else:
                 _logger.debug("llmledger metric export still failing", exc_info=True)
             return MetricExportResult.FAILURE
