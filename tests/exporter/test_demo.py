@@ -84,6 +84,19 @@ def test_demo_report_matches_the_store(tmp_path: Path, tiktoken_offline: Path) -
     assert Path(source) == ROOT / "instrumentation"
     assert 'name = "llmledger-instrumentation"' in (Path(source) / "pyproject.toml").read_text()
     assert "llmledger demo --serve-api" in demo.stdout
+    # The commands "Next" suggests run as printed, against the demo's store.
+    suggested = [
+        line.strip()
+        for line in demo.stdout.splitlines()
+        if line.strip().startswith("LLMLEDGER_CLICKHOUSE_URL=")
+    ]
+    assert len(suggested) == 2
+    for command in suggested:
+        ran = subprocess.run(
+            command, shell=True, capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        assert ran.returncode == 0, (command, ran.stderr)
+        assert "acme" in ran.stdout
 
 
 FEATURE_WORDS = {
