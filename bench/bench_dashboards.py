@@ -7,8 +7,9 @@ Usage::
     .venv/bin/python bench/bench_dashboards.py --store /tmp/dash    # keep the store for re-runs
 
 Seeding goes around the span path on purpose: ``llm_calls`` is filled directly with
-``INSERT … SELECT FROM numbers()`` inside ClickHouse (the ``llm_usage_hourly`` view rolls
-the rows up exactly as in production), ``otel_traces`` gets one request span per call the
+``INSERT … SELECT FROM numbers()`` inside ClickHouse into ``llm_call_changes``, one winning
+span per call (its views fill ``llm_call_rows`` behind ``llm_calls`` and roll the rows up
+exactly as in production), ``otel_traces`` gets one request span per call the
 same way, and both tables are merged (``OPTIMIZE … FINAL``) as background merges would
 have done over a month. Writing 10 million calls through ``SpanWriter`` would measure the
 writer, not the dashboards.
@@ -57,10 +58,11 @@ GOAL_MS = 300.0
 PANEL_WIDTH_PX = 1000
 
 FILL_CALLS = """
-INSERT INTO llm_calls (Timestamp, TraceId, SpanId, ServiceName, tenant_id, user_id, session_id,
+INSERT INTO llm_call_changes (Timestamp, TraceId, SpanId, ServiceName, tenant_id, user_id, session_id,
     conversation_id, feature, provider, operation, request_model, response_model, input_tokens,
     cached_input_tokens, output_tokens, reasoning_tokens, cost_usd, cost_source, tokens_estimated,
-    is_fallback, fallback_attempt, success, error_type, duration_ns, ttft_ns, stream)
+    is_fallback, fallback_attempt, success, error_type, duration_ns, ttft_ns, stream,
+    call_key, call_rank, new_rank, sign, first_seen)
 SELECT
     fromUnixTimestamp64Nano(toInt64({start_ns} + number * {step_ns})) AS Timestamp,
     -- a fallback (number % 50 = 1) shares the trace of the failed attempt before it
@@ -77,7 +79,7 @@ SELECT
     if(number % 50 IN (0, 1), 'lead_scoring',
        ['lead_scoring', 'contact_extraction', 'support_chat', 'search_index', 'summaries', 'routing']
            [cityHash64(number, 6) % 6 + 1]) AS feature,
-    if(request_model = 'mistral-small', 'mistral', 'openai') AS provider,
+    if(request_model = 'mistral-small', 'mistral_ai', 'openai') AS provider,
     if(request_model LIKE 'text-embedding%', 'embeddings', 'chat') AS operation,
     -- each feature has its model (and lead scoring falls back from gpt-4.1 to gpt-4.1-mini)
     multiIf(number % 50 = 0, 'gpt-4.1', number % 50 = 1, 'gpt-4.1-mini',
@@ -105,7 +107,13 @@ SELECT
     (200 + cityHash64(number, 16) % 4000) * 1000000 AS duration_ns,
     if(operation = 'chat' AND success AND cityHash64(number, 17) % 2 = 0,
        CAST((50 + cityHash64(number, 18) % 600) * 1000000, 'Nullable(UInt64)'), NULL) AS ttft_ns,
-    ttft_ns IS NOT NULL AS stream
+    ttft_ns IS NOT NULL AS stream,
+    -- one winning span per call, as llm_call_changes_mv emits it (fills llm_call_rows and the rollups)
+    concat('span:', TraceId, ':', SpanId) AS call_key,
+    1 AS call_rank,
+    1 AS new_rank,
+    1 AS sign,
+    true AS first_seen
 FROM numbers({calls})
 """
 
@@ -180,7 +188,13 @@ def seed(client: Client, calls: int) -> None:
 
 
 def _optimize(client: Client) -> None:
-    for table in ("llm_calls", "llm_usage_hourly", "llm_fallbacks", "otel_traces", "otel_traces_trace_id_ts"):
+    for table in (
+        "llm_call_rows",
+        "llm_usage_hourly",
+        "llm_fallbacks",
+        "otel_traces",
+        "otel_traces_trace_id_ts",
+    ):
         run_command(client, f"OPTIMIZE TABLE {table} FINAL")
 
 

@@ -27,9 +27,9 @@ from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.store import open_store, run_command, run_query
 
 FILL = """
-INSERT INTO {db}.llm_calls (Timestamp, TraceId, SpanId, ServiceName, tenant_id, user_id, feature, provider,
+INSERT INTO {db}.llm_call_changes (Timestamp, TraceId, SpanId, ServiceName, tenant_id, user_id, feature, provider,
     operation, request_model, response_model, input_tokens, output_tokens, cost_usd, cost_source, success,
-    is_fallback, duration_ns)
+    is_fallback, duration_ns, call_key, call_rank, new_rank, sign, first_seen)
 SELECT
     toDateTime64(now() - toIntervalSecond(rand(1) % (30 * 86400)), 9) AS Timestamp,
     hex(rand64(2)) AS TraceId,
@@ -48,7 +48,13 @@ SELECT
     'price_table' AS cost_source,
     rand(11) % 50 != 0 AS success,
     rand(12) % 20 = 0 AS is_fallback,
-    rand(13) % 5000000000 AS duration_ns
+    rand(13) % 5000000000 AS duration_ns,
+    -- one winning span per call, as llm_call_changes_mv emits it (fills llm_call_rows and the rollups)
+    concat('span:', TraceId, ':', SpanId) AS call_key,
+    1 AS call_rank,
+    1 AS new_rank,
+    1 AS sign,
+    true AS first_seen
 FROM numbers({calls})
 """
 
@@ -94,7 +100,7 @@ def main() -> int:
 
     started = time.perf_counter()
     run_command(client, FILL.format(db=db, calls=int(args.calls)))
-    run_command(client, f"OPTIMIZE TABLE {db}.llm_calls FINAL")
+    run_command(client, f"OPTIMIZE TABLE {db}.llm_call_rows FINAL")
     run_command(client, f"OPTIMIZE TABLE {db}.llm_usage_hourly FINAL")
     run_command(client, f"OPTIMIZE TABLE {db}.llm_usage_daily FINAL")
     fill_s = time.perf_counter() - started

@@ -34,7 +34,7 @@ from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import open_store, run_command
 from llmledger.exporter._internal.writer import SpanWriter
 
-WIDE_TABLES = ("otel_traces", "otel_traces_trace_id_ts", "llm_calls")
+WIDE_TABLES = ("otel_traces", "otel_traces_trace_id_ts", "llm_call_rows")
 
 
 def main() -> int:

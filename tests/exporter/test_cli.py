@@ -144,8 +144,9 @@ def test_tenant_user_dry_run_shows_policies_without_the_password(capsys) -> None
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out
-    for table in ("llm_calls", "llm_usage_hourly", "llm_usage_daily", "budgets", "otel_traces"):
+    for table in ("llm_call_rows", "llm_usage_hourly", "llm_usage_daily", "budgets", "otel_traces"):
         assert f"ON `llmledger`.`{table}` AS RESTRICTIVE USING" in out
+    assert "GRANT SELECT ON `llmledger`.`llm_calls` TO" in out
     assert "tenant_id = 'ac\\'me'" in out
     assert "readonly = 2" in out
     assert "IDENTIFIED WITH sha256_password BY '<password>'" in out

@@ -52,7 +52,7 @@ def test_cookbook_query_runs_and_answers_alike_both_ways(
             answers.append(run_query(store_client, sql, settings={"readonly": 1}).result_rows)
         finally:
             store_client.database = client_db
-        for table in ("otel_traces", "llm_calls", "llm_usage_hourly", "llm_usage_daily", "llm_fallbacks"):
+        for table in ("otel_traces", "llm_call_rows", "llm_usage_hourly", "llm_usage_daily", "llm_fallbacks"):
             store_client.command(f"TRUNCATE TABLE `{config.database}`.{table}")
     own, shared_rows = answers
     if "TraceId" not in sql.split("FROM")[0]:  # trace ids differ between the two seedings

@@ -54,6 +54,7 @@ CONTRIB_V2_NEW: dict[str, Any] = {
     "gen_ai.usage.cache_read.input_tokens": 1536,
     "gen_ai.request.model": "gpt-4o-mini",
     "gen_ai.response.model": "gpt-4o-mini-2099-01-01",  # a dated name only the base model is priced under
+    "gen_ai.response.id": "chatcmpl-2",
 }
 OPENLIT: dict[str, Any] = {
     "gen_ai.system": "openai",
@@ -259,6 +260,7 @@ def test_cache_writes_are_counted_and_priced_at_their_rate(
     del current["gen_ai.usage.cache_creation_input_tokens"]
     current["gen_ai.usage.cache_creation.input_tokens"] = 600  # the semconv spelling
     current["gen_ai.response.model"] = "claude-sonnet-4-0"
+    current["gen_ai.response.id"] = "msg_02"  # another call (the same id would be the same call)
     land(
         make_recorder,
         to_otlp,

@@ -8,7 +8,12 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter import ConfigError, StoreConfig
-from llmledger.exporter._internal.migrations import apply_migrations, load_migrations, migration_status
+from llmledger.exporter._internal.migrations import (
+    apply_migrations,
+    load_migrations,
+    migration_status,
+    view_definitions,
+)
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.writer import SpanWriter
 
@@ -67,6 +72,9 @@ LLM_CALLS_COLUMNS = [
     "duration_ns",
     "ttft_ns",
     "stream",
+    # additions (docs/contract-changes.md): the provider's response id and the call it identifies
+    "response_id",
+    "call_key",
 ]
 
 
@@ -256,8 +264,9 @@ def test_llm_calls_has_the_contract_columns_and_tenant_first(config: StoreConfig
     assert [name for name, _ in columns(query, config.database, "llm_calls")] == LLM_CALLS_COLUMNS
     types = dict(columns(query, config.database, "llm_calls"))
     assert types["cost_usd"] == "Nullable(Decimal(38, 12))"
+    # llm_calls is a view of llm_call_rows, one row per call (migration 0012).
     (table,) = query(
-        "SELECT sorting_key FROM system.tables WHERE database = {db:String} AND name = 'llm_calls'",
+        "SELECT sorting_key FROM system.tables WHERE database = {db:String} AND name = 'llm_call_rows'",
         db=config.database,
     )
     assert table["sorting_key"].startswith("tenant_id,")
@@ -314,7 +323,7 @@ def test_ttls_keep_raw_spans_shorter_than_rollups(
     tables = create_statements(query, config.database)
     assert "TTL toDateTime(Timestamp) + toIntervalDay(7)" in tables["otel_traces"]
     assert "TTL toDateTime(Start) + toIntervalDay(7)" in tables["otel_traces_trace_id_ts"]
-    assert "TTL toDateTime(Timestamp) + toIntervalDay(90)" in tables["llm_calls"]
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(90)" in tables["llm_call_rows"]
     assert "TTL toDateTime(hour) + toIntervalDay(730)" in tables["llm_usage_hourly"]
     assert "TTL toDateTime(day) + toIntervalDay(730)" in tables["llm_usage_daily"]
     # Metrics and logs are kept as long as the raw spans.
@@ -325,19 +334,28 @@ def test_ttls_keep_raw_spans_shorter_than_rollups(
 
 def test_cluster_mode_emits_on_cluster_and_replicated_engines() -> None:
     config = StoreConfig(url="http://ch:8123", database="ledger", cluster="prod")
-    statements = [s for m in load_migrations() for s in m.statements(config)]
-    creates = [s for s in statements if s.startswith("CREATE")]
+    views = [s for v in view_definitions(config) for s in v.statements(config)]
+    statements = [s for m in load_migrations() for s in m.statements(config)] + views
+    # 0012's scratch copy of llm_calls lives on the node running the migration only.
+    scratch = [s for s in statements if "llm_calls_keyed_0012" in s.split("\n")[0]]
+    assert len(scratch) == 3
+    creates = [s for s in statements if s.startswith("CREATE") and s not in scratch]
     assert creates
     assert all("ON CLUSTER `prod`" in s for s in creates)
-    drops = [s for s in statements if s.startswith("DROP")]
+    drops = [s for s in statements if s.startswith("DROP") and s not in scratch]
     assert drops
     assert all("ON CLUSTER `prod`" in s for s in drops)
-    tables = [s for s in creates if s.startswith("CREATE TABLE")]
+    # Every table that stores rows is replicated (the Null tables of the view chain store none).
+    tables = [s for s in creates if s.startswith("CREATE TABLE") and "ENGINE = Null" not in s]
     assert all("ENGINE = Replicated" in s for s in tables), "every table replicated"
     assert not any("non_replicated_deduplication_window" in s for s in statements)
     single = [s for m in load_migrations() for s in m.statements(StoreConfig(url="http://ch:8123"))]
     assert not any("ON CLUSTER" in s or "Replicated" in s for s in single)
-    assert all("non_replicated_deduplication_window" in s for s in single if s.startswith("CREATE TABLE"))
+    assert all(
+        "non_replicated_deduplication_window" in s
+        for s in single
+        if s.startswith("CREATE TABLE") and "ENGINE = Null" not in s and "ENGINE = Memory" not in s
+    )
 
 
 def test_config_reports_every_problem_at_once() -> None:
@@ -381,7 +399,7 @@ def test_embedded_only_migrations_run_on_the_embedded_store_and_are_recorded_on_
     # Applied to the test store: on the embedded one the one-row-per-span tables merge
     # wider and the rollups keep the default; on a server nothing changed.
     tables = create_statements(query, config.database)
-    for table in ("otel_traces", "otel_traces_trace_id_ts", "llm_calls"):
+    for table in ("otel_traces", "otel_traces_trace_id_ts", "llm_call_rows"):
         assert ("merge_selector_base = 10" in tables[table]) == config.embedded, table
     for table in ("llm_usage_hourly", "llm_usage_daily", "llm_fallbacks"):
         assert "merge_selector_base" not in tables[table], table

@@ -251,7 +251,7 @@ def test_opentelemetry_instrument_writes_straight_to_the_store(tmp_path: Path, t
             "ServiceName": "child-app",
             "tenant_id": "acme",
             "input_tokens": 100 + i,
-            "cost_usd": "0.250000000000",
+            "cost_usd": "0.25",  # plain decimal (llmledger sql --format json)
         }
         for i in range(3)
     ]

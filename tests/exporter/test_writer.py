@@ -149,11 +149,13 @@ def test_our_span_lands_in_llm_calls_column_by_column(
 def test_failed_call_is_an_error_with_its_type(
     recorder, config: StoreConfig, store_client: Client, query
 ) -> None:
-    failed = {**OUR_CHAT, "error.type": "RateLimitError"}
+    failed = {**OUR_CHAT, "error.type": "RateLimitError", "gen_ai.response.id": "chatcmpl-1"}
     del failed["gen_ai.usage.cost"]
     recorder.call("chat gpt-4o-mini", failed, error="429")
     recorder.call(
-        "chat gpt-4o-mini", {k: v for k, v in OUR_CHAT.items() if k != "error.type"}, error="no type"
+        "chat gpt-4o-mini",
+        {**{k: v for k, v in OUR_CHAT.items() if k != "error.type"}, "gen_ai.response.id": "chatcmpl-2"},
+        error="no type",
     )
     rows = SpanRows()
     rows.add_sdk_spans(recorder.finished())
@@ -186,7 +188,9 @@ def test_a_retried_batch_changes_nothing_downstream(
 ) -> None:
     for i in range(50):
         recorder.call(
-            "chat gpt-4o-mini", {**OUR_CHAT, "tenant.id": f"t{i % 3}"}, start_ns=START + i * 60_000_000_000
+            "chat gpt-4o-mini",
+            {**OUR_CHAT, "tenant.id": f"t{i % 3}", "gen_ai.response.id": f"chatcmpl-{i}"},
+            start_ns=START + i * 60_000_000_000,
         )
     rows = SpanRows()
     rows.add_sdk_spans(recorder.finished())
@@ -207,8 +211,11 @@ def test_a_retried_batch_changes_nothing_downstream(
     assert first[0]["calls"] == first[0]["rollup_calls"] == first[0]["daily_calls"] == 50
     assert first[0]["rollup_cost"] == Decimal("0.000435") * 50
 
-    writer.write(rows, dedup_token="a-different-batch")  # a genuinely new batch does land
-    assert query(totals)[0]["calls"] == 100
+    # The same spans under another token pass the insert deduplication, and still describe
+    # the same calls: billed once (migration 0012).
+    writer.write(rows, dedup_token="a-different-batch")
+    again = query(totals)[0]
+    assert (again["spans"], again["calls"], again["rollup_calls"], again["daily_calls"]) == (100, 50, 50, 50)
 
 
 def test_attribute_indexes_can_be_left_to_the_first_merge(

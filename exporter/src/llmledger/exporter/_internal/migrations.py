@@ -36,16 +36,22 @@ from llmledger.instrumentation.pricing import PROVIDER_ALIASES, PROVIDER_IDS
 __all__ = [
     "EMBEDDED_ONLY",
     "LEDGER_TABLE",
+    "VIEWS_TABLE",
     "Migration",
     "MigrationStatus",
+    "ViewDefinition",
     "apply_migrations",
     "load_migrations",
     "migration_status",
     "price_provider_sql",
     "shared_sql",
+    "view_definitions",
 ]
 
 LEDGER_TABLE: Final = "llmledger_schema_migrations"
+VIEWS_TABLE: Final = "llmledger_schema_views"
+"""Which definition of each materialized view the store has (name, checksum of its SQL)."""
+_VIEW_HEADER: Final = re.compile(r"^-- llmledger: materialized view ([a-z_]+) to ([a-z_]+)$")
 # A template whose first line is this applies to the embedded store only (engine tuning
 # for a store that merges on the application's own core); on a server it is recorded as
 # applied with nothing run, so the versions stay in step.
@@ -149,11 +155,54 @@ def shared_sql(database: str) -> dict[str, str]:
     for entry in sorted(folder.joinpath("expressions").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".sql"):
             values[entry.name[:-4]] = string.Template(_sql_file("expressions", entry.name)).substitute(values)
+    values["call_column_names"] = ", ".join(
+        line.strip().split()[0] for line in values["call_columns"].splitlines() if line.strip()
+    )
     for entry in folder.joinpath("views").iterdir():
         if entry.name.endswith(".sql"):
             view = string.Template(_sql_file("views", entry.name)).substitute(values)
             values["view_" + entry.name[:-4]] = view
     return values
+
+
+@dataclass(frozen=True, slots=True)
+class ViewDefinition:
+    """One materialized view as ``schema/views/NAME.sql`` defines it, rendered for a store."""
+
+    name: str
+    target: str
+    select: str
+
+    def statements(self, config: StoreConfig) -> list[str]:
+        db, on_cluster = (
+            _quote(config.database),
+            f"ON CLUSTER {_quote(config.cluster)}" if config.cluster else "",
+        )
+        return [
+            f"DROP VIEW IF EXISTS {db}.{_quote(self.name)} {on_cluster}",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{_quote(self.name)} {on_cluster} "
+            f"TO {db}.{_quote(self.target)} AS {self.select}",
+        ]
+
+    def checksum(self, config: StoreConfig) -> str:
+        return hashlib.sha256("\n".join(self.statements(config)).encode()).hexdigest()[:16]
+
+
+def view_definitions(config: StoreConfig) -> list[ViewDefinition]:
+    """Every materialized view's current definition, by name."""
+    shared = shared_sql(config.database)
+    folder = resources.files("llmledger.exporter._internal").joinpath("schema", "views")
+    views: list[ViewDefinition] = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        header = _VIEW_HEADER.match(entry.read_text(encoding="utf-8").splitlines()[0])
+        if header is None:
+            raise RuntimeError(
+                f"schema/views/{entry.name} does not start with '-- llmledger: materialized view NAME to TABLE'"
+            )
+        views.append(ViewDefinition(header.group(1), header.group(2), shared["view_" + entry.name[:-4]]))
+    return views
 
 
 def price_provider_sql(column: str = "provider") -> str:
@@ -173,6 +222,8 @@ def _substitutions(config: StoreConfig) -> dict[str, str]:
         "replacing_merge_tree": _engine("ReplacingMergeTree", replicated),
         "aggregating_merge_tree": _engine("AggregatingMergeTree", replicated) + "()",
         "dedup_window": "" if replicated else f", non_replicated_deduplication_window = {_DEDUP_WINDOW}",
+        # The embedded store's wider merges for one-row-per-span tables (see 0008).
+        "embedded_merge_width": ", merge_selector_base = 10" if config.embedded else "",
         "spans_ttl": _ttl("Timestamp", config.spans_ttl_days),
         "trace_id_ts_ttl": _ttl("Start", config.spans_ttl_days),
         "calls_ttl": _ttl("Timestamp", config.calls_ttl_days),
@@ -263,4 +314,46 @@ def apply_migrations(client: Client, config: StoreConfig, target: int | None = N
             },
         )
         done.append(migration)
+    if target is None or target >= max(m.version for m in load_migrations()):
+        _reconcile_views(client, config)
     return done
+
+
+def _reconcile_views(client: Client, config: StoreConfig) -> None:
+    """Create every materialized view whose current definition the store does not have yet.
+
+    Views are defined once (``schema/views/``) and created here after the last migration,
+    so a migration changes tables and the views follow; a view whose definition changed is
+    dropped and created again (not changed with MODIFY QUERY, which broke the deduplication
+    of retried batches; see 0007). Like migrations, this runs with the store idle.
+    """
+    db, on_cluster = _quote(config.database), f"ON CLUSTER {_quote(config.cluster)}" if config.cluster else ""
+    run_command(
+        client,
+        f"""CREATE TABLE IF NOT EXISTS {db}.{VIEWS_TABLE} {on_cluster} (
+            name String,
+            checksum String,
+            applied_at DateTime64(3, 'UTC')
+        ) ENGINE = {_engine("ReplacingMergeTree", config.cluster is not None)}(applied_at)
+        ORDER BY name""",
+    )
+    rows = run_query(
+        client, f"SELECT name, argMax(checksum, applied_at) FROM {db}.{VIEWS_TABLE} GROUP BY name"
+    )
+    have = {str(name): str(checksum) for name, checksum in rows.result_rows}
+    for view in view_definitions(config):
+        checksum = view.checksum(config)
+        if have.get(view.name) == checksum:
+            continue
+        for statement in view.statements(config):
+            run_command(client, statement)
+        run_command(
+            client,
+            f"INSERT INTO {db}.{VIEWS_TABLE} (name, checksum, applied_at) "
+            "VALUES ({name:String}, {checksum:String}, {applied_at:DateTime64(3)})",
+            parameters={
+                "name": view.name,
+                "checksum": checksum,
+                "applied_at": datetime.now(UTC).replace(tzinfo=None),
+            },
+        )

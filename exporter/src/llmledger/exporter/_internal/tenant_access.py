@@ -22,7 +22,9 @@ __all__ = ["TENANT_TABLES", "tenant_access_statements"]
 
 # Table -> the condition selecting one tenant's rows ({tenant} is a quoted literal).
 TENANT_TABLES: Final[dict[str, str]] = {
-    "llm_calls": "tenant_id = {tenant}",
+    # llm_calls is a view of llm_call_rows (migration 0012): the policy sits on the table,
+    # and the view, which runs with its reader's rights, shows the reader's rows only.
+    "llm_call_rows": "tenant_id = {tenant}",
     "llm_usage_hourly": "tenant_id = {tenant}",
     "llm_usage_daily": "tenant_id = {tenant}",
     "llm_fallbacks": "tenant_id = {tenant}",
@@ -33,6 +35,7 @@ TENANT_TABLES: Final[dict[str, str]] = {
     "ResourceAttributes['tenant.id']) = {tenant}",
 }
 _SHARED_TABLES: Final = ("model_prices",)
+_VIEWS: Final = ("llm_calls",)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -65,5 +68,7 @@ def tenant_access_statements(
             f"AS RESTRICTIVE USING {condition.format(tenant=literal)} TO {who}",
             f"GRANT{on_cluster} SELECT ON {target} TO {who}",
         ]
-    statements += [f"GRANT{on_cluster} SELECT ON {db}.{quote_identifier(t)} TO {who}" for t in _SHARED_TABLES]
+    statements += [
+        f"GRANT{on_cluster} SELECT ON {db}.{quote_identifier(t)} TO {who}" for t in (*_SHARED_TABLES, *_VIEWS)
+    ]
     return statements

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -71,6 +72,9 @@ def digest(value: Any) -> int:
     """A stable number for a JSON value: ids, canned replies and injected failures derive from it."""
     raw = json.dumps(value, sort_keys=True, default=str).encode()
     return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big")
+
+
+_ANSWER_SERIAL = itertools.count(1)
 
 
 def _answer_seed(request: Mapping[str, Any]) -> int:
@@ -350,7 +354,9 @@ def _chat_answer(request: Mapping[str, Any]) -> _ChatAnswer:
     tier = request.get("service_tier")
     return _ChatAnswer(
         model=model,
-        chat_id=f"chatcmpl-demo{_answer_seed(request) % 10**12:012d}",
+        # Unique per answer, as the API's are: the same question asked twice is two calls
+        # (the store counts spans with one response id as one call).
+        chat_id=f"chatcmpl-demo{_answer_seed(request) % 10**12:012d}{next(_ANSWER_SERIAL):06d}",
         choices=choices,
         usage=usage,
         service_tier="default" if tier in (None, "auto") else str(tier),

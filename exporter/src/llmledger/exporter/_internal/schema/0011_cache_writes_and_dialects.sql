@@ -10,10 +10,10 @@
 --   price): such calls are priced from model_prices, and cost_source says so. A cost in
 --   another currency never enters cost_usd.
 --
--- The views are created from their one definition in schema/views/. They are dropped and
--- created again, not changed with MODIFY QUERY (see 0007: MODIFY QUERY broke the
--- deduplication of a retried batch). Like every migration this runs with the store idle.
--- Calls stored before this migration keep their columns as they were billed (0 cache writes).
+-- The views that read the new columns are created by schema apply from their one
+-- definition in schema/views/ once every migration is applied (migrations.py). Like every
+-- migration this runs with the store idle. Calls stored before this migration keep their
+-- columns as they were billed (0 cache writes).
 ALTER TABLE ${db}.model_prices ${on_cluster}
     ADD COLUMN IF NOT EXISTS cache_write_per_mtok Nullable(Decimal(38, 12)) AFTER cached_input_per_mtok;
 
@@ -24,28 +24,4 @@ ALTER TABLE ${db}.llm_usage_hourly ${on_cluster}
     ADD COLUMN IF NOT EXISTS cache_write_input_tokens SimpleAggregateFunction(sum, UInt64) AFTER cached_input_tokens;
 
 ALTER TABLE ${db}.llm_usage_daily ${on_cluster}
-    ADD COLUMN IF NOT EXISTS cache_write_input_tokens SimpleAggregateFunction(sum, UInt64) AFTER cached_input_tokens;
-
-DROP VIEW IF EXISTS ${db}.llm_calls_mv ${on_cluster};
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.llm_calls_mv ${on_cluster}
-TO ${db}.llm_calls
-AS ${view_llm_calls};
-
-DROP VIEW IF EXISTS ${db}.llm_usage_hourly_mv ${on_cluster};
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.llm_usage_hourly_mv ${on_cluster}
-TO ${db}.llm_usage_hourly
-AS ${view_llm_usage_hourly};
-
-DROP VIEW IF EXISTS ${db}.llm_usage_daily_mv ${on_cluster};
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.llm_usage_daily_mv ${on_cluster}
-TO ${db}.llm_usage_daily
-AS ${view_llm_usage_daily};
-
-DROP VIEW IF EXISTS ${db}.llm_fallbacks_mv ${on_cluster};
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.llm_fallbacks_mv ${on_cluster}
-TO ${db}.llm_fallbacks
-AS ${view_llm_fallbacks}
+    ADD COLUMN IF NOT EXISTS cache_write_input_tokens SimpleAggregateFunction(sum, UInt64) AFTER cached_input_tokens

@@ -1,5 +1,9 @@
--- llm_calls_mv: one typed row per LLM or embedding span of otel_traces. The single
--- definition of the view (migrations create it from this file, backfills select from it).
+-- llmledger: materialized view llm_calls_mv to llm_spans
+-- One typed row per LLM or embedding span of otel_traces, with the identity of the
+-- provider response it describes (call_key, expressions/call_key.sql) and its rank among
+-- the spans describing that response (call_rank, expressions/call_rank.sql);
+-- llm_call_changes_mv turns these into one row per call. The single
+-- definition of the view: schema apply creates it from this file.
 --
 -- Dialects read: llmledger's span contract (GenAI semconv), OpenLLMetry (traceloop),
 -- OpenTelemetry contrib openai-v2 old and new, OpenLIT, OpenInference (llm.*), proposed
@@ -53,13 +57,17 @@ SELECT
     s.error_type AS error_type,
     s.duration_ns AS duration_ns,
     s.ttft_ns AS ttft_ns,
-    s.stream AS stream
+    s.stream AS stream,
+    s.response_id AS response_id,
+    s.call_key AS call_key,
+    s.call_rank AS call_rank
 FROM (
     SELECT
         Timestamp,
         TraceId,
         SpanId,
         ServiceName,
+        startsWith(ScopeName, 'llmledger') AS ours,
         SpanAttributes AS a,
         ${tenant_id} AS tenant_id,
         coalesce(
@@ -94,6 +102,7 @@ FROM (
         ) AS operation,
         coalesce(nullIf(a['gen_ai.request.model'], ''), a['llm.model_name']) AS request_model,
         coalesce(nullIf(a['gen_ai.response.model'], ''), request_model) AS response_model,
+        a['gen_ai.response.id'] AS response_id,
         coalesce(
             toUInt64OrNull(a['gen_ai.usage.input_tokens']),
             toUInt64OrNull(a['gen_ai.usage.prompt_tokens']),
@@ -165,7 +174,10 @@ FROM (
         lower(response_model) AS exact_model,
         -- Only spans priced here pay for the model_prices lookup and the regex (if()
         -- evaluates the branch a row takes).
-        if(use_reported, '', ${price_model}) AS price_model
+        if(use_reported, '', ${price_model}) AS price_model,
+        reported_cost IS NOT NULL AS carries_cost,
+        ${call_key} AS call_key,
+        ${call_rank} AS call_rank
     FROM ${db}.otel_traces
     WHERE operation IN ('chat', 'text_completion', 'embeddings', 'generate_content')
       AND (request_model != '' OR response_model != '' OR has_usage)

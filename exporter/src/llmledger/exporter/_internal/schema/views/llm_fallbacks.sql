@@ -1,3 +1,4 @@
+-- llmledger: materialized view llm_fallbacks_mv to llm_fallbacks
 -- llm_fallbacks_mv: one row per fallback call, with the model and error of the attempt
 -- before it. The single definition (the migration creating it backfills from this file).
 SELECT

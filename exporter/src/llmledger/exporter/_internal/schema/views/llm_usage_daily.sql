@@ -1,5 +1,6 @@
--- llm_usage_daily_mv: llm_calls rolled up per day x tenant x feature x provider x model x
--- operation (no user). The single definition; same measures as the hourly rollup.
+-- llmledger: materialized view llm_usage_daily_mv to llm_usage_daily
+-- llm_calls rolled up per day x tenant x feature x provider x model x operation (no user),
+-- from the same change stream as the hourly rollup. The single definition.
 SELECT
     toDate(c.Timestamp, 'UTC') AS day,
     c.tenant_id AS tenant_id,
@@ -8,5 +9,5 @@ SELECT
     c.response_model AS model,
     c.operation AS operation,
     ${usage_measures}
-FROM ${db}.llm_calls AS c
+FROM ${db}.llm_call_changes AS c
 GROUP BY day, tenant_id, feature, provider, model, operation
