@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from llmledger.exporter import StoreConfig
 from llmledger.exporter.cli import main
 
 
@@ -65,3 +66,22 @@ def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"{bad}:1: [[price]] #1: missing required field 'output'" in err
     assert f"{bad}:4: [[price]] #1: field 'input': expected a non-negative number" in err
     assert main(["prices", "validate", str(tmp_path / "missing.toml")]) in (1, 2)
+
+
+def test_a_bad_price_file_is_refused_as_a_whole_as_the_app_refuses_it(
+    config: StoreConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str], query
+) -> None:
+    from llmledger.instrumentation.pricing import PriceFileError, load_price_file, refused_price_file
+
+    bad = tmp_path / "prices.toml"
+    # One good entry and one typo: nothing of the file is used, by the app or by sync.
+    bad.write_text(
+        '[[price]]\nprovider = "openai"\nmodel = "gpt-4.1-mini"\ninput = 0.3\noutput = 1.2\n\n'
+        '[[price]]\nprovider = "openai"\nmodel = "gpt-4o"\ninptu = 1\noutput = 4\n'
+    )
+    with pytest.raises(PriceFileError) as refused:
+        load_price_file(bad)
+    argv = ["prices", "sync", "--price-file", str(bad), "--url", config.url, "--database", config.database]
+    assert main(argv) == 2
+    assert refused_price_file(refused.value) in capsys.readouterr().err
+    assert query(f"SELECT count() AS n FROM {config.database}.model_prices") == [{"n": 0}]

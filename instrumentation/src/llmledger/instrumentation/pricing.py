@@ -31,7 +31,15 @@ __all__ = [
     "TokenUsage",
     "load_price_file",
     "provider_name",
+    "refused_price_file",
 ]
+
+
+def refused_price_file(error: Exception) -> str:
+    """What the app and ``llmledger prices sync`` both say when a price file is refused: a
+    file with any problem is refused as a whole (nothing from it is used), every problem
+    listed with its file, line and field."""
+    return f"llmledger: prices could not be loaded; the price file is refused as a whole: {error}"
 
 
 def provider_name(name: str) -> str:

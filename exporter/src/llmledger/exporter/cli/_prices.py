@@ -74,8 +74,10 @@ def _sync(args: argparse.Namespace) -> int:
     rows = [] if args.no_genai_prices else genai_price_rows()
     try:
         custom = price_file_rows(args.price_file) if args.price_file else []
-    except ValueError as exc:  # the price file's problems, every one listed
-        print(f"llmledger: {exc}", file=sys.stderr)
+    except ValueError as exc:  # the price file's problems, every one listed; nothing is written
+        from llmledger.instrumentation.pricing import refused_price_file
+
+        print(refused_price_file(exc) + " (nothing was written)", file=sys.stderr)
         return 2
     client = open_store(config, use_database=False)
     try:

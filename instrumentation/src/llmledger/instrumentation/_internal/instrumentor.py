@@ -138,7 +138,9 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
             try:
                 pricer = _load_pricer(config)
             except Exception as exc:  # a bad price file must not stop instrumentation
-                logger.error("llmledger: prices could not be loaded, calls will not be priced: %s", exc)
+                from llmledger.instrumentation.pricing import refused_price_file
+
+                logger.error("%s (calls will not be priced)", refused_price_file(exc))
                 pricer = None
         tel = Telemetry(tracer, meter, config, pricer, _resource_tenant(tracer_provider))
         if config.estimate_tokens:
