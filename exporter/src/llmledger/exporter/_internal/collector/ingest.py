@@ -20,6 +20,7 @@ from typing import Final
 from .metrics import CollectorMetrics
 from .otlp import DecodedRequest
 from .otlp_signals import Signal
+from .repeats import RecentRequests
 from .spool import DurableSpool, SpoolError, SpoolFullError
 
 __all__ = ["RETRY_AFTER_SECONDS", "Ingest", "Outcome", "RefusedError"]
@@ -74,6 +75,7 @@ class Ingest:
         self._token = token.encode() if token else None
         self.max_request_bytes = max_request_bytes
         self._slots = threading.BoundedSemaphore(max_concurrent_requests)
+        self._recent = RecentRequests()
         self.accepting = True
 
     def authorized(self, authorization: str | None) -> bool:
@@ -115,6 +117,12 @@ class Ingest:
         metrics = self.metrics
         items = signal.items
         metrics.add("requests")
+        digest = RecentRequests.digest(decoded.payload)
+        if decoded.span_count and digest in self._recent:
+            # A sender repeating a request it got no answer to: stored already, so acknowledged
+            # and counted apart (not as received items, which would then never be written).
+            metrics.add("repeated_requests")
+            return
         metrics.add(f"received_{items}", decoded.span_count)
         if decoded.rejected_spans:
             metrics.add(f"rejected_{items}", decoded.rejected_spans)
@@ -138,6 +146,7 @@ class Ingest:
                 f"the collector cannot store {signal.items.replace('_', ' ')} right now: {exc}",
                 counted=True,
             ) from exc
+        self._recent.add(digest)
         metrics.add(f"spooled_{items}", decoded.span_count)
 
     def _reject(self, items: str, count: int) -> None:

@@ -32,6 +32,7 @@ _COUNTERS: Final = {
     "spool_errors": "Disk errors while writing or reading the spool",
     "store_errors": "Failed store inserts or connection attempts",
     "quarantined_records": "Spooled requests the drain could not convert, moved aside",
+    "repeated_requests": "Requests identical to one stored recently (a sender's retry), acknowledged and not stored again",
 }
 
 

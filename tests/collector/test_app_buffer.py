@@ -1,0 +1,194 @@
+"""The app-side buffered exporter (``llmledger_otlp``) against a real collector that goes away.
+
+Real OpenTelemetry SDK, real collector subprocess on fixed ports (so a restarted collector is
+where the app expects it), real embedded store. Every call the app made lands in
+``llm_calls`` exactly once: while the collector is stopped the spans wait on disk, and a
+process killed with SIGKILL leaves them to the next process of the app.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from llmledger.instrumentation.export import BufferedOTLPSpanExporter
+
+from .conftest import free_port
+from .harness import CollectorProcess, wait_for
+
+WORKER = Path(__file__).with_name("buffered_app_worker.py")
+INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
+
+
+def _collector(tmp_path: Path, http_port: int, grpc_port: int) -> CollectorProcess:
+    return CollectorProcess(
+        tmp_path / "data",
+        f"chdb://{tmp_path / 'store'}",
+        args=["--http-endpoint", f"127.0.0.1:{http_port}", "--grpc-endpoint", f"127.0.0.1:{grpc_port}"],
+    )
+
+
+def _calls_by_span(collector: CollectorProcess, tenant: str) -> dict[str, int]:
+    rows = collector.query(
+        "SELECT lower(SpanId), count() FROM llm_calls WHERE tenant_id = {tenant:String} GROUP BY SpanId",
+        {"tenant": tenant},
+    ).result_rows
+    return {str(span): int(n) for span, n in rows}
+
+
+def _wait_for_calls(collector: CollectorProcess, tenant: str, expected: set[str]) -> dict[str, int]:
+    seen: dict[str, int] = {}
+
+    def landed() -> bool:
+        nonlocal seen
+        seen = _calls_by_span(collector, tenant)
+        return expected <= set(seen)
+
+    wait_for(landed, 60, f"{len(expected)} calls in llm_calls", interval=0.5)
+    return seen
+
+
+@pytest.fixture
+def ports() -> tuple[int, int]:
+    return free_port(), free_port()
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_collector_stopped_and_restarted_during_a_run(
+    tmp_path: Path, ports: tuple[int, int], protocol: str
+) -> None:
+    http_port, grpc_port = ports
+    collector = _collector(tmp_path, http_port, grpc_port).start()
+    endpoint = (
+        f"http://127.0.0.1:{http_port}" if protocol == "http/protobuf" else f"http://127.0.0.1:{grpc_port}"
+    )
+    exporter = BufferedOTLPSpanExporter(
+        buffer_dir=tmp_path / "buffer",
+        environ={"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "buffered-app"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=16))
+    tracer = provider.get_tracer("llmledger.instrumentation", "0.1.0")
+    made: set[str] = set()
+
+    def calls(count: int) -> None:
+        for _ in range(count):
+            with tracer.start_as_current_span(
+                "chat gpt-4o-mini",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.usage.input_tokens": 10,
+                    "gen_ai.usage.output_tokens": 2,
+                    "tenant.id": protocol,
+                },
+            ) as span:
+                made.add(format(span.get_span_context().span_id, "016x"))
+            provider.force_flush()
+
+    try:
+        calls(40)
+        assert exporter.stats().buffered_spans == 0
+        collector.stop()
+        calls(40)  # the collector is gone: these wait on disk
+        stats = exporter.stats()
+        assert stats.pending_spans == 40
+        assert not stats.collector_reachable
+        collector = _collector(tmp_path, http_port, grpc_port).start()
+        calls(40)  # queued behind the backlog until the retry finds the collector back
+        wait_for(lambda: exporter.stats().pending_batches == 0, 60, "the backlog delivered")
+        seen = _wait_for_calls(collector, protocol, made)
+        assert set(seen) == made
+        assert set(seen.values()) == {1}
+        stats = exporter.stats()
+        assert stats.buffered_spans >= 40
+        assert stats.redelivered_spans == stats.buffered_spans
+        assert stats.dropped_spans == {}
+        provider.shutdown()
+        # Everything delivered: nothing left for a successor to adopt.
+        assert list((tmp_path / "buffer").iterdir()) == []
+    finally:
+        provider.shutdown()
+        collector.stop()
+
+
+def _start_app(tmp_path: Path, http_port: int, first: int, count: int = 0) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "buffered-app",
+        "OTEL_TRACES_EXPORTER": "llmledger_otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "LLMLEDGER_OTLP_BUFFER_DIR": str(tmp_path / "buffer"),
+    }
+    command = [str(INSTRUMENT), sys.executable, str(WORKER), "--first", str(first), "--count", str(count)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _read_done(app: subprocess.Popen[str], count: int) -> list[str]:
+    assert app.stdout is not None
+    done: list[str] = []
+    while len(done) < count:
+        line = app.stdout.readline()
+        assert line, f"the app exited (code {app.poll()}) after {len(done)} calls"
+        done.append(line.split()[1])
+    return done
+
+
+def _kill(app: subprocess.Popen[str]) -> list[str]:
+    """SIGKILL the app; the calls it reported before dying (some still unread in the pipe)."""
+    app.send_signal(signal.SIGKILL)
+    app.wait(10)
+    assert app.stdout is not None
+    return [line.split()[1] for line in app.stdout.read().splitlines() if line.startswith("done ")]
+
+
+def test_app_killed_mid_run_then_restarted_lands_every_call_once(
+    tmp_path: Path, ports: tuple[int, int]
+) -> None:
+    http_port, grpc_port = ports
+    collector = _collector(tmp_path, http_port, grpc_port).start()
+    app = _start_app(tmp_path, http_port, first=0)
+    try:
+        made = _read_done(app, 30)  # delivered straight away
+        collector.stop()
+        made += _read_done(app, 30)  # kept on disk by the running app
+        collector = _collector(tmp_path, http_port, grpc_port).start()
+        made += _read_done(app, 20)  # the app's retry finds the collector and delivers its backlog
+        made += _kill(app)  # mid-run: whatever it had not delivered stays on disk
+        collector.stop()
+        # SIGKILL while the collector is away: everything after this point is only on disk.
+        collector = _collector(tmp_path, http_port, grpc_port)
+        app = _start_app(tmp_path, http_port, first=1000)
+        made += _read_done(app, 20)
+        made += _kill(app)
+        collector.start()
+        # The next process of the app adopts both dead processes' files and delivers them.
+        app = _start_app(tmp_path, http_port, first=2000, count=20)
+        made += _read_done(app, 20)
+        assert app.wait(60) == 0
+        seen = _wait_for_calls(collector, "buffered", set(made))
+        duplicated = {span: n for span, n in seen.items() if n != 1}
+        assert not duplicated, duplicated
+        # Calls interrupted by a SIGKILL before the app reported them may be there too, once.
+        assert len(seen) - len(made) <= 2
+        assert list((tmp_path / "buffer").glob("*.otlpbuf")) == []
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+        if collector.process is not None and collector.process.poll() is None:
+            collector.stop()
