@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from llmledger.instrumentation.export import BufferedOTLPSpanExporter
 
 from .conftest import free_port
-from .harness import CollectorProcess, wait_for
+from .harness import CollectorProcess, make_request, span_ids, wait_for
 
 WORKER = Path(__file__).with_name("buffered_app_worker.py")
 INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
@@ -60,6 +60,22 @@ def _wait_for_calls(collector: CollectorProcess, tenant: str, expected: set[str]
 @pytest.fixture
 def ports() -> tuple[int, int]:
     return free_port(), free_port()
+
+
+def test_a_repeated_request_is_acknowledged_and_stored_once(tmp_path: Path, ports: tuple[int, int]) -> None:
+    collector = _collector(tmp_path, *ports).start()
+    try:
+        first, other = make_request(5, seed=1, tenant="repeats"), make_request(5, seed=2, tenant="repeats")
+        for request in (first, first, other, first):
+            status, _, _ = collector.post_traces(request.SerializeToString())
+            assert status == 200
+        seen = _wait_for_calls(collector, "repeats", set(span_ids(first) + span_ids(other)))
+        assert set(seen.values()) == {1}
+        assert collector.metric("repeated_requests_total") == 2
+        assert collector.metric("received_spans_total") == 10
+        wait_for(lambda: collector.metric("written_spans_total") == 10, 30, "every received span written")
+    finally:
+        collector.stop()
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])

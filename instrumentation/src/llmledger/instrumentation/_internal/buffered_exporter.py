@@ -141,7 +141,8 @@ class BufferStats:
     redelivered_spans: int
     """Spans delivered from the buffer later."""
     dropped_spans: Mapping[str, int] = field(default_factory=dict[str, int])
-    """By reason: ``full``, ``expired``, ``rejected`` (the collector refused them for good), ``unreadable``."""
+    """By reason: ``full``, ``expired``, ``rejected`` (the collector refused them for good), ``unreadable``,
+    ``no_buffer`` (the directory could not be used and the collector was away)."""
     adopted_files: int = 0
     damaged_bytes: int = 0
     collector_reachable: bool = True
@@ -272,7 +273,7 @@ class BufferedOTLPSpanExporter(SpanExporter):
             if self._pending or self._outage:
                 # A backlog is being delivered: queue behind it, never ahead, never blocking.
                 if record is None:
-                    self._drop(count, "full")
+                    self._drop(count, self._unbuffered_reason())
                     return SpanExportResult.FAILURE
                 self._keep(record)
                 return SpanExportResult.SUCCESS
@@ -289,7 +290,7 @@ class BufferedOTLPSpanExporter(SpanExporter):
                 return SpanExportResult.FAILURE
             self._begin_outage(result)
             if record is None:
-                self._drop(count, "full")
+                self._drop(count, self._unbuffered_reason())
                 return SpanExportResult.FAILURE
             self._keep(record)
             return SpanExportResult.SUCCESS
@@ -381,6 +382,9 @@ class BufferedOTLPSpanExporter(SpanExporter):
         self._logged.discard("full")
         return PendingRecord(own, offset, offset + HEADER_SIZE, len(payload), spans, now)
 
+    def _unbuffered_reason(self) -> str:
+        return "full" if self._own is not None and not self._own.closed else "no_buffer"
+
     def _keep(self, record: PendingRecord) -> None:
         self._pending.append(record)
         self._buffered += record.spans
@@ -420,6 +424,7 @@ class BufferedOTLPSpanExporter(SpanExporter):
         self._dropped_counter.add(spans, {"reason": reason})
         messages = {
             "full": f"the buffer in {self._buffer.directory} is full ({self._buffer.max_bytes} bytes)",
+            "no_buffer": f"the collector cannot take them and the buffer directory {self._buffer.directory} is unusable",
             "expired": f"buffered spans are older than {self._buffer.max_age_seconds:.0f}s",
             "rejected": f"the collector refused them for good ({detail})",
             "unreadable": f"a buffered batch could not be read back ({detail})",
