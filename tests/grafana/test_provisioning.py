@@ -164,6 +164,47 @@ def test_opentelemetry_collector_writes_into_llmledger_schema() -> None:
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
 
 
+def test_opentelemetry_collector_never_gives_up_on_what_it_accepted() -> None:
+    config = _yaml(DEPLOY / "otel-collector" / "config.yaml")
+    exporter = config["exporters"]["clickhouse"]
+    # The sending queue is on disk (file_storage), so a restart keeps it ...
+    queue = exporter["sending_queue"]
+    assert queue["enabled"] is True
+    storage = queue["storage"]
+    assert storage.split("/")[0] == "file_storage"
+    assert storage in config["extensions"]
+    assert storage in config["service"]["extensions"]
+    assert config["extensions"][storage]["directory"]
+    # ... bounded (a full queue refuses, retryably, instead of growing without end) ...
+    assert queue["queue_size"] > 0
+    assert queue["block_on_overflow"] is False
+    # ... and retried without an elapsed-time limit.
+    retry = exporter["retry_on_failure"]
+    assert retry["enabled"] is True
+    assert retry["max_elapsed_time"] in (0, "0", "0s")
+    # No batch processor before the queue: its memory would be lost in a crash.
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "metrics", "logs"}
+    for name, pipeline in pipelines.items():
+        assert pipeline["exporters"] == ["clickhouse"], name
+        assert "batch" not in pipeline["processors"], name
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline[kind]:
+                assert component in config[kind], f"{name}: {kind}.{component} used but not defined"
+    assert exporter["logs_table_name"] == "otel_logs"
+    tables = {kind: table["name"] for kind, table in exporter["metrics_tables"].items()}
+    assert tables == {
+        kind: f"otel_metrics_{kind}" for kind in ("gauge", "sum", "summary", "histogram", "exponential_histogram")
+    }
+    # The queue's directory is a volume of its own in the compose stack, owned by the collector's user.
+    services = _yaml(DEPLOY / "compose.yaml")["services"]
+    directory = config["extensions"][storage]["directory"]
+    (volume,) = [m.split(":")[0] for m in services["otelcol"]["volumes"] if m.split(":")[1] == directory]
+    owner = services["otelcol-queue-owner"]
+    assert f"{volume}:{directory}" in owner["volumes"]
+    assert services["otelcol"]["depends_on"]["otelcol-queue-owner"]["condition"] == "service_completed_successfully"
+
+
 def test_no_registry_host_is_named_in_the_deploy_files() -> None:
     for path in list(DEPLOY.rglob("*")) + list(PROVISIONING.rglob("*")):
         if path.is_file():
