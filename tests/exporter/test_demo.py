@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from decimal import Decimal
@@ -216,3 +218,68 @@ def test_demo_names_the_missing_extras_and_how_to_install_them(
         "llmledger demo: the openai SDK is missing; install the demo's extras (from the checkout): "
         f"pip install {ROOT / 'instrumentation'} '{ROOT / 'exporter'}[embedded,demo]'\n"
     )
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc), children of children included."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_every_child_and_says_what_was_written(
+    tmp_path: Path, tiktoken_offline: Path, sig: signal.Signals
+) -> None:
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "HOME": str(tmp_path),
+        "TIKTOKEN_CACHE_DIR": str(tiktoken_offline),
+    }
+    # A session of its own, so the signal goes to the demo's whole foreground group as a
+    # terminal's Ctrl-C does.
+    demo = subprocess.Popen(
+        [LLMLEDGER, "demo", "--dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert demo.stdout is not None
+    lines: list[str] = []
+    while not any(line.startswith("[3/5]") for line in lines):
+        line = demo.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    children = _descendants(demo.pid)
+    assert len(children) >= 2  # the collector (and its drain process) and the app
+    os.killpg(demo.pid, sig)
+    rest, _ = demo.communicate(timeout=120)
+    assert demo.returncode == 130, "".join(lines) + rest
+    last = rest.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"llmledger demo: interrupted; stopped the app and the collector in [0-9.]+s; "
+        r"(\d+ spans|no spans) written to chdb://.+",
+        last,
+    ), last
+    assert not [pid for pid in children if _alive(pid)]

@@ -194,7 +194,8 @@ def test_opentelemetry_collector_never_gives_up_on_what_it_accepted() -> None:
     assert exporter["logs_table_name"] == "otel_logs"
     tables = {kind: table["name"] for kind, table in exporter["metrics_tables"].items()}
     assert tables == {
-        kind: f"otel_metrics_{kind}" for kind in ("gauge", "sum", "summary", "histogram", "exponential_histogram")
+        kind: f"otel_metrics_{kind}"
+        for kind in ("gauge", "sum", "summary", "histogram", "exponential_histogram")
     }
     # The queue's directory is a volume of its own in the compose stack, owned by the collector's user.
     services = _yaml(DEPLOY / "compose.yaml")["services"]
@@ -202,7 +203,10 @@ def test_opentelemetry_collector_never_gives_up_on_what_it_accepted() -> None:
     (volume,) = [m.split(":")[0] for m in services["otelcol"]["volumes"] if m.split(":")[1] == directory]
     owner = services["otelcol-queue-owner"]
     assert f"{volume}:{directory}" in owner["volumes"]
-    assert services["otelcol"]["depends_on"]["otelcol-queue-owner"]["condition"] == "service_completed_successfully"
+    assert (
+        services["otelcol"]["depends_on"]["otelcol-queue-owner"]["condition"]
+        == "service_completed_successfully"
+    )
 
 
 def test_no_registry_host_is_named_in_the_deploy_files() -> None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -21,11 +22,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import TextIO
+from types import FrameType
+from typing import Any, TextIO
 
 from llmledger.exporter._internal.config import StoreConfig, default_store_path
 from llmledger.exporter._internal.demo.server import serve_demo_openai
@@ -41,6 +45,11 @@ DEMO_MARKER = ".llmledger-demo"
 FAILING_MODELS = {"gpt-4.1": 0.35}
 STEPS = 5
 APP_TALLY = "app-tally.json"  # what the sample app did, for the summary
+# How long the collector may drain its spool when stopped; then it exits, whatever is left
+# stays in its spool for the next start.
+COLLECTOR_STOP_SECONDS = 3
+# How long the app gets to hand its last spans to the collector after Ctrl-C.
+APP_STOP_SECONDS = 3
 
 
 class DemoError(RuntimeError):
@@ -123,7 +132,111 @@ def _wait_written(port: int, timeout: float) -> int:
     raise DemoError(f"the collector had not written every span to the store after {timeout:.0f}s")
 
 
+class _Children:
+    """The demo's child processes, each in a session of its own so only the demo gets Ctrl-C."""
+
+    def __init__(self) -> None:
+        self._processes: list[subprocess.Popen[Any]] = []
+        self.http_port = 0
+        self.store = ""
+
+    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        process: subprocess.Popen[Any] = subprocess.Popen(command, start_new_session=True, **kwargs)  # noqa: S603 - our own interpreter and module
+        self._processes.append(process)
+        return process
+
+    def run(
+        self, command: list[str], *, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """Like ``subprocess.run`` with captured text output, in a session of its own."""
+        process = self.start(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(process, signal.SIGKILL, 0)
+            raise DemoError(f"the sample app did not finish within {timeout:.0f}s") from None
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+    def stop(self, process: subprocess.Popen[Any], sig: int, grace: float) -> None:
+        """Signal the process's group, wait up to ``grace`` seconds, then kill the group."""
+        if process.poll() is None:
+            _signal_group(process, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=grace)
+        # Its own children too (opentelemetry-instrument may leave one), whatever it did.
+        _signal_group(process, signal.SIGKILL)
+        if process.poll() is None:
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def stop_all(self) -> int | None:
+        """Stop the app, then the collector; how many spans the collector had written."""
+        if not self._processes:
+            return None
+        collector, *apps = self._processes
+        for app in apps:
+            self.stop(app, signal.SIGINT, APP_STOP_SECONDS)
+        # The app's last spans reach the store within the collector's linger: wait that long.
+        written: float | None = None
+        deadline = time.monotonic() + COLLECTOR_STOP_SECONDS
+        while collector.poll() is None and time.monotonic() < deadline:
+            received = _metric(self.http_port, "llmledger_collector_received_spans_total")
+            written = _metric(self.http_port, "llmledger_collector_written_spans_total")
+            if received is None or written is None or written >= received:
+                break
+            time.sleep(0.1)
+        self.stop(collector, signal.SIGTERM, COLLECTOR_STOP_SECONDS + 5)
+        return None if written is None else int(written)
+
+
+def _signal_group(process: subprocess.Popen[Any], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """Treat SIGTERM like Ctrl-C while the demo runs; returns what undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
 def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
+    # Ctrl-C reaches the demo alone (children run in sessions of their own) and the demo stops
+    # them in order: the app first, while the collector can still take its last spans, then the
+    # collector; `kill <demo pid>` (SIGTERM) does the same.
+    children = _Children()
+    restore = _interrupt_on_sigterm()
+    try:
+        return _run_demo(directory, out, children)
+    except KeyboardInterrupt:
+        stopping = time.monotonic()
+        written = children.stop_all()
+        spans = "no spans" if written is None else f"{written} spans"
+        where = f" to {children.store}" if children.store else ""
+        out.write(
+            f"\nllmledger demo: interrupted; stopped the app and the collector in "
+            f"{time.monotonic() - stopping:.1f}s; {spans} written{where}\n"
+        )
+        out.flush()
+        return 130, None
+    finally:
+        restore()
+
+
+def _run_demo(directory: Path, out: TextIO, children: _Children) -> tuple[int, ReportResult | None]:
     progress = Progress(out)
     directory = directory.expanduser().resolve()
     try:
@@ -150,17 +263,20 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
         return 2, None
     log_path = directory / "collector.log"
     http_port = _free_port()
+    children.http_port, children.store = http_port, store.display_url
     with serve_demo_openai(failing_models=FAILING_MODELS) as server, log_path.open("wb") as log:
         progress.step(f"local OpenAI-compatible server on {server.base_url}")
         progress.step(
             f"starting the collector (OTLP/HTTP 127.0.0.1:{http_port}) on the embedded store {store.display_url}"
         )
-        collector = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        collector = children.start(
             [sys.executable, "-m", "llmledger.exporter.cli", "collector", "--url", store.url,
              "--grpc-endpoint", "", "--http-endpoint", f"127.0.0.1:{http_port}",
-             "--data-dir", str(directory / "collector"), "--fsync", "never"],
+             "--data-dir", str(directory / "collector"), "--fsync", "never",
+             "--shutdown-timeout-seconds", str(COLLECTOR_STOP_SECONDS)],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        interrupted = False
         try:
             _wait_ready(collector, http_port, timeout=60)
             progress.step("running the sample multi-tenant app under opentelemetry-instrument")
@@ -176,10 +292,17 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
             }
             started = time.monotonic()
             tally_path = directory / APP_TALLY
-            app = subprocess.run(  # noqa: S603 - our own interpreter and module
-                [str(instrument), sys.executable, "-m", "llmledger.exporter._internal.demo.app", str(tally_path)],
-                env=env, capture_output=True, text=True, timeout=300, check=False,
-            )  # fmt: skip
+            app = children.run(
+                [
+                    str(instrument),
+                    sys.executable,
+                    "-m",
+                    "llmledger.exporter._internal.demo.app",
+                    str(tally_path),
+                ],
+                env=env,
+                timeout=300,
+            )
             if app.returncode != 0:
                 out.write(f"the sample app failed (exit {app.returncode}):\n{app.stderr}\n")
                 return 1, None
@@ -193,13 +316,13 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
         except DemoError as exc:
             out.write(f"llmledger demo: {exc}; the collector's log is {log_path}\n")
             return 1, None
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
-            collector.send_signal(signal.SIGTERM)
-            try:
-                collector.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                collector.kill()
-                collector.wait()
+            # Interrupted: run_demo stops the app first, while the collector still runs.
+            if not interrupted:
+                children.stop(collector, signal.SIGTERM, COLLECTOR_STOP_SECONDS + 5)
     progress.step("stopped the collector")
     _print_report(result, out)
     out.write(legend(result.totals(), tally))
