@@ -139,10 +139,20 @@ class _Children:
         self._processes: list[subprocess.Popen[Any]] = []
         self.http_port = 0
         self.store = ""
+        self.starting = False
+        self.interrupt_pending = False
+        self.stopping = False
 
     def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        process: subprocess.Popen[Any] = subprocess.Popen(command, start_new_session=True, **kwargs)  # noqa: S603 - our own interpreter and module
-        self._processes.append(process)
+        # An interrupt while Popen runs would lose a started child: it waits until we hold it.
+        self.starting = True
+        try:
+            process: subprocess.Popen[Any] = subprocess.Popen(command, start_new_session=True, **kwargs)  # noqa: S603 - our own interpreter and module
+            self._processes.append(process)
+        finally:
+            self.starting = False
+        if self.interrupt_pending:
+            raise KeyboardInterrupt
         return process
 
     def run(
@@ -197,18 +207,24 @@ def _signal_group(process: subprocess.Popen[Any], sig: int) -> None:
         os.killpg(process.pid, sig)
 
 
-def _interrupt_on_sigterm() -> Callable[[], None]:
-    """Treat SIGTERM like Ctrl-C while the demo runs; returns what undoes it."""
+def _interrupt_on_signals(children: _Children) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt, except while a child starts; returns what undoes it."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        if children.starting:
+            children.interrupt_pending = True
+            return
+        if children.stopping:
+            return  # a second Ctrl-C while we stop everything: we are already on it
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     return restore
 
@@ -218,10 +234,11 @@ def run_demo(directory: Path, out: TextIO) -> tuple[int, ReportResult | None]:
     # them in order: the app first, while the collector can still take its last spans, then the
     # collector; `kill <demo pid>` (SIGTERM) does the same.
     children = _Children()
-    restore = _interrupt_on_sigterm()
+    restore = _interrupt_on_signals(children)
     try:
         return _run_demo(directory, out, children)
     except KeyboardInterrupt:
+        children.stopping = True
         stopping = time.monotonic()
         written = children.stop_all()
         spans = "no spans" if written is None else f"{written} spans"
