@@ -415,3 +415,26 @@ def test_a_batch_gathers_until_enough_waits_or_the_oldest_record_has_waited_long
     fresh.reader.wait_to_gather(1 << 20, 60, stop)  # stopping
     assert time.monotonic() - began < 0.3
     assert drain_all(spool) == [b"x" * 100, b"y" * 5000]
+
+
+@given(st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=60, unique=True), st.integers(0, 15))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=50)
+def test_request_digests_survive_a_restart_bounded_and_a_torn_tail(
+    tmp_path: Path, payloads: list[bytes], torn: int
+) -> None:
+    from llmledger.exporter._internal.collector.repeats import RecentRequests
+
+    path = tmp_path / f"recent-{len(payloads)}-{torn}.bin"
+    path.unlink(missing_ok=True)
+    recent = RecentRequests(capacity=8, path=path)
+    digests = [RecentRequests.digest(p) for p in payloads]
+    for digest in digests:
+        recent.add(digest)
+    recent.close()
+    with open(path, "ab") as handle:  # a crash mid-append leaves part of a digest
+        handle.write(b"\xff" * torn)
+    again = RecentRequests(capacity=8, path=path)
+    # Only requests that were stored are added, so each digest once; the newest 8 are kept.
+    assert all(d in again for d in digests[-8:])
+    assert len(again) == min(8, len(digests))
+    assert path.stat().st_size == 16 * len(again)

@@ -68,6 +68,7 @@ class Ingest:
         max_request_bytes: int,
         max_concurrent_requests: int,
         signal_spools: Mapping[Signal, DurableSpool] | None = None,
+        recent: RecentRequests | None = None,
     ) -> None:
         # Traces go to ``spool``; metrics and logs each to a spool of their own.
         self._spools = {**(signal_spools or {}), Signal.TRACES: spool}
@@ -75,7 +76,7 @@ class Ingest:
         self._token = token.encode() if token else None
         self.max_request_bytes = max_request_bytes
         self._slots = threading.BoundedSemaphore(max_concurrent_requests)
-        self._recent = RecentRequests()
+        self._recent = recent if recent is not None else RecentRequests()
         self.accepting = True
 
     def authorized(self, authorization: str | None) -> bool:

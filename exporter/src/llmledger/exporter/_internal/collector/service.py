@@ -30,6 +30,7 @@ from .http_receiver import OtlpHttpServer
 from .ingest import Ingest
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
+from .repeats import RecentRequests
 from .spool import DurableSpool
 
 __all__ = ["Collector"]
@@ -88,6 +89,7 @@ class Collector:
             max_request_bytes=config.max_request_bytes,
             max_concurrent_requests=config.max_concurrent_requests,
             signal_spools=self._signal_spools,
+            recent=RecentRequests(path=config.data_dir / "recent-requests.bin"),
         )
         self._start_receivers(self._ingest)
         self._write_state()
