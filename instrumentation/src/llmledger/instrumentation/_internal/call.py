@@ -313,7 +313,9 @@ class LLMCall:
 
         name = f"{api.operation} {self.request_model}" if self.request_model else api.operation
         wall_start, perf_start = start if start is not None else (None, None)
-        self.span = tel.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs, start_time=wall_start)
+        self.span = tel.tracer.start_span(
+            name, context=ctx, kind=SpanKind.CLIENT, attributes=attrs, start_time=wall_start
+        )
         self._context_token: object | None = None
         self.start_ns = perf_start if perf_start is not None else time.perf_counter_ns()
 
