@@ -60,7 +60,7 @@ def main(root: Path) -> None:
         reader,
         config,
         CollectorMetrics(),
-        quarantine_dir=root / "quarantine",
+        dead_letter_dir=root / "dead-letters",
         batch_max_spans=80,
         native_insert_file=root / "native-batch.pb",
     )

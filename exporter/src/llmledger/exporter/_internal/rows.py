@@ -39,7 +39,7 @@ from llmledger.exporter._internal.stringify import (
     stringify_column,
 )
 
-__all__ = ["OTEL_TRACES_COLUMNS", "AttributeMaps", "SpanColumns", "SpanRows"]
+__all__ = ["OTEL_TRACES_COLUMNS", "AttributeMaps", "SpanColumns", "SpanRows", "signed_nanos"]
 
 _ATTRS: Final = "Map(LowCardinality(String), String)"
 
@@ -85,6 +85,19 @@ _SDK_STATUS_BY_ID: Final = {id(code): text for code, text in _SDK_STATUS.items()
 _OTLP_STATUS: Final = ("Unset", "Ok", "Error")
 
 _NO_EVENTS: Final = ((), (), ())
+# OTLP times are unsigned 64-bit; ``DateTime64(9)`` holds a signed one. Like the Collector's
+# ``clickhouse`` exporter (``pcommon.Timestamp.AsTime``: ``time.Unix(0, int64(ts))``) and the
+# native insert (``toInt64``), a time of 2^63 ns or more is taken as its two's complement:
+# 2^64-1 lands as 1969-12-31 23:59:59.999999999 instead of failing the batch.
+_INT64_LIMIT: Final = 1 << 63
+_UINT64_RANGE: Final = 1 << 64
+
+
+def signed_nanos(nanos: int) -> int:
+    """An OTLP ``fixed64`` time as the signed nanoseconds ``DateTime64(9)`` stores (see above)."""
+    return nanos - _UINT64_RANGE if nanos >= _INT64_LIMIT else nanos
+
+
 _NO_LINKS: Final = ((), (), (), ())
 _by_type = BY_TYPE.get
 _dict_values: Final[Callable[[dict[str, Any]], Iterable[Any]]] = dict.values  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
@@ -420,7 +433,7 @@ class SpanRows:
                     kind = span.kind
                     code = span.status.code
                     append((
-                        start,
+                        start if start < _INT64_LIMIT else start - _UINT64_RANGE,
                         _hex_id(span.trace_id),
                         _hex_id(span.span_id),
                         _hex_id(span.parent_span_id),
@@ -706,7 +719,7 @@ def _hex_id(raw: bytes) -> str:
 def _otlp_events(events: Iterable[OtlpSpan.Event]) -> tuple[list[int], list[str], list[dict[str, str]]]:
     events = list(events)
     return (
-        [event.time_unix_nano for event in events],
+        [signed_nanos(event.time_unix_nano) for event in events],
         [event.name for event in events],
         [_otlp_attributes(event.attributes) for event in events],
     )

@@ -4,19 +4,23 @@ The drain owns the store connection (for the embedded store, the process-wide lo
 directory). Each batch is a claimed spool range whose deduplication token is derived from
 that range, so a batch retried after a timeout, or replayed after a crash between the
 insert and the checkpoint, is dropped by ``otel_traces`` and every view downstream:
-exactly once in the tables. Reads for the query server go through the same connection,
-one statement at a time.
+exactly once in the tables. A batch the store refuses for its content is written in parts
+and what cannot be written goes to the dead-letter file (see :mod:`.pieces`): no input
+stops the pipeline. Reads for the query server go through the same connection, one
+statement at a time.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
@@ -28,15 +32,84 @@ from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import StoreError, open_store, run_query
 from llmledger.exporter._internal.writer import SpanWriter
 
+from .dead_letters import DeadLetterFile
 from .metrics import CollectorMetrics
 from .native_insert import NativeInsert
-from .spool import SpoolBatch, SpoolError, SpoolReader, SpoolRecord
+from .pieces import Piece, SplitKind, refusal_reason, split, split_kind
+from .spool import SpoolBatch, SpoolError, SpoolReader
 
 __all__ = ["SpoolDrain"]
 
 _logger = logging.getLogger("llmledger.collector.drain")
 T = TypeVar("T")
 _NATIVE_ATTEMPTS = 3
+_SPLITS_FILE = "splits.json"
+
+
+class _RefusedError(Exception):
+    """The store refused a piece for its content (``reason``, one line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _SplitJournal:
+    """How the pieces of the batch being written were split, on disk before any part is inserted.
+
+    A replay of the batch (same claim token) after a crash follows the same splits, so each
+    part is inserted again with the token it had, never the whole batch under its own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._claim: str | None = None
+        self._splits: dict[str, SplitKind] = {}
+
+    @property
+    def recorded(self) -> bool:
+        return bool(self._splits)
+
+    def begin(self, claim: str) -> None:
+        if claim == self._claim:
+            return
+        self._claim = claim
+        self._splits = {}
+        try:
+            state: Any = json.loads(self._path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise SpoolError(f"cannot read {self._path}: {exc}") from exc
+        if isinstance(state, dict) and state.get("claim") == claim:  # pyright: ignore[reportUnknownMemberType]
+            splits: Any = state.get("splits")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+            if isinstance(splits, dict):
+                for token, kind in splits.items():  # pyright: ignore[reportUnknownVariableType]
+                    if kind == "days" or kind == "halves":
+                        self._splits[str(token)] = kind  # pyright: ignore[reportUnknownArgumentType]
+
+    def kind(self, token: str) -> SplitKind | None:
+        return self._splits.get(token)
+
+    def record(self, token: str, kind: SplitKind) -> None:
+        self._splits[token] = kind
+        tmp = self._path.with_suffix(".tmp")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as file:
+                json.dump({"claim": self._claim, "splits": self._splits}, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            raise SpoolError(f"cannot write {self._path}: {exc}") from exc
+
+    def finish(self) -> None:
+        """The batch is committed: its splits are history."""
+        if self._splits:
+            self._path.unlink(missing_ok=True)
+        self._splits = {}
+        self._claim = None
 
 
 class SpoolDrain:
@@ -48,7 +121,7 @@ class SpoolDrain:
         store: StoreConfig,
         metrics: CollectorMetrics,
         *,
-        quarantine_dir: Path,
+        dead_letter_dir: Path,
         batch_max_spans: int = 100_000,
         batch_max_bytes: int = 128 << 20,
         retry_initial_seconds: float = 0.5,
@@ -60,7 +133,8 @@ class SpoolDrain:
         self._spool = spool
         self._store = store
         self._metrics = metrics
-        self._quarantine_dir = quarantine_dir
+        self._dead_letters = DeadLetterFile(dead_letter_dir)
+        self._splits = _SplitJournal(dead_letter_dir / _SPLITS_FILE)
         self._batch_max_spans = batch_max_spans
         self._batch_max_bytes = batch_max_bytes
         self._retry_initial = retry_initial_seconds
@@ -76,6 +150,7 @@ class SpoolDrain:
         self._deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="llmledger-drain", daemon=True)
         self._failing_since: float | None = None
+        self.inserting_since: float | None = None  # when the insert under way began (liveness)
         self.last_error: str | None = None
         self.fatal_error: BaseException | None = None
 
@@ -125,7 +200,7 @@ class SpoolDrain:
             _logger.warning("store reachable again")
             self._failing_since = None
             self.last_error = None
-        return next_attempt, delay
+        return next_attempt, self._retry_initial  # the back-off starts over after a success
 
     def _run(self) -> None:
         next_open, open_delay = 0.0, self._retry_initial
@@ -146,9 +221,11 @@ class SpoolDrain:
                     if self._stop.is_set():
                         return
                     continue
-                if not self._deliver(batch):
+                totals = self._deliver(batch)
+                if totals is None:
                     return
-                self._spool.commit(batch)
+                self._spool.commit(batch, totals)
+                self._splits.finish()
         except SpoolError as exc:
             self._metrics.add("spool_errors")
             self.fatal_error = exc
@@ -158,58 +235,106 @@ class SpoolDrain:
             _logger.exception("the drain stopped on an internal error")
             raise
 
-    def _rows(self, batch: SpoolBatch) -> SpanRows:
+    def _rows(self, piece: Piece) -> SpanRows:
         rows = SpanRows()
-        try:
-            for record in batch.records:
-                rows.add_otlp(ExportTraceServiceRequest.FromString(bytes(record.payload)))
-        except Exception:
-            # Validated on receipt, so this is our bug, not the sender's: find the request(s)
-            # that fail, keep their bytes aside, and write the rest.
-            rows = SpanRows()
-            for record in batch.records:
-                payload = bytes(record.payload)
-                try:
-                    ExportTraceServiceRequest.FromString(payload)
-                    SpanRows().add_otlp(ExportTraceServiceRequest.FromString(payload))
-                except Exception:
-                    self._quarantine(record)
-                    continue
-                rows.add_otlp(ExportTraceServiceRequest.FromString(payload))
+        for payload in piece.payloads:
+            rows.add_otlp(ExportTraceServiceRequest.FromString(bytes(payload)))
         return rows
 
-    def _quarantine(self, record: SpoolRecord) -> None:
-        self._metrics.add("quarantined_records")
-        self._quarantine_dir.mkdir(parents=True, exist_ok=True)
-        path = self._quarantine_dir / f"{record.segment:020d}-{record.offset:012d}.pb"
-        path.write_bytes(record.payload)
-        _logger.exception("a spooled request could not be converted to rows; kept in %s", path)
+    def _deliver(self, batch: SpoolBatch) -> dict[str, int] | None:
+        """Write ``batch``, splitting what the store refuses; the totals to commit, ``None`` when cut short.
 
-    def _deliver(self, batch: SpoolBatch) -> bool:
-        """Insert ``batch`` until it lands; ``False`` when shutdown cut the retries short.
-
-        The path is a function of the batch (its content and the configuration), so a
-        replay after a crash takes the same path with the same token.
+        A piece the store refuses for its content is split (see :mod:`.pieces`), the split
+        written down before any part is inserted, so a replay after a crash inserts the same
+        parts with the same tokens; a part that cannot be split goes to the dead-letter file.
+        Anything else the store says is retried with back-off, for as long as it takes.
         """
-        rows: SpanRows | None = None
-        written = batch.span_count
+        self._splits.begin(batch.dedup_token)
+        written = dead = 0
+        reasons: dict[str, int] = {}
+        pending = [
+            Piece(batch.dedup_token, tuple(record.payload for record in batch.records), batch.span_count)
+        ]
+        while pending:
+            piece = pending.pop()
+            kind = self._splits.kind(piece.token)
+            if kind is None:
+                try:
+                    landed = self._insert_until_settled(piece)
+                except _RefusedError as refused:
+                    kind = split_kind(refused.reason)
+                    parts = split(piece, kind)
+                    if not parts:
+                        dead += self._dead_letter(piece, refused.reason)
+                        reasons[refused.reason] = reasons.get(refused.reason, 0) + piece.spans
+                        continue
+                    if not self._splits.recorded:
+                        _logger.warning(
+                            "the store refused a batch of %d spans (%s); writing it in parts (%s)",
+                            batch.span_count,
+                            refused.reason,
+                            "by day" if kind == "days" else "halves",
+                        )
+                    self._splits.record(piece.token, kind)
+                    self._metrics.add("split_batches")
+                    pending.extend(reversed(parts))
+                    continue
+                if landed is None:
+                    return None
+                written += landed
+            else:
+                pending.extend(reversed(split(piece, kind)))
+        if reasons:
+            # One line per batch, however many pieces it lost: the operator's cue to look.
+            _logger.error(
+                "moved %d span(s) the store refuses to %s (see `llmledger collector dead-letters`): %s",
+                dead,
+                self._dead_letters.path,
+                "; ".join(f"{spans} span(s): {reason}" for reason, spans in reasons.items()),
+            )
+        return {"written_spans": written, "dead_letter_spans": dead}
+
+    def _dead_letter(self, piece: Piece, reason: str) -> int:
+        payload = b"".join(
+            bytes(payload) for payload in piece.payloads
+        )  # one request: repeated fields concatenate
+        if self._dead_letters.add(piece.token, reason, piece.spans, payload):
+            self._metrics.add("dead_letter_records")
+        return piece.spans
+
+    def _insert_until_settled(self, piece: Piece) -> int | None:
+        """Insert ``piece`` until it lands (its span count) or shutdown cuts it short (``None``).
+
+        Raises :class:`_RefusedError` when the store refuses it for its content. The path is
+        a function of the piece (its content and the configuration), so a replay after a
+        crash takes the same path with the same token.
+        """
         delay = self._retry_initial
-        began = time.monotonic()
         native_failures = 0
+        rows_only = False
         while True:
             native: NativeInsert | None = None
+            began = time.monotonic()
             try:
                 writer = self._open()
                 with self._store_lock:
-                    native = self._native
-                    if native is None or not native.write(batch):
-                        native = None
-                        if rows is None:
-                            rows = self._rows(batch)
-                        written = len(rows)
-                        writer.write(rows, batch.dedup_token)
+                    native = None if rows_only else self._native
+                    self.inserting_since = began
+                    try:
+                        if native is None or not native.write(piece.payloads, piece.token):
+                            native = None
+                            writer.write(self._rows(piece), piece.token)
+                    finally:
+                        self.inserting_since = None
             except Exception as exc:
-                self._failed(exc, written)
+                reason = refusal_reason(exc)
+                if reason is not None:
+                    self._metrics.add("store_errors")
+                    if native is not None and piece.spans <= 1:
+                        rows_only = True  # the last word on one span is SpanRows'
+                        continue
+                    raise _RefusedError(reason) from exc
+                self._failed(exc, piece.spans)
                 if native is not None:
                     native_failures += 1
                     if native_failures >= _NATIVE_ATTEMPTS:
@@ -226,14 +351,14 @@ class SpoolDrain:
                 else:
                     self._stop.wait(pause)
                 if self._expired():
-                    return False
+                    return None
                 delay = min(delay * 2, self._retry_max)
                 continue
-            self._metrics.add("written_spans", written)
+            self._metrics.add("written_spans", piece.spans)
             _logger.debug(
                 "inserted %d spans from %d requests (%s) in %.0f ms",
-                written,
-                len(batch.records),
+                piece.spans,
+                len(piece.payloads),
                 "SpanRows" if native is None else "native",
                 (time.monotonic() - began) * 1000,
             )
@@ -241,7 +366,7 @@ class SpoolDrain:
                 _logger.warning("store writes recovered after %.1f s", time.monotonic() - self._failing_since)
                 self._failing_since = None
                 self.last_error = None
-            return True
+            return piece.spans
 
     def _failed(self, exc: Exception, spans: int) -> None:
         self._metrics.add("store_errors")

@@ -65,6 +65,7 @@ def _status(
     signals: Sequence[SignalDrain],
     metrics: CollectorMetrics,
     query: QueryServer | None,
+    query_error: str | None = None,
 ) -> dict[str, Any]:
     # Spool figures cover every signal's spool; errors name the signal they come from.
     readers = [reader, *(other.reader for other in signals)]
@@ -74,8 +75,14 @@ def _status(
     errors = [f"{other.signal.value}: {other.last_error}" for other in signals if other.last_error]
     if drain.last_error:
         errors.insert(0, drain.last_error)
+    inserting_since = drain.inserting_since
     return {
         "counters": metrics.snapshot(),
+        # Committed with the spool's cursor: the parent counts these from them, exactly,
+        # whatever drain process died before it could report (see DrainProcess.counters).
+        "durable_counters": reader.totals,
+        "durable_counters_at_open": reader.totals_at_open,
+        "insert_seconds": 0.0 if inserting_since is None else time.monotonic() - inserting_since,
         "spool_damaged_bytes": sum(r.skipped_bytes for r in readers),
         "pending_bytes": sum(r.pending_bytes() for r in readers),
         "lag_seconds": max(r.lag_seconds if r.has_data() else 0.0 for r in readers),
@@ -83,6 +90,7 @@ def _status(
         "last_error": "; ".join(errors) or None,
         "fatal_error": "; ".join(fatal) or None,
         "query_port": None if query is None else query.port,
+        "query_error": query_error,
     }
 
 
@@ -102,7 +110,7 @@ def main() -> int:
         reader,
         config.store,
         metrics,
-        quarantine_dir=config.data_dir / "quarantine",
+        dead_letter_dir=config.data_dir / "dead-letters",
         batch_max_spans=config.batch_max_spans,
         batch_max_bytes=config.batch_max_bytes,
         retry_initial_seconds=config.retry_initial_seconds,
@@ -129,10 +137,7 @@ def main() -> int:
     drain.start()
     for signal_drain in signals:
         signal_drain.start()
-    query: QueryServer | None = None
-    if config.store.embedded and config.query_server:
-        query = QueryServer(config.store, drain.query)
-        query.start()
+    query, query_error = _start_query_server(config, drain, metrics)
     stop_after: list[float] = []
 
     def read_commands() -> None:
@@ -149,7 +154,7 @@ def main() -> int:
     threading.Thread(target=read_commands, name="llmledger-drain-commands", daemon=True).start()
     code = 0
     while not stop_after:
-        _send(out, _status(drain, reader, signals, metrics, query))
+        _send(out, _status(drain, reader, signals, metrics, query, query_error))
         if drain.fatal_error is not None or any(other.fatal_error for other in signals):
             code = 1
             break
@@ -160,7 +165,7 @@ def main() -> int:
     drained = drain.stop(max(0.0, deadline - time.monotonic())) and drained
     if query is not None:
         query.stop()
-    status = _status(drain, reader, signals, metrics, query)
+    status = _status(drain, reader, signals, metrics, query, query_error)
     status["exited"] = True
     status["drained"] = drained
     _send(out, status)
@@ -168,6 +173,29 @@ def main() -> int:
     for signal_drain in signals:
         signal_drain.reader.close()
     return code
+
+
+def _start_query_server(
+    config: CollectorConfig, drain: SpoolDrain, metrics: CollectorMetrics
+) -> tuple[QueryServer | None, str | None]:
+    """The embedded store's query server (``None`` when off), or why it cannot start.
+
+    A query server that cannot start (an unwritable store location, a port taken) is the
+    store's condition, reported and counted like a failed insert: exiting would only have
+    the parent restart this process into the same error, forever, while the drain itself
+    can keep retrying the store and report why it fails.
+    """
+    if not (config.store.embedded and config.query_server):
+        return None, None
+    query = QueryServer(config.store, drain.query)
+    try:
+        query.start()
+    except Exception as exc:
+        metrics.add("store_errors")
+        error = f"the query server for {config.store.display_url} cannot start: {exc}"
+        _logger.error("%s; reads through the collector are off until it restarts", error)
+        return None, error
+    return query, None
 
 
 def _send(out: IO[str], status: Mapping[str, Any]) -> None:
@@ -188,17 +216,33 @@ class DrainProcess:
         self.status: dict[str, Any] = {}
         self.restarts = 0
         self._carried: dict[str, int] = {}
+        # The spool's committed totals when this collector's first drain process opened it,
+        # and the latest totals seen: their difference is exact across drain restarts.
+        self._durable_base: dict[str, int] | None = None
+        self._durable: dict[str, int] = {}
+        self.started_at = time.monotonic()
+        self.status_at = self.started_at  # when the last status line arrived (liveness)
 
     def counters(self) -> dict[str, int]:
-        """The drain's counters, those of earlier (restarted) drain processes included."""
+        """The drain's counters, those of earlier (restarted) drain processes included.
+
+        Counters that the drain commits with the spool's cursor (spans written and
+        dead-lettered) come from those totals, not from the last status a process sent
+        before it died: a batch committed after that status would be missing otherwise.
+        """
         current: Mapping[str, int] = self.status.get("counters") or {}
-        return {
+        counters = {
             name: self._carried.get(name, 0) + current.get(name, 0) for name in {*self._carried, *current}
         }
+        base = self._durable_base or {}
+        for name, value in self._durable.items():
+            counters[name] = value - base.get(name, 0)
+        return counters
 
     def start(self) -> None:
         self._carried = self.counters()  # counters never go backwards across a restart
         self.status = {}
+        self.started_at = self.status_at = time.monotonic()
         self._process = subprocess.Popen(  # noqa: S603  (our own module, our own interpreter)
             [sys.executable, "-c", _CHILD_MAIN, str(os.getpid())],
             stdin=subprocess.PIPE,
@@ -216,8 +260,13 @@ class DrainProcess:
         assert process.stdout is not None
         for line in process.stdout:
             try:
-                self.status = json.loads(line)
-            except ValueError:
+                status = json.loads(line)
+                if self._durable_base is None:
+                    self._durable_base = dict(status.get("durable_counters_at_open") or {})
+                self._durable = dict(status.get("durable_counters") or self._durable)
+                self.status = status
+                self.status_at = time.monotonic()
+            except (ValueError, AttributeError, TypeError):
                 _logger.debug("unreadable status line from the drain process: %r", line)
 
     @property

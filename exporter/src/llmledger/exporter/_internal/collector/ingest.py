@@ -13,6 +13,7 @@ import enum
 import hmac
 import logging
 import threading
+import time
 from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from typing import Final
@@ -78,6 +79,9 @@ class Ingest:
         self._slots = threading.BoundedSemaphore(max_concurrent_requests)
         self._recent = recent if recent is not None else RecentRequests()
         self.accepting = True
+        # The last spool write's error while it is the latest outcome (readiness: requests
+        # would be refused), and when it happened.
+        self.spool_failure: tuple[float, str] | None = None
 
     def authorized(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` value carries the configured bearer token (constant time)."""
@@ -140,6 +144,7 @@ class Ingest:
             raise RefusedError(Outcome.SPOOL_FULL, str(exc), counted=True) from exc
         except SpoolError as exc:
             self._reject(items, decoded.span_count)
+            self.spool_failure = (time.monotonic(), str(exc))
             metrics.add("spool_errors")
             _logger.error("spool write failed, request refused: %s", exc)
             raise RefusedError(
@@ -148,6 +153,7 @@ class Ingest:
                 counted=True,
             ) from exc
         self._recent.add(digest)
+        self.spool_failure = None
         metrics.add(f"spooled_{items}", decoded.span_count)
 
     def _reject(self, items: str, count: int) -> None:

@@ -30,6 +30,7 @@ substitution is the database identifier, and the file path is a bound parameter.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -40,8 +41,6 @@ from llmledger.exporter._internal.native_block import varint
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS
 from llmledger.exporter._internal.store import run_command
 from llmledger.exporter._internal.writer import deferred_index_settings
-
-from .spool import SpoolBatch
 
 __all__ = ["READ_BLOCK_BYTES", "NativeInsert"]
 
@@ -232,7 +231,7 @@ ARRAY JOIN ss.spans AS sp"""
 
 
 class NativeInsert:
-    """Inserts claimed spool batches by letting the embedded engine decode them (see the module doc)."""
+    """Inserts spooled requests by letting the embedded engine decode them (see the module doc)."""
 
     def __init__(
         self, client: Client, database: str, scratch: Path, *, read_block_bytes: int = READ_BLOCK_BYTES
@@ -270,9 +269,9 @@ class NativeInsert:
             **deferred_index_settings(),
         }
 
-    def _write_scratch(self, batch: SpoolBatch) -> None:
+    def _write_scratch(self, payloads: Sequence[bytes | memoryview]) -> None:
         # ``Protobuf`` input is a sequence of length-delimited messages.
-        parts = (part for record in batch.records for part in (varint(len(record.payload)), record.payload))
+        parts = (part for payload in payloads for part in (varint(len(payload)), payload))
         if self._memfd is None:
             with open(self._scratch, "wb") as file:
                 file.writelines(parts)
@@ -288,15 +287,15 @@ class NativeInsert:
             os.close(self._memfd)
             self._memfd = None
 
-    def write(self, batch: SpoolBatch) -> bool:
-        """Insert ``batch`` natively; ``False`` (nothing written) when it holds spans only ``SpanRows`` renders."""
-        self._write_scratch(batch)
+    def write(self, payloads: Sequence[bytes | memoryview], dedup_token: str) -> bool:
+        """Insert the requests natively; ``False`` (nothing written) when they hold spans only ``SpanRows`` renders."""
+        self._write_scratch(payloads)
         try:
             run_command(
                 self._client,
                 self._insert,
                 parameters={"path": str(self._scratch)},
-                settings={**self._settings, "insert_deduplication_token": batch.dedup_token},
+                settings={**self._settings, "insert_deduplication_token": dedup_token},
             )
         except Exception as exc:
             message = str(exc)

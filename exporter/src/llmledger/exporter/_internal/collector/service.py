@@ -37,6 +37,16 @@ __all__ = ["Collector"]
 
 _logger = logging.getLogger("llmledger.collector")
 _MAX_RESTART_DELAY = 30.0
+# A drain process that ran this long before it died starts the restart back-off over.
+_RESTART_DELAY_RESET = 60.0
+# Liveness: the drain process is stuck when it sends no status for this long (it sends one
+# every 0.25 s; frozen, e.g. SIGSTOP, or wedged), or when one insert has not returned for
+# STUCK_INSERT_SECONDS (the largest batches take seconds). docs/collector.md says so.
+STALLED_DRAIN_SECONDS = 10.0
+STUCK_INSERT_SECONDS = 120.0
+# Readiness: a spool write that failed this recently, with nothing written since, means
+# the next request would be refused too.
+_SPOOL_FAILURE_SECONDS = 10.0
 
 
 class Collector:
@@ -167,6 +177,13 @@ class Collector:
         metrics.gauge("store_up", "1 when the last store write succeeded", lambda: status("store_up"))
         metrics.gauge("drain_restarts", "Times the drain process was restarted", lambda: drain.restarts)
 
+    def _spool_free_bytes(self) -> int | None:
+        try:
+            stat = os.statvfs(self.config.spool_dir)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
     def _metrics_text(self) -> str:
         drain = self._drain
         return self.metrics.render(drain.counters() if drain is not None else {})
@@ -178,14 +195,27 @@ class Collector:
         fatal = drain.status.get("fatal_error")
         if fatal:
             return False, f"the drain stopped: {fatal}"
+        silent = time.monotonic() - drain.status_at
+        if silent > STALLED_DRAIN_SECONDS:
+            return False, f"the drain process has not reported for {silent:.0f} s (frozen or stuck)"
+        inserting = float(drain.status.get("insert_seconds") or 0.0)
+        if inserting > STUCK_INSERT_SECONDS:
+            return False, f"a store insert has not returned for {inserting:.0f} s"
         return True, "ok"
 
     def _readiness(self) -> tuple[bool, str]:
-        if self._ingest is None or not self._ingest.accepting:
+        ingest = self._ingest
+        if ingest is None or not ingest.accepting:
             return False, "not accepting spans (starting or shutting down)"
         spool = self._spool
         if spool is not None and not spool.has_room(self.config.max_request_bytes):
             return False, "the spool is full; spans are refused until the store catches up"
+        free = self._spool_free_bytes()
+        if free is not None and free < self.config.max_request_bytes:
+            return False, f"the disk holding the spool is full ({free} bytes free); spans are refused"
+        failure = ingest.spool_failure
+        if failure is not None and time.monotonic() - failure[0] < _SPOOL_FAILURE_SECONDS:
+            return False, f"spool writes are failing; spans are refused: {failure[1]}"
         healthy, detail = self._health()
         drain = self._drain
         if not healthy or drain is None:
@@ -193,6 +223,8 @@ class Collector:
         store = "store up" if drain.status.get("store_up") else "store not written yet or failing"
         if drain.status.get("last_error"):
             store += f": {drain.status['last_error']}"
+        if drain.status.get("query_error"):
+            store += f"; {drain.status['query_error']}"
         return True, f"ready ({store})"
 
     # -- stopping --------------------------------------------------------------------------
@@ -244,6 +276,8 @@ class Collector:
                 drain.status.get("fatal_error") or "no error reported",
                 delay,
             )
+            if time.monotonic() - drain.started_at > _RESTART_DELAY_RESET:
+                delay = 1.0  # it ran well for a while: this is a new failure, not the same one
             if self._stop_requested.wait(delay):
                 break
             drain.restarts += 1

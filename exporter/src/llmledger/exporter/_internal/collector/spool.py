@@ -53,9 +53,10 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
     "HEADER_SIZE",
@@ -240,6 +241,9 @@ class _Checkpoint:
     spool_id: str
     cursor: tuple[int, int]
     claim: _Claim | None
+    # What the committed batches came to since the spool began ("written_spans",
+    # "dead_letter_spans"), written with the cursor: exact across crashes and restarts.
+    totals: tuple[tuple[str, int], ...] = ()
 
 
 def _read_checkpoint(directory: Path) -> _Checkpoint | None:
@@ -247,10 +251,12 @@ def _read_checkpoint(directory: Path) -> _Checkpoint | None:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
         claim = state.get("claim")
+        totals: dict[str, Any] = state.get("totals") or {}
         return _Checkpoint(
             str(state["spool_id"]),
             (int(state["segment"]), int(state["offset"])),
             _Claim.from_json(claim) if claim else None,
+            tuple(sorted((str(name), int(value)) for name, value in totals.items())),
         )
     except FileNotFoundError:
         return None
@@ -267,6 +273,7 @@ def _write_checkpoint(directory: Path, checkpoint: _Checkpoint) -> None:
             "segment": checkpoint.cursor[0],
             "offset": checkpoint.cursor[1],
             "claim": checkpoint.claim.to_json() if checkpoint.claim else None,
+            "totals": dict(checkpoint.totals),
         }
     )
     try:
@@ -511,12 +518,18 @@ class SpoolReader:
             raise SpoolError(f"no spool checkpoint in {directory}: the writer creates it first")
         self._checkpoint = checkpoint
         self._marker_fd = os.open(directory / _DURABLE, os.O_RDONLY)
+        self.totals_at_open = self.totals
         self.skipped_bytes = 0
         self.lag_seconds = 0.0
 
     @property
     def spool_id(self) -> str:
         return self._checkpoint.spool_id
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """What committed batches came to since the spool began (see :meth:`commit`)."""
+        return dict(self._checkpoint.totals)
 
     def _durable(self) -> tuple[int, int]:
         """The writer's published durable position (segment, end)."""
@@ -620,7 +633,9 @@ class SpoolReader:
             if found is None:
                 return None
             claim, records = self._take(found[0], found[1], max_spans, max_bytes)
-            self._checkpoint = _Checkpoint(self.spool_id, (claim.segment, claim.start), claim)
+            self._checkpoint = _Checkpoint(
+                self.spool_id, (claim.segment, claim.start), claim, self._checkpoint.totals
+            )
             _write_checkpoint(self.directory, self._checkpoint)
         if records:
             self.lag_seconds = max(0.0, time.time() - records[0].appended_ms / 1000)
@@ -725,15 +740,22 @@ class SpoolReader:
             _logger.error("spool segment %d: skipped %d damaged bytes", segment, damaged)
             self.skipped_bytes += damaged
 
-    def commit(self, batch: SpoolBatch) -> None:
-        """Record that ``batch`` is in the store; delete segments that are fully drained."""
+    def commit(self, batch: SpoolBatch, counts: Mapping[str, int] | None = None) -> None:
+        """Record that ``batch`` is in the store; delete segments that are fully drained.
+
+        ``counts`` (spans written, spans dead-lettered …) are added to :attr:`totals` in the
+        same checkpoint write, so they count each batch exactly once whatever crashes.
+        """
         last = batch.last_segment
         cursor = (last, batch.end)
         durable_segment, _ = self._durable()
         size = self._size(last)
         if last < durable_segment and (size is None or batch.end >= size):
             cursor = (last + 1, 0)  # sealed and finished
-        self._checkpoint = _Checkpoint(self.spool_id, cursor, None)
+        totals = self.totals
+        for name, value in (counts or {}).items():
+            totals[name] = totals.get(name, 0) + value
+        self._checkpoint = _Checkpoint(self.spool_id, cursor, None, tuple(sorted(totals.items())))
         _write_checkpoint(self.directory, self._checkpoint)
         for segment in _list_segments(self.directory):
             if segment < cursor[0]:
