@@ -54,6 +54,7 @@ class CollectorProcess:
     http_port: int = 0
     log_path: Path | None = None
     ssl_context: ssl.SSLContext | None = None
+    command_prefix: Sequence[str] = ()  # e.g. run it in a mount namespace of its own
 
     def start(self, *, wait_ready: bool = True) -> CollectorProcess:
         state = self.data_dir / "collector.json"
@@ -65,6 +66,7 @@ class CollectorProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.command_prefix,
                     sys.executable,
                     "-m",
                     "llmledger.exporter.cli",

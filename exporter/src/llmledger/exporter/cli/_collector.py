@@ -10,6 +10,7 @@ from llmledger.exporter._internal.collector import SETTINGS, Collector, Collecto
 from llmledger.exporter._internal.collector.config import ENV_CONFIG_FILE
 from llmledger.exporter._internal.collector.log_format import configure_logging
 from llmledger.exporter._internal.collector.spool import SpoolError
+from llmledger.exporter.cli import _dead_letters
 
 __all__ = ["register"]
 
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 help=f"{setting.help} ({default}env {setting.env})",
             )
     parser.set_defaults(handler=_run)
+    _dead_letters.register(parser.add_subparsers(title="maintenance", metavar="ACTION", required=False))
 
 
 def _run(args: argparse.Namespace) -> int:

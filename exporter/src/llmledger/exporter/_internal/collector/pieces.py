@@ -65,6 +65,7 @@ _DATA_ERROR_CODES: Final = frozenset(
         321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
         395,  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
         407,  # DECIMAL_OVERFLOW
+        469,  # VIOLATED_CONSTRAINT (a CHECK constraint an operator added)
     }
 )
 _TOO_MANY_PARTS: Final = 252
