@@ -6,6 +6,7 @@ store or in the dead-letter file, none twice, and other clients keep being serve
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -70,7 +71,9 @@ def wait_drained(collector: CollectorProcess, timeout: float = 60) -> None:
 
     def drained() -> bool:
         done = collector.metric("written_spans_total") + collector.metric("dead_letter_spans_total")
-        return done == collector.metric("spooled_spans_total") and collector.metric("spool_pending_bytes") == 0
+        return (
+            done == collector.metric("spooled_spans_total") and collector.metric("spool_pending_bytes") == 0
+        )
 
     wait_for(drained, timeout, "the spool to drain")
 
@@ -391,3 +394,20 @@ def test_a_full_disk_makes_the_collector_not_ready_until_there_is_room(tmp_path:
     wait_drained(collector, 60)
     assert_each_span_once(collector, acked)
     assert collector.stop() == 0
+
+
+def test_a_split_batch_replayed_after_a_crash_and_a_fix_is_written_once(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.collector.split_replay_worker", str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "counts": [119, 119, 119, 119],  # otel_traces rows, distinct spans, llm_calls, hourly calls
+        "totals": {"written_spans": 119, "dead_letter_spans": 1},
+        "dead_letters": [1],
+    }

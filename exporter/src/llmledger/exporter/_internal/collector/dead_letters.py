@@ -168,6 +168,13 @@ class DeadLetterFile:
         finally:
             os.close(fd)
 
+    def has(self, key: str) -> bool:
+        """Whether an entry with ``key`` is in the file."""
+        with self._lock:
+            if self._keys is None:
+                self._keys = {entry.key for entry in self.entries()}
+            return key in self._keys
+
     def add(self, key: str, reason: str, items: int, payload: bytes, signal: str = "traces") -> bool:
         """Keep a refused piece (durably); ``False`` when an entry with ``key`` is already there."""
         with self._lock:

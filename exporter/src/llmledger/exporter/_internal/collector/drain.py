@@ -166,7 +166,8 @@ class SpoolDrain:
         """
         self._deadline = time.monotonic() + timeout
         self._stop.set()
-        self._thread.join(timeout + 5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout + 5)
         with self._store_lock:
             if self._client is not None:
                 try:
@@ -258,6 +259,9 @@ class SpoolDrain:
         while pending:
             piece = pending.pop()
             kind = self._splits.kind(piece.token)
+            if kind is None and self._dead_letters.has(piece.token):
+                dead += piece.spans  # set aside before a crash: in the dead-letter file, not the store
+                continue
             if kind is None:
                 try:
                     landed = self._insert_until_settled(piece)
