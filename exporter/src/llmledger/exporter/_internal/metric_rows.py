@@ -126,7 +126,12 @@ def _number(point: NumberDataPoint | Exemplar) -> float:
     return 0.0
 
 
+_NO_EXEMPLARS: Final[tuple[list[Any], ...]] = ([], [], [], [], [])
+
+
 def _exemplars(exemplars: Sequence[Exemplar]) -> tuple[list[Any], ...]:
+    if not exemplars:
+        return _NO_EXEMPLARS  # most points carry none; the empty lists are never mutated
     return (
         [otlp_attributes(e.filtered_attributes) for e in exemplars],
         [e.time_unix_nano for e in exemplars],
@@ -267,12 +272,17 @@ def insert_rows(
     rows: Sequence[tuple[Any, ...]],
     dedup_token: str,
 ) -> None:
-    """One insert of ``rows`` into ``database.table`` (names and types given: no DESCRIBE first)."""
+    """One insert of ``rows`` into ``database.table`` (names and types given: no DESCRIBE first).
+
+    Sent column-oriented: transposing here (``zip``, in C) costs a fraction of what
+    clickhouse-connect's row-to-column pass does.
+    """
     client.insert(  # pyright: ignore[reportUnknownMemberType]
         table,
-        rows,
+        [list(column) for column in zip(*rows, strict=True)],
         column_names=[name for name, _ in columns],
         column_type_names=[kind for _, kind in columns],
         database=database,
+        column_oriented=True,
         settings={"insert_deduplication_token": dedup_token},
     )
