@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -286,8 +287,20 @@ def migration_status(client: Client, config: StoreConfig) -> list[MigrationStatu
     ]
 
 
+# One process may hold several writers of one store (the direct span and metrics exporters,
+# each opening it on its first export): they apply the schema one at a time, so the second
+# finds it applied instead of re-running a migration the first is in the middle of (which
+# dropped views under the first one's writes).
+_APPLYING = threading.Lock()
+
+
 def apply_migrations(client: Client, config: StoreConfig, target: int | None = None) -> list[Migration]:
     """Apply every pending migration up to ``target`` (all when ``None``); return those applied."""
+    with _APPLYING:
+        return _apply_migrations(client, config, target)
+
+
+def _apply_migrations(client: Client, config: StoreConfig, target: int | None) -> list[Migration]:
     for ddl in _ledger_ddl(config):
         run_command(client, ddl)
     applied = _applied(client, config)
