@@ -6,7 +6,8 @@ Starts ``llmledger collector`` pinned to one CPU with a fresh embedded store (fs
 ``always``) and offers ``--rate`` spans/s as OTLP/HTTP protobuf requests of ``--batch``
 spans with ``--attributes`` attributes each, from keep-alive connections pinned to another
 CPU. Every 0.25 s one probe request with its own trace id is sent and polled for through
-the collector's query server. Reports achieved ingest (acknowledged) and end-to-end
+the collector's ClickHouse HTTP interface. ``--report-every 1`` also runs the per-tenant
+report through that interface every second, to measure what reads cost ingestion. Reports achieved ingest (acknowledged) and end-to-end
 (written to ``otel_traces``) spans/s, acknowledgement latency percentiles, time from
 acknowledgement to queryable, and the collector's peak resident memory. ``--rate 0``
 sends as fast as the collector acknowledges.
@@ -31,8 +32,8 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from llmledger.exporter._internal.collector import query_via_collector
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.store import open_store, run_query
 
 GOALS = {"spans_per_second": 50_000, "ack_p99_ms": 50.0, "queryable_p99_s": 5.0}
 
@@ -160,6 +161,7 @@ class Collector:
             [
                 sys.executable, "-m", "llmledger.exporter.cli", "collector", "--url", self.store.url,
                 "--data-dir", str(self.data), "--grpc-endpoint", "", "--http-endpoint", "127.0.0.1:0",
+                "--clickhouse-http-endpoint", "127.0.0.1:0",
                 "--fsync", fsync, "--log-level", log_level, "--max-concurrent-requests", "16",
             ],
             stdout=self.log,
@@ -263,15 +265,17 @@ def measure(
         connection.close()
 
     def poll() -> None:
+        client = None
         while not stop.is_set() or probes:
             with lock:
                 pending = list(probes)
             if pending:
                 try:
-                    rows = query_via_collector(
-                        collector.store,
+                    client = client or open_store(collector.store)
+                    rows = run_query(
+                        client,
                         "SELECT DISTINCT TraceId FROM otel_traces WHERE TraceId IN {ids:Array(String)}",
-                        {"ids": pending},
+                        parameters={"ids": pending},
                     ).result_rows
                 except Exception:
                     rows = []
@@ -284,8 +288,26 @@ def measure(
                 return
             time.sleep(args.poll)
 
+    reports: list[float] = []
+
+    def report() -> None:
+        # What `llmledger report --by tenant` does while the collector ingests: a new client of
+        # the collector's ClickHouse HTTP interface, the rollup query, every --report-every s.
+        from llmledger.exporter._internal.report import ReportQuery, run_report
+
+        while not stop.wait(args.report_every):
+            began = time.monotonic()
+            client = open_store(collector.store)
+            try:
+                run_report(client, collector.store.database, ReportQuery(group_by=("tenant",)))
+            finally:
+                client.close()
+            reports.append(time.monotonic() - began)
+
     threads = [threading.Thread(target=send, args=(w,), daemon=True) for w in range(args.senders)]
     threads += [threading.Thread(target=probe, daemon=True)]
+    if args.report_every:
+        threads.append(threading.Thread(target=report, daemon=True))
     poller = threading.Thread(target=poll, daemon=True)
     for thread in [*threads, poller]:
         thread.start()
@@ -330,6 +352,8 @@ def measure(
         "drain_peak_rss_mib": peaks[1],
         "receiver_cpu_us_per_span": receiver_cpu / max(total, 1) * 1e6,
         "drain_cpu_us_per_span": drain_cpu / max(written, 1) * 1e6,
+        "reports": float(len(reports)),
+        "report_p50_ms": percentile(reports, 0.5) * 1000,
         **by_thread,
     }
 
@@ -355,6 +379,12 @@ def main() -> int:
         default=0.25,
         help="seconds between queries for the probes (each scans otel_traces' trace-id index on the "
         "collector's core, ~10 ms at a million spans; a span is counted queryable up to this late)",
+    )
+    parser.add_argument(
+        "--report-every",
+        type=float,
+        default=0.0,
+        help="also run `llmledger report --by tenant`'s query through the collector every this many s",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--log", type=Path, help="keep the collector's log here (debug level)")

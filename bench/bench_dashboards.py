@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/bench_dashboards.py                      # 10M calls, 5 timed runs each
     .venv/bin/python bench/bench_dashboards.py --calls 1000000 --repeat 3
     .venv/bin/python bench/bench_dashboards.py --store /tmp/dash    # keep the store for re-runs
+    .venv/bin/python bench/bench_dashboards.py --via-collector      # in-process vs through the collector
 
 Seeding goes around the span path on purpose: ``llm_calls`` is filled directly with
 ``INSERT … SELECT FROM numbers()`` inside ClickHouse into ``llm_call_changes``, one winning
@@ -271,12 +272,21 @@ def main() -> int:
         help="embedded store directory, kept for re-runs (default: a temporary one, removed)",
     )
     parser.add_argument("--markdown", action="store_true", help="print the results as a Markdown table")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--via-collector",
+        action="store_true",
+        help="time every query twice, side by side: in-process (a child process) and through a "
+        "collector that owns the same store (its ClickHouse HTTP interface, the read-only user)",
+    )
     args = parser.parse_args()
+    if args.via_collector:
+        return compare_via_collector(args)
 
     temporary = args.store is None
     store = args.store or Path(tempfile.mkdtemp(prefix="llmledger-bench-dashboards-"))
     config = StoreConfig(url=f"chdb://{store}", database=DATABASE)
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     apply_migrations(client, config)
     client.database = DATABASE
     have = run_query(client, "SELECT count() FROM llm_calls").result_rows[0][0]
@@ -303,6 +313,8 @@ def main() -> int:
     if temporary:
         shutil.rmtree(store, ignore_errors=True)
 
+    if args.json:
+        args.json.write_text(json.dumps([list(r) for r in results]))
     results.sort(key=lambda r: -r[1])
     over = [r for r in results if r[1] >= GOAL_MS]
     print(f"\n{len(results)} queries; goal < {GOAL_MS:.0f} ms each (median): {len(over)} over")
@@ -314,6 +326,76 @@ def main() -> int:
         for where, median, fastest, rows in results:
             print(f"| {where} | {median:.0f} | {fastest:.0f} | {rows} |")
     return 1 if over else 0
+
+
+def compare_via_collector(args: argparse.Namespace) -> int:
+    """In-process timings from a child process, then the same queries through a collector on the store."""
+    import subprocess
+
+    temporary = args.store is None
+    store = args.store or Path(tempfile.mkdtemp(prefix="llmledger-bench-dashboards-"))
+    work = Path(tempfile.mkdtemp(prefix="llmledger-bench-collector-"))
+    try:
+        local_json = work / "in-process.json"
+        child = [sys.executable, __file__, "--calls", str(args.calls), "--repeat", str(args.repeat)]
+        subprocess.run([*child, "--store", str(store), "--json", str(local_json)], check=False)
+        local = {
+            where: (median, fastest, rows)
+            for where, median, fastest, rows in json.loads(local_json.read_text())
+        }
+        from llmledger.exporter._internal.store_owner import current_owner
+
+        llmledger = Path(sys.executable).parent / "llmledger"
+        collector = subprocess.Popen(
+            [str(llmledger), "collector", "--url", f"chdb://{store}", "--data-dir", str(work / "data"),
+             "--grpc-endpoint", "", "--http-endpoint", "127.0.0.1:0", "--clickhouse-http-endpoint", "127.0.0.1:0",
+             "--log-level", "warning"],
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while current_owner(store) is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            config = StoreConfig(url=f"chdb://{store}", database=DATABASE)
+            client = None
+            while client is None and time.monotonic() < deadline:
+                try:
+                    client = open_store(config)
+                    run_query(client, "SELECT count() FROM llm_calls")
+                except Exception:
+                    client = None
+                    time.sleep(0.2)
+            if client is None:
+                sys.exit("the collector did not serve the store within 60 s")
+            load = os.getloadavg()[0]
+            print(f"through the collector (load average {load:.1f}):", flush=True)
+            remote: dict[str, tuple[float, float, int]] = {}
+            for query in queries(client):
+                median, fastest, rows = time_query(client, query, args.repeat)
+                remote[query.where] = (median, fastest, rows)
+                print(f"  {median:8.1f} ms  (best {fastest:7.1f})  {rows:6d} rows  {query.where}", flush=True)
+            client.close()
+        finally:
+            collector.terminate()
+            collector.wait(60)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if temporary:
+            shutil.rmtree(store, ignore_errors=True)
+    print(
+        "\n| query | in-process median ms | through the collector ms | ratio | rows |\n|---|--:|--:|--:|--:|"
+    )
+    ratios: list[float] = []
+    for where, (median, _, rows) in sorted(remote.items(), key=lambda item: -item[1][0]):
+        base = local[where][0]
+        ratios.append(median / base)
+        assert rows == local[where][2], (
+            f"{where}: {rows} rows through the collector, {local[where][2]} in-process"
+        )
+        print(f"| {where} | {base:.1f} | {median:.1f} | {median / base:.2f} | {rows} |")
+    print(f"\n{len(ratios)} queries; through the collector / in-process: median {statistics.median(ratios):.2f}, "
+          f"max {max(ratios):.2f}; sum of medians {sum(v[0] for v in remote.values()):.0f} ms vs "
+          f"{sum(v[0] for v in local.values()):.0f} ms")  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

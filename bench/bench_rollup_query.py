@@ -94,7 +94,7 @@ def main() -> int:
 
     store = args.store or tempfile.mkdtemp(prefix="llmledger-bench-")
     config = StoreConfig(url=f"chdb://{store}", database=f"bench_{uuid.uuid4().hex[:8]}")
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     apply_migrations(client, config)
     db = f"`{config.database}`"
 

@@ -47,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
 
     config = StoreConfig(url=f"chdb://{tempfile.mkdtemp(prefix='llmledger-bench-steady-')}", database="bench")
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     apply_migrations(client, config)
     if args.default_merges:
         for table in WIDE_TABLES:

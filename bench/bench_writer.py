@@ -133,7 +133,7 @@ def main() -> int:
 
     store = args.store or tempfile.mkdtemp(prefix="llmledger-bench-")
     config = StoreConfig(url=f"chdb://{store}", database=f"bench_{uuid.uuid4().hex[:8]}")
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     apply_migrations(client, config)
     # As the exporter writes to an embedded store: attribute bloom filters left to the first merge.
     writer = SpanWriter(client, config.database, defer_attribute_indexes=config.embedded)

@@ -206,7 +206,7 @@ def draw(dashboard: dict[str, Any], results: dict[int, list[dict[str, Any]]], pa
 def main() -> int:
     store = Path(tempfile.mkdtemp(prefix="llmledger-previews-"))
     config = StoreConfig(url=f"chdb://{store}", database="llmledger")
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     apply_migrations(client, config)
     seed(client, config.database)
     client.database = config.database

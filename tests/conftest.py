@@ -61,6 +61,6 @@ def store_client(store_url: str) -> Iterator[Any]:
     from llmledger.exporter import StoreConfig
     from llmledger.exporter._internal.store import open_store
 
-    client = open_store(StoreConfig(url=store_url), use_database=False)
+    client = open_store(StoreConfig(url=store_url), use_database=False, write=True)
     yield client
     client.close()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clickhouse_connect.driver.query import QueryResult
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -25,8 +26,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from llmledger.exporter._internal.collector import CollectorQueryResult, query_via_collector
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.store import open_store, run_query
 
 PROTOBUF = "application/x-protobuf"
 
@@ -79,6 +80,8 @@ class CollectorProcess:
                     "127.0.0.1:0",
                     "--http-endpoint",
                     "127.0.0.1:0",
+                    "--clickhouse-http-endpoint",
+                    "127.0.0.1:0",
                     "--retry-initial-seconds",
                     "0.1",
                     "--retry-max-seconds",
@@ -99,7 +102,7 @@ class CollectorProcess:
         self.grpc_port, self.http_port = ports["grpc_port"], ports["http_port"]
         if wait_ready:
             wait_for(lambda: self.get("/readyz")[0] == 200, 15, "readiness")
-            # The drain process reports its first status once the query server is up.
+            # The drain process reports its first status once it runs.
             wait_for(lambda: not math.isnan(self.metric("store_up")), 30, "the drain process")
         return self
 
@@ -175,8 +178,13 @@ class CollectorProcess:
                 return float(line.split()[1])
         raise KeyError(name)
 
-    def query(self, sql: str, parameters: Mapping[str, object] | None = None) -> CollectorQueryResult:
-        return query_via_collector(StoreConfig(url=self.store_url), sql, parameters)
+    def query(self, sql: str, parameters: Mapping[str, object] | None = None) -> QueryResult:
+        """A read through the collector's ClickHouse HTTP interface, as every tool reads an owned store."""
+        client = open_store(StoreConfig(url=self.store_url))
+        try:
+            return run_query(client, sql, parameters=parameters)
+        finally:
+            client.close()
 
     def scalar(self, sql: str, parameters: Mapping[str, object] | None = None) -> Any:
         return self.query(sql, parameters).result_rows[0][0]

@@ -294,7 +294,7 @@ def check_odd_encodings(client: Client, root: Path) -> dict[str, object]:
 def main(root: Path, batches: int) -> None:
     rows_db = StoreConfig(url=f"chdb://{root / 'store'}", database="by_rows")
     native_db = StoreConfig(url=rows_db.url, database="by_engine")
-    client = open_store(rows_db, use_database=False)
+    client = open_store(rows_db, use_database=False, write=True)
     apply_migrations(client, rows_db)
     apply_migrations(client, native_db)
     writer = SpanWriter(client, rows_db.database)

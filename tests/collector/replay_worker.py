@@ -42,7 +42,7 @@ def main(root: Path) -> None:
     assert batch.span_count == 80
 
     # First run: the batch is inserted, then the process dies before the checkpoint moves.
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     apply_migrations(client, config)
     rows = SpanRows()
     for record in batch.records:

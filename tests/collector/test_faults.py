@@ -58,7 +58,7 @@ def test_store_unavailable_then_available(tmp_path: Path) -> None:
             "import sys\n"
             "from llmledger.exporter._internal.config import StoreConfig\n"
             "from llmledger.exporter._internal.store import open_store\n"
-            f"client = open_store(StoreConfig(url='chdb://{store}'))\n"
+            f"client = open_store(StoreConfig(url='chdb://{store}'), write=True)\n"
             "print('held', flush=True)\n"
             "sys.stdin.readline()\n",
         ],

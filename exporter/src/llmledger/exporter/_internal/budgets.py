@@ -18,7 +18,7 @@ from string import Template
 from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter._internal.config import StoreConfig
-from llmledger.exporter._internal.store import StoreError, open_store, run_command, run_query
+from llmledger.exporter._internal.store import open_store, read_only_settings, run_command, run_query
 
 __all__ = [
     "PERIODS",
@@ -132,7 +132,7 @@ def budget_status(client: Client, database: str, now: datetime | None = None) ->
         resources.files("llmledger.exporter._internal").joinpath("queries", "budget_status.sql").read_text()
     ).substitute(db=_db(database))
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None, microsecond=0)
-    result = run_query(client, sql, parameters={"now": when}, settings={"readonly": 1})
+    result = run_query(client, sql, parameters={"now": when}, settings=read_only_settings(client))
     out: list[BudgetStatus] = []
     for tenant, user, period, enforcement, limit, start, spent in result.result_rows:
         out.append(
@@ -181,17 +181,24 @@ class BudgetGuard:
     def from_store(cls, config: StoreConfig | None = None, refresh_s: float = 30.0) -> BudgetGuard:
         """A guard reading the configured store (``LLMLEDGER_CLICKHOUSE_URL``).
 
-        A ClickHouse server is read directly. An embedded store belongs to the process that
-        opened it (the collector, normally): its figures are read through the collector.
+        A ClickHouse server is read directly. An embedded store is read through the
+        collector that owns it (its ClickHouse HTTP interface, as the read-only user), never
+        opened in the app's process; until a collector serves it, refreshes fail and the
+        guard lets calls through (logged once), as with any store that is down.
         """
         config = config or StoreConfig.from_env()
-        if config.embedded:
-            raise StoreError(
-                "budget enforcement reads spend from a ClickHouse server; with the embedded store, "
-                f"{config.display_url} belongs to the collector — point LLMLEDGER_CLICKHOUSE_URL at a server"
-            )
-        client = open_store(config)
-        return cls(lambda: budget_status(client, config.database), refresh_s)
+        clients: list[Client] = []
+
+        def fetch() -> list[BudgetStatus]:
+            if not clients:
+                clients.append(open_store(config, in_process=False))
+            try:
+                return budget_status(clients[0], config.database)
+            except Exception:
+                clients.pop().close()  # the collector may have restarted: reconnect next time
+                raise
+
+        return cls(fetch, refresh_s)
 
     def install(self) -> Callable[[], None]:
         """Start refreshing and check every instrumented LLM call; returns a function that undoes both."""

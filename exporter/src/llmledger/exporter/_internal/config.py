@@ -116,6 +116,14 @@ class StoreConfig:
             )
         elif parts.scheme == "chdb" and not self.embedded_path:
             problems.append(f"embedded store URL {self.url!r} needs a path: chdb:///path/to/store")
+        elif parts.scheme == "chdb" and (
+            parts.netloc not in ("", "localhost") or not str(self.embedded_path).startswith("/")
+        ):
+            problems.append(
+                f"embedded store URL {self.url!r} must name an absolute path, with three slashes: "
+                f"chdb:///absolute/path/to/store (chdb://{parts.netloc}{parts.path} would be relative "
+                "to wherever the command runs)"
+            )
         elif parts.scheme != "chdb" and not parts.hostname:
             problems.append(f"server URL {self.url!r} has no host")
         if not _IDENTIFIER.match(self.database):

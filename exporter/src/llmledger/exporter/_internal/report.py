@@ -17,9 +17,8 @@ from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
-from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.money import UNATTRIBUTED
-from llmledger.exporter._internal.store import run_query
+from llmledger.exporter._internal.store import read_only_settings, run_query
 
 __all__ = [
     "DIMENSIONS",
@@ -28,7 +27,6 @@ __all__ = [
     "ReportQuery",
     "ReportResult",
     "client_runner",
-    "collector_runner",
     "known_cost",
     "parse_when",
     "run_report",
@@ -167,7 +165,7 @@ def _template(name: str) -> Template:
 
 
 class QueryRunner(Protocol):
-    """Runs one read-only query with bound parameters: a store client, or the collector that owns the store."""
+    """Runs one read-only query with bound parameters."""
 
     def __call__(
         self, sql: str, parameters: Mapping[str, object]
@@ -176,19 +174,7 @@ class QueryRunner(Protocol):
 
 def client_runner(client: Client) -> QueryRunner:
     def run(sql: str, parameters: Mapping[str, object]) -> tuple[list[str], list[tuple[Any, ...]]]:
-        result = run_query(client, sql, parameters=parameters, settings={"readonly": 1})
-        return list(result.column_names), [tuple(r) for r in result.result_rows]
-
-    return run
-
-
-def collector_runner(store: StoreConfig) -> QueryRunner:
-    """Queries through the collector that owns an embedded store (its loopback query server)."""
-
-    def run(sql: str, parameters: Mapping[str, object]) -> tuple[list[str], list[tuple[Any, ...]]]:
-        from llmledger.exporter._internal.collector import query_via_collector
-
-        result = query_via_collector(store, sql, parameters)
+        result = run_query(client, sql, parameters=parameters, settings=read_only_settings(client))
         return list(result.column_names), [tuple(r) for r in result.result_rows]
 
     return run

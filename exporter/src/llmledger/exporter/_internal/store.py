@@ -1,25 +1,43 @@
 """Opening the configured store: a ClickHouse server or the embedded chDB engine, one client for both.
 
 chDB locks its data directory (a ``flock`` on ``<store>/status``), so one process owns an
-embedded store at a time; when another process holds it, :class:`StoreLockedError` says
-which store, which process, and what to do instead of chDB's bare initialisation error.
+embedded store at a time. When that process is ``llmledger collector``, every other tool
+reaches the store through the collector's ClickHouse HTTP interface (see
+:mod:`~llmledger.exporter._internal.store_owner`), with the same clickhouse-connect client
+as a server. When another process holds it, :class:`StoreLockedError` says which store,
+which process, and what to do, instead of chDB's bare initialisation error.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import importlib.util
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.store_owner import ADMIN_USER, READONLY_USER, OwnerRecord, current_owner
 
-__all__ = ["StoreError", "StoreLockedError", "open_store", "run_command", "run_query"]
+__all__ = [
+    "StoreError",
+    "StoreLockedError",
+    "open_store",
+    "read_only_settings",
+    "run_command",
+    "run_query",
+    "store_lock_holder",
+]
+
+
+_LOCK_WAIT_SECONDS: Final = 3.0
 
 
 class StoreError(RuntimeError):
@@ -32,16 +50,16 @@ class StoreLockedError(StoreError):
     def __init__(self, path: Path, holder: str | None) -> None:
         self.path = path
         self.holder = holder
-        who = f" (held by {holder})" if holder else ""
+        who = f" ({holder})" if holder else ""
         super().__init__(
-            f"the embedded llmledger store at {path} is in use by another process{who}. "
-            "An embedded store has one owner at a time: stop that process (often `llmledger collector`), "
-            "send spans to it over OTLP instead of opening the store here, or point "
+            f"the embedded llmledger store at {path} is open in another process{who} that does not serve it. "
+            "An embedded store has one owner at a time: let that process finish, or run `llmledger collector` "
+            "as the store's owner (every tool then reaches the store through it), or point "
             "LLMLEDGER_CLICKHOUSE_URL at a different store or a ClickHouse server."
         )
 
 
-def _lock_holder(path: Path) -> tuple[bool, str | None]:
+def store_lock_holder(path: Path) -> tuple[bool, str | None]:
     """Whether another process holds the store's lock, and who (from the lock file) if known."""
     status = path / "status"
     try:
@@ -63,29 +81,48 @@ def _lock_holder(path: Path) -> tuple[bool, str | None]:
         os.close(fd)
 
 
-def open_store(config: StoreConfig, *, use_database: bool = True) -> Client:
+def open_store(
+    config: StoreConfig,
+    *,
+    use_database: bool = True,
+    write: bool = False,
+    create: bool | None = None,
+    via_owner: bool = True,
+    in_process: bool = True,
+) -> Client:
     """A clickhouse-connect client for the configured store.
+
+    A ClickHouse server is connected to directly. An embedded store that a running collector
+    owns is reached through that collector's ClickHouse HTTP interface (``via_owner``), as
+    the read-only user unless ``write``; otherwise this process opens it with chDB. A store
+    that does not exist yet is created only when ``create`` (default: ``write``), so a
+    read never leaves an empty store behind. Without ``in_process`` an embedded store is
+    reached only through its collector (an app process should not carry the engine).
 
     With ``use_database`` the client's default database is the configured one when it
     exists (so ``SELECT … FROM llm_calls`` works unqualified); otherwise ``default``.
     """
     path = config.embedded_path
+    create = write if create is None else create
     try:
         if path is not None:
-            path.mkdir(parents=True, exist_ok=True)
-            client: Client = clickhouse_connect.get_client(dsn=f"chdb://{path}")  # pyright: ignore[reportUnknownMemberType]
+            owner = current_owner(path) if via_owner else None
+            if owner is not None:
+                client = _owner_client(owner, write=write)
+            elif not in_process:
+                raise StoreError(
+                    f"no llmledger collector serves the embedded store {path}: start `llmledger collector` "
+                    "(it serves the store to every tool), or set LLMLEDGER_CLICKHOUSE_URL to a ClickHouse server"
+                )
+            else:
+                client = _open_embedded(config, path, create=create)
         else:
-            client = clickhouse_connect.get_client(dsn=config.url, database="default")  # pyright: ignore[reportUnknownMemberType]
-    except ImportError as exc:
-        raise StoreError(
-            f"the embedded store {config.display_url} needs chDB: install llmledger-exporter[embedded], "
-            "or set LLMLEDGER_CLICKHOUSE_URL to a ClickHouse server"
-        ) from exc
+            client = clickhouse_connect.get_client(  # pyright: ignore[reportUnknownMemberType]
+                dsn=config.url, database="default", autogenerate_session_id=False
+            )
+    except StoreError:
+        raise
     except Exception as exc:
-        if path is not None:
-            locked, holder = _lock_holder(path)
-            if locked:
-                raise StoreLockedError(path, holder) from exc
         hint = (
             "check that the ClickHouse server is up and that LLMLEDGER_CLICKHOUSE_URL (or --url) names it"
             if path is None
@@ -101,6 +138,69 @@ def open_store(config: StoreConfig, *, use_database: bool = True) -> Client:
         if exists:
             client.database = config.database
     return client
+
+
+def _owner_client(owner: OwnerRecord, *, write: bool) -> Client:
+    """A client of the collector that owns the store, over its ClickHouse HTTP interface."""
+    try:
+        return clickhouse_connect.get_client(  # pyright: ignore[reportUnknownMemberType]
+            host=owner.host,
+            port=owner.port,
+            username=ADMIN_USER if write else READONLY_USER,
+            password=owner.admin_password if write else owner.readonly_password,
+            database="default",
+            autogenerate_session_id=False,
+        )
+    except Exception as exc:
+        raise StoreError(
+            f"the embedded store is owned by llmledger collector PID {owner.pid}, but its ClickHouse HTTP "
+            f"interface at {owner.url} did not answer: {exc}"
+        ) from exc
+
+
+def _open_embedded(config: StoreConfig, path: Path, *, create: bool) -> Client:
+    if importlib.util.find_spec("chdb") is None:
+        raise StoreError(
+            f"the embedded store {config.display_url} needs chDB: install the exporter with its embedded "
+            "extra (pip install './exporter[embedded]' from a checkout), start `llmledger collector` "
+            "to serve the store, or set LLMLEDGER_CLICKHOUSE_URL to a ClickHouse server"
+        )
+    if not path.exists():
+        if not create:
+            raise StoreError(
+                f"there is no llmledger store at {path}: create it with `llmledger schema apply`, "
+                "start `llmledger collector` (it creates the store), or set LLMLEDGER_CLICKHOUSE_URL"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+    elif not path.is_dir():
+        raise StoreError(f"the embedded store path {path} exists and is not a directory")
+    # Ask the lock before chDB does: chDB prints its own lock error on stderr before failing.
+    # Another short-lived command (a report, a schema apply) may hold it for a moment: wait a little.
+    # (This process may hold it already: chDB then shares its engine with the new client.)
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    locked, holder = store_lock_holder(path)
+    while locked and holder != f"PID {os.getpid()}" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        locked, holder = store_lock_holder(path)
+    if locked and holder != f"PID {os.getpid()}":
+        raise StoreLockedError(path, holder)
+    try:
+        return clickhouse_connect.get_client(dsn=f"chdb://{path}")  # pyright: ignore[reportUnknownMemberType]
+    except Exception as exc:
+        locked, holder = store_lock_holder(path)
+        if locked:
+            raise StoreLockedError(path, holder) from exc
+        raise
+
+
+def read_only_settings(client: Client) -> dict[str, object]:
+    """``readonly=1`` for a read, unless the connection is read-only already.
+
+    A read-only user (the collector's ``llmledger_readonly``, a server's readonly profile)
+    may not change ``readonly`` at all; it needs no asking.
+    """
+    current = client.server_settings.get("readonly")
+    return {} if current is not None and current.value not in ("", "0") else {"readonly": 1}
 
 
 # clickhouse-connect's signatures are partly untyped; these two keep that in one place.

@@ -79,7 +79,7 @@ def _set(args: argparse.Namespace) -> int:
         print(f"llmledger budget set: {exc}", file=sys.stderr)
         return 2
     config = store_config(args)
-    client = open_store(config)
+    client = open_store(config, write=True)
     try:
         set_budget(
             client,
@@ -122,7 +122,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     config = store_config(args)
-    client = open_store(config)
+    client = open_store(config, write=True)
     try:
         removed = remove_budget(
             client, config.database, tenant=args.tenant, user=args.user, period=args.period

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmledger.exporter._internal.collector import SETTINGS, Collector, CollectorConfig
+from llmledger.exporter._internal.collector import SETTINGS, Collector, CollectorConfig, CollectorStartError
 from llmledger.exporter._internal.collector.config import ENV_CONFIG_FILE
 from llmledger.exporter._internal.collector.log_format import configure_logging
 from llmledger.exporter._internal.collector.spool import SpoolError
@@ -60,6 +60,10 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.log_format, config.log_level)
     try:
         return Collector(config).run()
-    except SpoolError as exc:  # another collector on this data dir, an unwritable disk
+    except CollectorStartError as exc:  # every reason at once, one line each, before anything served
+        for problem in exc.problems:
+            print(f"llmledger collector: {problem}", file=sys.stderr)
+        return 2
+    except SpoolError as exc:  # an unwritable disk after the start
         print(f"llmledger collector: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmledger.exporter._internal.config import StoreConfig
-from llmledger.exporter._internal.store import StoreLockedError, open_store
+from llmledger.exporter._internal.store import open_store
 
 __all__ = ["add_store_options", "read_query", "store_config"]
 
@@ -46,21 +46,10 @@ def store_config(args: argparse.Namespace) -> StoreConfig:
 def read_query(
     config: StoreConfig, sql: str, parameters: Mapping[str, object] | None = None
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read-only query on the store, or through the collector when it owns the embedded store."""
-    from llmledger.exporter._internal.report import client_runner, collector_runner
+    """Run one read-only query on the store (through the collector when it owns the embedded store)."""
+    from llmledger.exporter._internal.report import client_runner
 
-    try:
-        client = open_store(config)
-    except StoreLockedError as locked:
-        from llmledger.exporter._internal.collector.query_server import CollectorQueryError, endpoint_file
-
-        endpoint = endpoint_file(config)
-        if endpoint is None or not endpoint.exists():
-            raise locked from None  # held by something that is not a collector: say who holds it
-        try:
-            return collector_runner(config)(sql, parameters or {})
-        except CollectorQueryError as exc:
-            raise CollectorQueryError(f"{exc} (the store itself is locked: {locked})") from exc
+    client = open_store(config)
     try:
         return client_runner(client)(sql, parameters or {})
     finally:

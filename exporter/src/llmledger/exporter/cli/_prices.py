@@ -79,7 +79,7 @@ def _sync(args: argparse.Namespace) -> int:
 
         print(refused_price_file(exc) + " (nothing was written)", file=sys.stderr)
         return 2
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     try:
         exists = run_query(
             client,

@@ -11,11 +11,10 @@ from llmledger.exporter._internal.report import (
     DIMENSIONS,
     ReportQuery,
     ReportResult,
-    collector_runner,
     parse_when,
     run_report,
 )
-from llmledger.exporter._internal.store import StoreLockedError, open_store
+from llmledger.exporter._internal.store import open_store
 from llmledger.exporter.cli._common import add_store_options, store_config
 from llmledger.exporter.cli._sql import table_text, write_result
 
@@ -88,16 +87,11 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 2
     config = store_config(args)
+    client = open_store(config)
     try:
-        client = open_store(config)
-    except StoreLockedError:
-        # The collector owns this embedded store: ask it instead.
-        result = run_report(collector_runner(config), config.database, query)
-    else:
-        try:
-            result = run_report(client, config.database, query)
-        finally:
-            client.close()
+        result = run_report(client, config.database, query)
+    finally:
+        client.close()
     write_report(result, args.format, sys.stdout)
     return 0
 

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _apply(args: argparse.Namespace) -> int:
     config = store_config(args)
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     try:
         applied = apply_migrations(client, config, target=args.target)
     finally:

@@ -56,7 +56,7 @@ def _create(args: argparse.Namespace) -> int:
         raise StoreError(
             "tenant users need a ClickHouse server: the embedded store has no users or row policies"
         )
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     try:
         for statement in statements:
             run_command(client, statement)

@@ -1,22 +1,11 @@
 """The ``llmledger collector`` service: OTLP in over gRPC and HTTP, a durable spool, ClickHouse out.
 
-:class:`Collector` runs it; :class:`CollectorConfig` configures it; :func:`query_via_collector`
-lets the CLI read an embedded store that a running collector owns.
+:class:`Collector` runs it; :class:`CollectorConfig` configures it. While it owns an embedded
+store it serves that store over ClickHouse's HTTP interface (:mod:`.clickhouse_http`), which
+:func:`~llmledger.exporter._internal.store.open_store` finds for every other tool.
 """
 
 from llmledger.exporter._internal.collector.config import SETTINGS, CollectorConfig
-from llmledger.exporter._internal.collector.query_server import (
-    CollectorQueryError,
-    CollectorQueryResult,
-    query_via_collector,
-)
-from llmledger.exporter._internal.collector.service import Collector
+from llmledger.exporter._internal.collector.service import Collector, CollectorStartError
 
-__all__ = [
-    "SETTINGS",
-    "Collector",
-    "CollectorConfig",
-    "CollectorQueryError",
-    "CollectorQueryResult",
-    "query_via_collector",
-]
+__all__ = ["SETTINGS", "Collector", "CollectorConfig", "CollectorStartError"]

@@ -10,6 +10,7 @@ of :data:`SETTINGS`, which also drives the CLI flags and the table in docs/colle
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -112,7 +113,33 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         True,
         "embedded store: the engine decodes spooled OTLP itself (faster); off: rows are built in Python",
     ),
-    Setting("query_server", "bool", True, "embedded store: serve read-only SQL to the CLI over loopback"),
+    Setting(
+        "query_server",
+        "bool",
+        True,
+        "embedded store: serve it over ClickHouse's HTTP interface on clickhouse_http_endpoint, so the CLI, "
+        "Grafana and any ClickHouse client reach it while the collector owns it",
+    ),
+    Setting(
+        "clickhouse_http_endpoint",
+        "str",
+        "127.0.0.1:8123",
+        "embedded store: loopback address (host:port) of its ClickHouse HTTP interface",
+    ),
+    Setting(
+        "clickhouse_http_password",
+        "str",
+        None,
+        "password of the read-write user `llmledger` on the ClickHouse HTTP interface "
+        "(default: random per start, in <store>.owner.json)",
+    ),
+    Setting(
+        "clickhouse_http_readonly_password",
+        "str",
+        None,
+        "password of the read-only user `llmledger_readonly` (dashboards, reports; "
+        "default: random per start, in <store>.owner.json)",
+    ),
     Setting("log_format", "choice", "logfmt", "structured log format", ("logfmt", "json")),
     Setting("log_level", "choice", "info", "log level", ("debug", "info", "warning", "error")),
 )
@@ -166,6 +193,15 @@ def _parse(setting: Setting, raw: object, source: str, problems: list[str]) -> o
     return None
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _split_endpoint(endpoint: str) -> tuple[str, int] | None:
     host, sep, port = endpoint.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -199,6 +235,9 @@ class CollectorConfig:
     apply_schema: bool = True
     native_insert: bool = True
     query_server: bool = True
+    clickhouse_http_endpoint: str = "127.0.0.1:8123"
+    clickhouse_http_password: str | None = None
+    clickhouse_http_readonly_password: str | None = None
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -264,6 +303,26 @@ class CollectorConfig:
         for name, endpoint in endpoints:
             if endpoint and _split_endpoint(endpoint) is None:
                 problems.append(f"{name} {endpoint!r} must be host:port")
+        if self.serves_store:
+            address = _split_endpoint(self.clickhouse_http_endpoint)
+            if address is None:
+                problems.append(
+                    f"clickhouse_http_endpoint {self.clickhouse_http_endpoint!r} must be host:port on loopback"
+                )
+            elif not _is_loopback(address[0]):
+                problems.append(
+                    f"clickhouse_http_endpoint {self.clickhouse_http_endpoint!r} must be a loopback address "
+                    "(127.0.0.1 or ::1): the embedded store is served to this machine only"
+                )
+        for name in ("clickhouse_http_password", "clickhouse_http_readonly_password"):
+            value: str | None = getattr(self, name)
+            if value is not None and not value.strip():
+                problems.append(f"{name} is empty")
+        if (
+            self.clickhouse_http_password is not None
+            and self.clickhouse_http_password == self.clickhouse_http_readonly_password
+        ):
+            problems.append("clickhouse_http_password and clickhouse_http_readonly_password must differ")
         if not self.grpc_endpoint and not self.http_endpoint:
             problems.append("grpc_endpoint and http_endpoint are both empty: nothing would receive spans")
         for name in (
@@ -300,6 +359,11 @@ class CollectorConfig:
                 problems.append(f"{name} {path} does not exist")
         return problems
 
+    @property
+    def serves_store(self) -> bool:
+        """Whether this collector serves its (embedded) store over ClickHouse's HTTP interface."""
+        return self.store.embedded and self.query_server and bool(self.clickhouse_http_endpoint)
+
     def endpoint(self, which: Literal["grpc", "http"]) -> tuple[str, int] | None:
         """(host, port) to listen on, or ``None`` when that receiver is disabled."""
         endpoint = self.grpc_endpoint if which == "grpc" else self.http_endpoint
@@ -320,7 +384,11 @@ class CollectorConfig:
         return self.data_dir / signal.spool_name
 
     def to_json(self) -> str:
-        """The configuration as JSON (for the drain process; no secrets are included)."""
+        """The configuration as JSON, for the drain process over its private pipe.
+
+        The clients' bearer token is left out (the drain does not need it); the store's
+        HTTP passwords go along, since the drain serves that interface.
+        """
         values: dict[str, object] = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)

@@ -18,12 +18,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.query import QueryResult
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmledger.exporter._internal.config import StoreConfig
@@ -144,6 +143,7 @@ class SpoolDrain:
         self._store_lock = threading.Lock()
         self._client: Client | None = None
         self._writer: SpanWriter | None = None
+        self._engine_opened = False
         self._native_file = native_insert_file if store.embedded else None
         self._native: NativeInsert | None = None
         self._stop = threading.Event()
@@ -178,6 +178,10 @@ class SpoolDrain:
                 self._writer = None
                 self._drop_native()
         return self._spool.pending_bytes() == 0
+
+    def engine_open(self) -> bool:
+        """Whether this process has opened the store at least once (an embedded engine then stays open)."""
+        return self._engine_opened
 
     @property
     def store_connected(self) -> bool:
@@ -408,7 +412,7 @@ class SpoolDrain:
         with self._store_lock:
             if self._writer is not None:
                 return self._writer
-            client = open_store(self._store, use_database=False)
+            client = open_store(self._store, use_database=False, write=True, via_owner=False)
             try:
                 if self._apply_schema:
                     applied = apply_migrations(client, self._store)
@@ -426,6 +430,7 @@ class SpoolDrain:
                 raise
             self._client = client
             self._writer = SpanWriter(client, database, defer_attribute_indexes=self._store.embedded)
+            self._engine_opened = True
             if self._native_file is not None:
                 self._native = NativeInsert(client, database, self._native_file)
             _logger.info("store open: %s database %s", self._store.display_url, database)
@@ -450,13 +455,3 @@ class SpoolDrain:
             if not isinstance(exc, StoreError):
                 self._reset()
             raise
-
-    # -- reads for the query server -------------------------------------------------------
-
-    def query(self, sql: str, parameters: Mapping[str, object] | None = None) -> QueryResult:
-        """Run one read-only statement on the drain's connection (``readonly=1``)."""
-        self._open()
-        with self._store_lock:
-            if self._client is None:
-                raise StoreError("the store is not open")
-            return run_query(self._client, sql, parameters=parameters, settings={"readonly": 1})

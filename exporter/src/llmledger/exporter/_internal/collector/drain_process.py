@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,12 +29,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any, Final
 
+from .clickhouse_http import ClickHouseHttpServer
 from .config import CollectorConfig
 from .drain import SpoolDrain
 from .log_format import configure_logging
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
-from .query_server import QueryServer
 from .signal_drain import SignalDrain
 from .spool import SpoolReader
 
@@ -64,7 +65,7 @@ def _status(
     reader: SpoolReader,
     signals: Sequence[SignalDrain],
     metrics: CollectorMetrics,
-    query: QueryServer | None,
+    query: ClickHouseHttpServer | None,
     query_error: str | None = None,
 ) -> dict[str, Any]:
     # Spool figures cover every signal's spool; errors name the signal they come from.
@@ -95,7 +96,12 @@ def _status(
 
 
 def main() -> int:
-    """Entry point of the drain process; ``sys.argv[1]`` is the parent's process id."""
+    """Entry point of the drain process.
+
+    ``sys.argv[1]`` is the parent's process id; ``sys.argv[2]``, when present, the file
+    descriptor of the listening socket on which to serve the store's ClickHouse HTTP
+    interface (the parent binds it, so the port stays ours across drain restarts).
+    """
     _die_with_parent(int(sys.argv[1]))
     # Background work: when both want the CPU, acknowledging requests comes first.
     os.nice(DRAIN_NICENESS)
@@ -177,22 +183,30 @@ def main() -> int:
 
 def _start_query_server(
     config: CollectorConfig, drain: SpoolDrain, metrics: CollectorMetrics
-) -> tuple[QueryServer | None, str | None]:
-    """The embedded store's query server (``None`` when off), or why it cannot start.
+) -> tuple[ClickHouseHttpServer | None, str | None]:
+    """The embedded store's ClickHouse HTTP interface (``None`` when off), or why it cannot start.
 
-    A query server that cannot start (an unwritable store location, a port taken) is the
-    store's condition, reported and counted like a failed insert: exiting would only have
-    the parent restart this process into the same error, forever, while the drain itself
-    can keep retrying the store and report why it fails.
+    The parent binds the listening socket (so a taken port is a start-up error there) and
+    passes it as ``sys.argv[2]``. A server that still cannot start is the store's condition,
+    reported and counted like a failed insert: exiting would only have the parent restart
+    this process into the same error, forever, while the drain itself can keep retrying the
+    store and report why it fails.
     """
-    if not (config.store.embedded and config.query_server):
+    store_path = config.store.embedded_path
+    if len(sys.argv) <= 2 or store_path is None:
         return None, None
-    query = QueryServer(config.store, drain.query)
     try:
+        query = ClickHouseHttpServer(
+            socket.socket(fileno=int(sys.argv[2])),
+            os.path.realpath(store_path),
+            admin_password=config.clickhouse_http_password or "",
+            readonly_password=config.clickhouse_http_readonly_password or "",
+            engine_open=drain.engine_open,
+        )
         query.start()
     except Exception as exc:
         metrics.add("store_errors")
-        error = f"the query server for {config.store.display_url} cannot start: {exc}"
+        error = f"the ClickHouse HTTP interface for {config.store.display_url} cannot start: {exc}"
         _logger.error("%s; reads through the collector are off until it restarts", error)
         return None, error
     return query, None
@@ -209,8 +223,9 @@ def _send(out: IO[str], status: Mapping[str, Any]) -> None:
 class DrainProcess:
     """The parent's handle on the drain process: start it, read its status, stop it."""
 
-    def __init__(self, config: CollectorConfig) -> None:
+    def __init__(self, config: CollectorConfig, store_socket: socket.socket | None = None) -> None:
         self._config = config
+        self._store_socket = store_socket
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self.status: dict[str, Any] = {}
@@ -243,8 +258,10 @@ class DrainProcess:
         self._carried = self.counters()  # counters never go backwards across a restart
         self.status = {}
         self.started_at = self.status_at = time.monotonic()
+        fds = () if self._store_socket is None else (self._store_socket.fileno(),)
         self._process = subprocess.Popen(  # noqa: S603  (our own module, our own interpreter)
-            [sys.executable, "-c", _CHILD_MAIN, str(os.getpid())],
+            [sys.executable, "-c", _CHILD_MAIN, str(os.getpid()), *map(str, fds)],
+            pass_fds=fds,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

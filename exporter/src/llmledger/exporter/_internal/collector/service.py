@@ -12,16 +12,23 @@ receivers listen, so tools and tests can find a collector started on port 0.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import logging
 import os
+import secrets
 import signal
+import socket
 import ssl
 import threading
 import time
 from types import FrameType
 
 import grpc
+
+from llmledger.exporter._internal.store import store_lock_holder
+from llmledger.exporter._internal.store_owner import StoreOwned, StoreOwnership
 
 from .config import CollectorConfig
 from .drain_process import DrainProcess
@@ -31,9 +38,9 @@ from .ingest import Ingest
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
 from .repeats import RecentRequests
-from .spool import DurableSpool
+from .spool import DurableSpool, SpoolError
 
-__all__ = ["Collector"]
+__all__ = ["Collector", "CollectorStartError"]
 
 _logger = logging.getLogger("llmledger.collector")
 _MAX_RESTART_DELAY = 30.0
@@ -47,6 +54,30 @@ STUCK_INSERT_SECONDS = 120.0
 # Readiness: a spool write that failed this recently, with nothing written since, means
 # the next request would be refused too.
 _SPOOL_FAILURE_SECONDS = 10.0
+
+
+class CollectorStartError(RuntimeError):
+    """The collector cannot start; ``problems`` has one line per reason, all of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _store_address(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    return ("127.0.0.1" if host == "localhost" else host), int(port)
+
+
+def _port_taken(address: tuple[str, int]) -> bool:
+    """Whether something already listens on ``address`` (checked when another problem stops the start)."""
+    host, port = address
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", port)) == 0  # noqa: S104
 
 
 class Collector:
@@ -65,67 +96,200 @@ class Collector:
         self._grpc: grpc.Server | None = None
         self.grpc_port: int | None = None
         self.http_port: int | None = None
+        self._ownership: StoreOwnership | None = None
+        self._store_socket: socket.socket | None = None
+        self._store_address: str | None = None
+        self._tls_pair: tuple[bytes, bytes] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Check everything that can stop a start, report every problem at once, then serve.
+
+        Raises :class:`CollectorStartError` (nothing left running) when the data directory is
+        not writable, the embedded extra is missing, another process owns the store, or a
+        port is taken.
+        """
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        spool = DurableSpool(
-            config.spool_dir,
-            max_bytes=config.spool_max_bytes,
-            segment_bytes=config.spool_segment_bytes,
-            fsync=config.fsync,
-        )
-        self._spool = spool
-        # Metrics and logs: a spool each, same bound and policy (one signal filling its
-        # spool does not hold up the others).
-        self._signal_spools = {
-            signal: DurableSpool(
-                config.signal_spool_dir(signal),
-                max_bytes=config.spool_max_bytes,
-                segment_bytes=config.spool_segment_bytes,
-                fsync=config.fsync,
+        problems = self._preflight()
+        spool: DurableSpool | None = None
+        if not problems:
+            try:
+                spool = DurableSpool(
+                    config.spool_dir,
+                    max_bytes=config.spool_max_bytes,
+                    segment_bytes=config.spool_segment_bytes,
+                    fsync=config.fsync,
+                )
+                # Metrics and logs: a spool each, same bound and policy (one signal filling its
+                # spool does not hold up the others).
+                self._signal_spools = {
+                    signal: DurableSpool(
+                        config.signal_spool_dir(signal),
+                        max_bytes=config.spool_max_bytes,
+                        segment_bytes=config.spool_segment_bytes,
+                        fsync=config.fsync,
+                    )
+                    for signal in (Signal.METRICS, Signal.LOGS)
+                }
+            except SpoolError as exc:
+                problems.append(str(exc))
+        if spool is not None:
+            self._spool = spool
+            self._ingest = Ingest(
+                spool,
+                self.metrics,
+                token=config.bearer_token(),
+                max_request_bytes=config.max_request_bytes,
+                max_concurrent_requests=config.max_concurrent_requests,
+                signal_spools=self._signal_spools,
+                recent=RecentRequests(path=config.data_dir / "recent-requests.bin"),
             )
-            for signal in (Signal.METRICS, Signal.LOGS)
-        }
-        self._drain = DrainProcess(config)
+            problems += self._bind(self._ingest)
+        if problems:
+            self._release()
+            raise CollectorStartError(problems)
+        assert spool is not None
+        config = self._advertise(config)
+        self._drain = DrainProcess(config, self._store_socket)
         self._drain.start()
         self._register_gauges(spool, self._drain)
-        self._ingest = Ingest(
-            spool,
-            self.metrics,
-            token=config.bearer_token(),
-            max_request_bytes=config.max_request_bytes,
-            max_concurrent_requests=config.max_concurrent_requests,
-            signal_spools=self._signal_spools,
-            recent=RecentRequests(path=config.data_dir / "recent-requests.bin"),
-        )
-        self._start_receivers(self._ingest)
+        self._serve_receivers()
         self._write_state()
         _logger.info(
-            "collector ready: otlp grpc %s, otlp http %s, store %s, spool %s (fsync %s)",
+            "collector ready: otlp grpc %s, otlp http %s, store %s%s, spool %s (fsync %s)",
             f"port {self.grpc_port}" if self.grpc_port else "off",
             f"port {self.http_port}" if self.http_port else "off",
             config.store.display_url,
+            f" (served at http://{self._store_address})" if self._store_address else "",
             config.spool_dir,
             config.fsync,
         )
 
-    def _start_receivers(self, ingest: Ingest) -> None:
+    def _preflight(self) -> list[str]:
+        """What would stop this collector, found before anything starts (one line each)."""
         config = self.config
+        problems: list[str] = []
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            probe = config.data_dir / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            problems.append(
+                f"the data directory {config.data_dir} is not writable ({exc.strerror or exc}); "
+                "choose another with --data-dir / LLMLEDGER_COLLECTOR_DATA_DIR"
+            )
+        path = config.store.embedded_path
+        if path is None:
+            return problems
+        if importlib.util.find_spec("chdb") is None:
+            problems.append(
+                "the embedded store needs chDB, which is not installed: install the exporter with its "
+                "embedded extra (pip install './exporter[embedded]' from a checkout), or set "
+                "LLMLEDGER_CLICKHOUSE_URL to a ClickHouse server"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as exc:
+            problems.append(
+                f"the embedded store {path} cannot be created or written ({exc.strerror or exc}); "
+                "choose another with --url / LLMLEDGER_CLICKHOUSE_URL (chdb:///absolute/path)"
+            )
+            return problems
+        ownership = StoreOwnership(path)
+        try:
+            ownership.acquire()
+        except StoreOwned as exc:
+            problems.append(
+                f"{exc}; stop it first, or use it: every llmledger command reaches the store through it"
+            )
+            return problems
+        except OSError as exc:
+            problems.append(f"cannot lock the embedded store {path}: {exc.strerror or exc}")
+            return problems
+        self._ownership = ownership
+        locked, holder = store_lock_holder(path)
+        if locked:
+            # Not fatal: requests are spooled, and written once the other process lets go.
+            _logger.warning(
+                "the embedded store %s is open in another process%s; spans are spooled until it lets go",
+                path,
+                f" ({holder})" if holder else "",
+            )
+        return problems
+
+    def _bind(self, ingest: Ingest) -> list[str]:
+        """Bind every listening port (serving starts later); a taken port is a problem naming its setting."""
+        config = self.config
+        problems: list[str] = []
+
+        def taken(setting: str, address: str, reason: object) -> str:
+            flags = f"--{setting.replace('_', '-')} / LLMLEDGER_COLLECTOR_{setting.upper()}"
+            way_out = "or --no-query-server" if setting == "clickhouse_http_endpoint" else "(empty disables)"
+            return (
+                f"cannot listen on {address} for {setting}: {reason}; choose another with {flags} {way_out}"
+            )
+
         tls_context: ssl.SSLContext | None = None
-        tls_pair: tuple[bytes, bytes] | None = None
         if config.tls_cert_file is not None and config.tls_key_file is not None:
             tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls_context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-            tls_pair = (config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())
+            self._tls_pair = (config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())
         http_address = config.endpoint("http")
         if http_address is not None:
-            self._http = OtlpHttpServer(
-                http_address, ingest, self._metrics_text, self._readiness, self._health, tls_context
-            )
-            self.http_port = self._http.port
+            try:
+                self._http = OtlpHttpServer(
+                    http_address, ingest, self._metrics_text, self._readiness, self._health, tls_context
+                )
+                self.http_port = self._http.port
+            except OSError as exc:
+                problems.append(taken("http_endpoint", config.http_endpoint, exc.strerror or exc))
+        if config.serves_store:
+            address = _store_address(config.clickhouse_http_endpoint)
+            listening = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+            try:
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listening.bind(address)
+                listening.listen(128)
+            except OSError as exc:
+                listening.close()
+                problems.append(
+                    taken("clickhouse_http_endpoint", config.clickhouse_http_endpoint, exc.strerror or exc)
+                )
+            else:
+                self._store_socket = listening
+                host, port = listening.getsockname()[:2]
+                self._store_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        grpc_address = config.endpoint("grpc")
+        if grpc_address is not None and not problems:
+            try:
+                self._grpc, self.grpc_port = start_grpc_server(
+                    grpc_address, ingest, max_workers=config.max_concurrent_requests, tls=self._tls_pair
+                )
+            except (OSError, RuntimeError):
+                problems.append(taken("grpc_endpoint", config.grpc_endpoint, "address already in use"))
+        elif grpc_address is not None and _port_taken(grpc_address):
+            problems.append(taken("grpc_endpoint", config.grpc_endpoint, "address already in use"))
+        return problems
+
+    def _advertise(self, config: CollectorConfig) -> CollectorConfig:
+        """Write ``<store>.owner.json`` (the served address and both passwords); the config with them set."""
+        if self._ownership is None or self._store_socket is None:
+            return config
+        admin = config.clickhouse_http_password or secrets.token_urlsafe(24)
+        readonly = config.clickhouse_http_readonly_password or secrets.token_urlsafe(24)
+        config = dataclasses.replace(
+            config, clickhouse_http_password=admin, clickhouse_http_readonly_password=readonly
+        )
+        host, port = self._store_socket.getsockname()[:2]
+        self._ownership.advertise(host, port, admin, readonly)
+        return config
+
+    def _serve_receivers(self) -> None:
+        if self._http is not None:
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever,
                 kwargs={"poll_interval": 0.2},
@@ -133,11 +297,27 @@ class Collector:
                 daemon=True,
             )
             self._http_thread.start()
-        grpc_address = config.endpoint("grpc")
-        if grpc_address is not None:
-            self._grpc, self.grpc_port = start_grpc_server(
-                grpc_address, ingest, max_workers=config.max_concurrent_requests, tls=tls_pair
-            )
+
+    def _release(self) -> None:
+        """Undo a start that failed: close what was bound, give the store back."""
+        if self._grpc is not None:
+            self._grpc.stop(grace=None)
+            self._grpc = None
+        if self._http is not None:
+            self._http.server_close()
+            self._http = None
+        if self._store_socket is not None:
+            self._store_socket.close()
+            self._store_socket = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        for other in self._signal_spools.values():
+            other.close()
+        self._signal_spools = {}
+        if self._ownership is not None:
+            self._ownership.release()
+            self._ownership = None
 
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "grpc_port": self.grpc_port, "http_port": self.http_port}
@@ -246,8 +426,16 @@ class Collector:
             drained = self._drain.stop(remaining)
         if self._spool is not None:
             self._spool.close()
+            self._spool = None
         for other in self._signal_spools.values():
             other.close()
+        self._signal_spools = {}
+        if self._store_socket is not None:
+            self._store_socket.close()
+            self._store_socket = None
+        if self._ownership is not None:
+            self._ownership.release()
+            self._ownership = None
         if not drained:
             _logger.warning("stopped with spooled spans not yet in the store; kept for the next start")
         _logger.info("collector stopped (spool %s)", "empty" if drained else "kept")

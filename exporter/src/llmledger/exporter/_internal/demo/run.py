@@ -35,7 +35,8 @@ from llmledger.exporter._internal.config import StoreConfig, default_store_path
 from llmledger.exporter._internal.demo.server import serve_demo_openai
 from llmledger.exporter._internal.demo.summary import describe_app, describe_spans, legend, spans_by_scope
 from llmledger.exporter._internal.money import UNPRICED, plain_decimal
-from llmledger.exporter._internal.report import ReportQuery, ReportResult, collector_runner, run_report
+from llmledger.exporter._internal.report import ReportQuery, ReportResult, client_runner, run_report
+from llmledger.exporter._internal.store import open_store
 
 __all__ = ["DEMO_MARKER", "default_demo_dir", "run_demo"]
 
@@ -289,6 +290,7 @@ def _run_demo(directory: Path, out: TextIO, children: _Children) -> tuple[int, R
         collector = children.start(
             [sys.executable, "-m", "llmledger.exporter.cli", "collector", "--url", store.url,
              "--grpc-endpoint", "", "--http-endpoint", f"127.0.0.1:{http_port}",
+             "--clickhouse-http-endpoint", "127.0.0.1:0",
              "--data-dir", str(directory / "collector"), "--fsync", "never",
              "--shutdown-timeout-seconds", str(COLLECTOR_STOP_SECONDS)],
             stdout=log, stderr=subprocess.STDOUT,
@@ -327,9 +329,13 @@ def _run_demo(directory: Path, out: TextIO, children: _Children) -> tuple[int, R
             for line in describe_app(tally, time.monotonic() - started):
                 progress.note(line)
             spans = _wait_written(http_port, timeout=60)
-            by_scope = spans_by_scope(collector_runner(store), store.database)
-            progress.step(describe_spans(spans, by_scope) + "; asking it for the cost per tenant")
-            result = run_report(collector_runner(store), store.database, ReportQuery(group_by=("tenant",)))
+            client = open_store(store)  # the collector's ClickHouse HTTP interface, as every tool reads it
+            try:
+                by_scope = spans_by_scope(client_runner(client), store.database)
+                progress.step(describe_spans(spans, by_scope) + "; asking it for the cost per tenant")
+                result = run_report(client, store.database, ReportQuery(group_by=("tenant",)))
+            finally:
+                client.close()
         except DemoError as exc:
             out.write(f"llmledger demo: {exc}; the collector's log is {log_path}\n")
             return 1, None
