@@ -41,6 +41,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from llmledger.exporter._internal.store_owner import ADMIN_USER, READONLY_USER
 
+from .chunked import ChunkedBodyError, ChunkedTooLargeError, read_chunked
+
 __all__ = ["ClickHouseHttpServer", "EngineError", "Statement", "parse_statement"]
 
 _logger = logging.getLogger("llmledger.collector.clickhouse_http")
@@ -591,31 +593,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts: list[bytes] = []
-            total = 0
-            while True:
-                line = self.rfile.readline(1024)
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise EngineError(
-                        "Malformed chunked request body", 27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"
-                    ) from None
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                if total > _MAX_BODY_BYTES:
-                    raise EngineError("Request body is too large", 202, "QUERY_IS_TOO_LARGE")
-                chunk = self.rfile.read(size)
-                if len(chunk) != size:
-                    raise EngineError(
-                        "The request body ended mid-chunk", 27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"
-                    )
-                parts.append(chunk)
-                self.rfile.readline(8)
-            body = b"".join(parts)
+            try:
+                body = read_chunked(self.rfile, _MAX_BODY_BYTES)
+            except ChunkedTooLargeError:
+                raise EngineError("Request body is too large", 202, "QUERY_IS_TOO_LARGE") from None
+            except ChunkedBodyError as exc:
+                raise EngineError(
+                    f"Malformed chunked request body: {exc}", 27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"
+                ) from None
         else:
             try:
                 length = int(self.headers.get("Content-Length") or "0")
