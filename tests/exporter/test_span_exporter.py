@@ -272,7 +272,7 @@ def test_a_locked_embedded_store_gets_a_clear_error(store_client, store_url: str
     )
     assert run.returncode == 2
     assert (
-        f"the embedded llmledger store at {path} is in use by another process (held by PID {os.getpid()})"
-        in run.stderr
+        f"the embedded llmledger store at {path} is open in another process (PID {os.getpid()}) "
+        "that does not serve it" in run.stderr
     )
     assert "LLMLEDGER_CLICKHOUSE_URL" in run.stderr

@@ -75,7 +75,7 @@ class ClickHouseMetricExporter(MetricExporter):
             self._reopen_at = time.monotonic() + REOPEN_AFTER_S
             config = self._config or StoreConfig.from_env()
             self._config = config
-            client = open_store(config, use_database=False)
+            client = open_store(config, use_database=False, write=True)
             try:
                 if self._apply_schema:
                     apply_migrations(client, config)
