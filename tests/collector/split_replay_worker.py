@@ -30,7 +30,7 @@ from .harness import make_request
 def main(root: Path) -> None:
     config = StoreConfig(url=f"chdb://{root / 'store'}")
     spool_dir = root / "spool"
-    client = open_store(config, use_database=False)
+    client = open_store(config, use_database=False, write=True)
     apply_migrations(client, config)
     run_command(
         client, f"ALTER TABLE {config.database}.otel_traces ADD CONSTRAINT no_pills CHECK SpanName != 'pill'"

@@ -44,14 +44,15 @@ def _calls_by_span(collector: CollectorProcess, tenant: str) -> dict[str, int]:
         "SELECT lower(SpanId), count() FROM llm_calls WHERE tenant_id = {tenant:String} GROUP BY SpanId",
         {"tenant": tenant},
     ).result_rows
-    raw = dict(
-        collector.query(
+    raw = {
+        str(span): int(n)
+        for span, n in collector.query(
             "SELECT lower(SpanId), count() FROM otel_traces"
             " WHERE SpanAttributes['tenant.id'] = {tenant:String} OR ResourceAttributes['tenant.id'] = {tenant:String}"
             " GROUP BY SpanId",
             {"tenant": tenant},
         ).result_rows
-    )
+    }
     assert {span for span, _ in calls} <= set(raw)
     return {str(span): max(int(n), int(raw[span])) for span, n in calls}
 

@@ -177,7 +177,7 @@ def test_a_span_the_store_refuses_is_dead_lettered_the_rest_written_and_replayed
 ) -> None:
     """The store refuses one span for its content (an operator's CHECK constraint); nothing else is held up."""
     store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
-    client = open_store(store, use_database=False)
+    client = open_store(store, use_database=False, write=True)
     apply_migrations(client, store)
     run_command(
         client, f"ALTER TABLE {store.database}.otel_traces ADD CONSTRAINT no_pills CHECK SpanName != 'pill'"
@@ -241,7 +241,7 @@ def test_a_span_the_store_refuses_is_dead_lettered_the_rest_written_and_replayed
     assert refused.returncode == 1
     assert "still refused" in refused.stderr
 
-    client = open_store(store)  # the fix
+    client = open_store(store, write=True)  # the fix
     run_command(client, "ALTER TABLE otel_traces DROP CONSTRAINT no_pills")
     client.close()
     replayed = subprocess.run(
@@ -343,7 +343,7 @@ def test_a_full_disk_makes_the_collector_not_ready_until_there_is_room(tmp_path:
             "import sys\n"
             "from llmledger.exporter._internal.config import StoreConfig\n"
             "from llmledger.exporter._internal.store import open_store\n"
-            f"client = open_store(StoreConfig(url='chdb://{store}'))\n"
+            f"client = open_store(StoreConfig(url='chdb://{store}'), write=True)\n"
             "print('held', flush=True)\n"
             "sys.stdin.readline()\n",
         ],

@@ -102,5 +102,8 @@ def test_span_cost_equals_view_cost(
     rows = SpanRows()
     rows.add_sdk_spans(recorder.finished())
     SpanWriter(store_client, db).write(rows)
-    got = dict(run_query(store_client, f"SELECT response_id, cost_usd FROM `{db}`.llm_calls").result_rows)
+    got = {
+        row[0]: row[1]
+        for row in run_query(store_client, f"SELECT response_id, cost_usd FROM `{db}`.llm_calls").result_rows
+    }
     assert got == expected

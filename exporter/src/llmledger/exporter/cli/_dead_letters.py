@@ -96,7 +96,7 @@ def _replay(args: argparse.Namespace, dead_letters: DeadLetterFile, entries: lis
         print("nothing to replay")
         return 0
     config = store_config(args)
-    client = open_store(config)  # an embedded store owned by a running collector: StoreLockedError says so
+    client = open_store(config, write=True)  # through the collector, when it owns the embedded store
     failed = 0
     try:
         writer = SpanWriter(client, config.database)
