@@ -89,6 +89,7 @@ def open_store(
     create: bool | None = None,
     via_owner: bool = True,
     in_process: bool = True,
+    lock_wait_seconds: float | None = _LOCK_WAIT_SECONDS,
 ) -> Client:
     """A clickhouse-connect client for the configured store.
 
@@ -98,6 +99,8 @@ def open_store(
     that does not exist yet is created only when ``create`` (default: ``write``), so a
     read never leaves an empty store behind. Without ``in_process`` an embedded store is
     reached only through its collector (an app process should not carry the engine).
+    ``lock_wait_seconds`` is how long to wait for another process (a short command) to let
+    go of an embedded store before :class:`StoreLockedError`; ``None`` asks chDB directly.
 
     With ``use_database`` the client's default database is the configured one when it
     exists (so ``SELECT … FROM llm_calls`` works unqualified); otherwise ``default``.
@@ -115,7 +118,7 @@ def open_store(
                     "(it serves the store to every tool), or set LLMLEDGER_CLICKHOUSE_URL to a ClickHouse server"
                 )
             else:
-                client = _open_embedded(config, path, create=create)
+                client = _open_embedded(config, path, create=create, lock_wait_seconds=lock_wait_seconds)
         else:
             client = clickhouse_connect.get_client(  # pyright: ignore[reportUnknownMemberType]
                 dsn=config.url, database="default", autogenerate_session_id=False
@@ -158,7 +161,9 @@ def _owner_client(owner: OwnerRecord, *, write: bool) -> Client:
         ) from exc
 
 
-def _open_embedded(config: StoreConfig, path: Path, *, create: bool) -> Client:
+def _open_embedded(
+    config: StoreConfig, path: Path, *, create: bool, lock_wait_seconds: float | None
+) -> Client:
     if importlib.util.find_spec("chdb") is None:
         raise StoreError(
             f"the embedded store {config.display_url} needs chDB: install the exporter with its embedded "
@@ -177,8 +182,8 @@ def _open_embedded(config: StoreConfig, path: Path, *, create: bool) -> Client:
     # Ask the lock before chDB does: chDB prints its own lock error on stderr before failing.
     # Another short-lived command (a report, a schema apply) may hold it for a moment: wait a little.
     # (This process may hold it already: chDB then shares its engine with the new client.)
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-    locked, holder = store_lock_holder(path)
+    deadline = time.monotonic() + (lock_wait_seconds or 0.0)
+    locked, holder = store_lock_holder(path) if lock_wait_seconds is not None else (False, None)
     while locked and holder != f"PID {os.getpid()}" and time.monotonic() < deadline:
         time.sleep(0.1)
         locked, holder = store_lock_holder(path)

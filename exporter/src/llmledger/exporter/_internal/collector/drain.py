@@ -412,7 +412,11 @@ class SpoolDrain:
         with self._store_lock:
             if self._writer is not None:
                 return self._writer
-            client = open_store(self._store, use_database=False, write=True, via_owner=False)
+            # chDB itself says whether the store is free: the drain retries with back-off and
+            # reports why (its log is the collector's, not a user's terminal).
+            client = open_store(
+                self._store, use_database=False, write=True, via_owner=False, lock_wait_seconds=None
+            )
             try:
                 if self._apply_schema:
                     applied = apply_migrations(client, self._store)
