@@ -35,6 +35,17 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.store import open_store, run_query
 
+# Every request sent is made unique by rewriting this resource value in place: the collector
+# stores a repeated request once (it takes it for a client's retry), so a benchmark that
+# resent the same bytes would measure acknowledgements, not ingestion.
+SERVICE_MARKER = b"bench-0000000000000000"
+_sent_serial = iter(range(1, 1 << 62))
+
+
+def unique(payload: bytes) -> bytes:
+    return payload.replace(SERVICE_MARKER, b"bench-%016x" % next(_sent_serial), 1)
+
+
 GOALS = {"spans_per_second": 50_000, "ack_p99_ms": 50.0, "queryable_p99_s": 5.0}
 
 
@@ -48,7 +59,10 @@ def make_request(
 ) -> bytes:
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
-    for key, value in (("service.name", "bench"), ("tenant.id", f"tenant-{rng.randrange(20)}")):
+    for key, value in (
+        ("service.name", SERVICE_MARKER.decode()),
+        ("tenant.id", f"tenant-{rng.randrange(20)}"),
+    ):
         kv = resource_spans.resource.attributes.add()
         kv.key, kv.value.string_value = key, value
     scope_spans = resource_spans.scope_spans.add()
@@ -235,7 +249,7 @@ def measure(
                 if delay > 0:
                     time.sleep(delay)
                 next_at += per_sender_interval
-            body = payloads[index % len(payloads)]
+            body = unique(payloads[index % len(payloads)])
             index += args.senders
             began = time.monotonic()
             connection.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
