@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clickhouse_connect.driver.query import QueryResult
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -27,7 +26,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from llmledger.exporter._internal.config import StoreConfig
-from llmledger.exporter._internal.store import open_store, run_query
+
+if TYPE_CHECKING:  # the instrumentation-only environment (test-oldest) imports this module too
+    from clickhouse_connect.driver.query import QueryResult
 
 PROTOBUF = "application/x-protobuf"
 
@@ -180,6 +181,8 @@ class CollectorProcess:
 
     def query(self, sql: str, parameters: Mapping[str, object] | None = None) -> QueryResult:
         """A read through the collector's ClickHouse HTTP interface, as every tool reads an owned store."""
+        from llmledger.exporter._internal.store import open_store, run_query
+
         client = open_store(StoreConfig(url=self.store_url))
         try:
             return run_query(client, sql, parameters=parameters)

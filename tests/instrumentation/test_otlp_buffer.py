@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,8 +35,23 @@ from llmledger.instrumentation._internal.otlp_buffer import (
 )
 from llmledger.instrumentation._internal.otlp_transport import OtlpSettings
 from llmledger.instrumentation.export import BufferedOTLPSpanExporter, BufferSettings
-from tests.collector.conftest import free_port
-from tests.collector.harness import wait_for
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound and released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
 
 payloads = st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=12)
 
