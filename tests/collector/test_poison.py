@@ -333,11 +333,6 @@ def _tmpfs_available() -> bool:
 
 
 @pytest.mark.skipif(not _tmpfs_available(), reason="needs unprivileged user and mount namespaces for a tmpfs")
-@pytest.mark.skip(
-    reason="known failure, open in issue 16: after the store is released the drain keeps deleted spool "
-    "segments mapped (seen in /proc/<drain>/maps), so the 20 MB tmpfs stays full and /readyz stays 503; "
-    "fails in about 4 of 6 runs since the store-server change, passed 2 of 2 before it; cause not found"
-)
 def test_a_full_disk_makes_the_collector_not_ready_until_there_is_room(tmp_path: Path) -> None:
     """The spool on a 20 MB tmpfs (its own mount namespace); the store held elsewhere, then released."""
     store = tmp_path / "store"

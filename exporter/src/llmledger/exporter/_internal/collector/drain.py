@@ -231,6 +231,10 @@ class SpoolDrain:
                     return
                 self._spool.commit(batch, totals)
                 self._splits.finish()
+                # The records are views of the segments' mappings, and commit has just deleted
+                # the segments it finished: held until the next batch, they would keep up to a
+                # batch's size of deleted files on the disk (a full spool would stay full).
+                del batch
         except SpoolError as exc:
             self._metrics.add("spool_errors")
             self.fatal_error = exc

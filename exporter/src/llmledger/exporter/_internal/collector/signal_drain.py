@@ -112,6 +112,7 @@ class SignalDrain:
                 if not self._deliver(batch):
                     return
                 self._spool.commit(batch)
+                del batch  # its records map segments commit may have deleted (see drain.py)
         except SpoolError as exc:
             self._metrics.add("spool_errors")
             self.fatal_error = exc
