@@ -6,7 +6,8 @@ Usage (normally through ``python3 scripts/dev.py bench [args]``)::
     python bench/run.py --quick          # smoke run, prints the table, leaves docs alone
     python bench/run.py --modes none llmledger --only chat
 
-Each (environment, mode) pair runs in its own process (``bench/bench_overhead.py``):
+Each (environment, mode) pair runs in its own processes (``bench/bench_overhead.py``; three
+by default, hash seeds 0-2, the same seeds for every mode, samples pooled):
 
 - the project's ``.venv``: ``none`` and ``llmledger``;
 - the comparison ``.venv-bench`` (created or updated on demand from
@@ -142,6 +143,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--reps", type=int, default=16, help="timed repetitions per scenario and mode (default 16)"
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=3,
+        help="worker processes per mode, each with its own hash seed, samples pooled (default 3)",
+    )
+    parser.add_argument(
         "--rep-seconds", type=float, default=0.15, help="CPU seconds per repetition (default 0.15)"
     )
     parser.add_argument(
@@ -172,7 +179,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.reps, args.rep_seconds, args.warmup = 5, 0.05, 0.1
+        args.reps, args.rep_seconds, args.warmup, args.processes = 5, 0.05, 0.1, 1
     if args.write_docs is None:
         # Only a complete run may replace the published table.
         args.write_docs = not args.quick and not args.only and set(DEFAULT_MODES) <= set(args.modes)
@@ -205,9 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rep_s=args.rep_seconds,
         warmup_s=args.warmup,
         profile_dir=out_dir if args.profile else None,
+        processes=args.processes,
     )
     print(
-        f"{len(jobs)} worker processes, {len(scenarios)} scenarios; logs and raw results in {out_dir}",
+        f"{len(jobs) * args.processes} worker processes, {len(scenarios)} scenarios; logs and raw results in {out_dir}",
         file=sys.stderr,
     )
     measure_interleaved(pythons, runs, settings, out_dir)
@@ -231,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     described = (
         f"per scenario and mode, {args.warmup:g} s warm-up, then {args.reps} timed repetitions of "
-        f"~{args.rep_seconds:g} s CPU each, taken in turns with the other modes"
+        f"~{args.rep_seconds:g} s CPU each, spread over {args.processes} processes (hash seeds "
+        f"0-{args.processes - 1}) and taken in turns with the other modes"
     )
     section = render_section(runs, scenarios, machine, described, ENV_DESCRIPTIONS)
     DOCS.parent.mkdir(parents=True, exist_ok=True)
