@@ -14,6 +14,7 @@ from llmledger.exporter._internal.collector.pieces import (
     refusal_reason,
     split,
     split_kind,
+    unexplained_error,
 )
 
 from .harness import make_request, span_ids
@@ -120,6 +121,35 @@ def test_an_unparseable_request_is_split_from_the_others_and_has_no_parts_alone(
 def test_only_refusals_about_the_data_are_split(error: Exception, reason: str | None) -> None:
     found = refusal_reason(error)
     assert found is None if reason is None else reason in (found or "")
+
+
+@pytest.mark.parametrize(
+    ("error", "unexplained"),
+    [
+        (DatabaseError("Code: 153. DB::Exception: Division by zero. (ILLEGAL_DIVISION)"), True),
+        (DatabaseError("Code: 241. DB::Exception: Memory limit exceeded"), True),  # smaller parts help
+        (DatabaseError("Code: 469. DB::Exception: Constraint `c` is violated. (VIOLATED_CONSTRAINT)"), False),
+        (DatabaseError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB. (NOT_ENOUGH_SPACE)"), False),
+        (
+            DatabaseError("Code: 252. DB::Exception: Too many parts (300) in partition. (TOO_MANY_PARTS)"),
+            False,
+        ),
+        (
+            DatabaseError("Code: 60. DB::Exception: Unknown table llmledger.otel_traces. (UNKNOWN_TABLE)"),
+            False,
+        ),
+        (OperationalError("Code: 210. connection refused"), False),
+        (OSError(28, "No space left on device"), False),
+        (RuntimeError("something without a code"), False),
+    ],
+)
+def test_an_error_naming_neither_the_data_nor_the_store_is_unexplained(
+    error: Exception, unexplained: bool
+) -> None:
+    found = unexplained_error(error)
+    assert (found is not None) is unexplained
+    if found is not None:
+        assert "\n" not in found and found.startswith("Code:")
 
 
 def test_too_many_partitions_splits_by_day_anything_else_in_halves() -> None:

@@ -101,6 +101,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "retry_initial_seconds", "seconds", 0.5, "first back-off after a failed insert (doubles, with jitter)"
     ),
     Setting("retry_max_seconds", "seconds", 30.0, "longest back-off between insert attempts"),
+    Setting(
+        "unexplained_error_seconds",
+        "seconds",
+        300.0,
+        "an insert error that names neither the data nor the store's state (see docs/collector.md): "
+        "how long one span may fail with it, while the store answers and takes nothing else, "
+        "before it goes to the dead-letter file",
+    ),
     Setting("shutdown_timeout_seconds", "seconds", 15.0, "on SIGTERM, drain the spool for at most this long"),
     Setting("auth_token", "str", None, "bearer token clients must send (Authorization: Bearer <token>)"),
     Setting("auth_token_file", "path", None, "file holding the bearer token (instead of auth_token)"),
@@ -227,6 +235,7 @@ class CollectorConfig:
     batch_linger_seconds: float = 1.0
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
+    unexplained_error_seconds: float = 300.0
     shutdown_timeout_seconds: float = 15.0
     auth_token: str | None = None
     auth_token_file: Path | None = None

@@ -34,7 +34,7 @@ from llmledger.exporter._internal.writer import SpanWriter
 from .dead_letters import DeadLetterFile
 from .metrics import CollectorMetrics
 from .native_insert import NativeInsert
-from .pieces import Piece, SplitKind, refusal_reason, split, split_kind
+from .pieces import Piece, SplitKind, refusal_reason, split, split_kind, unexplained_error
 from .spool import SpoolBatch, SpoolError, SpoolReader
 
 __all__ = ["SpoolDrain"]
@@ -42,6 +42,9 @@ __all__ = ["SpoolDrain"]
 _logger = logging.getLogger("llmledger.collector.drain")
 T = TypeVar("T")
 _NATIVE_ATTEMPTS = 3
+# Attempts a piece may fail with an unexplained error (pieces.unexplained_error) before it is
+# split: with the back-off from 0.5 s that is ~8 s, longer than a store's passing hiccup.
+_UNEXPLAINED_ATTEMPTS = 5
 _SPLITS_FILE = "splits.json"
 
 
@@ -51,6 +54,10 @@ class _RefusedError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class _SuspectError(_RefusedError):
+    """A piece keeps failing with an error that names neither its content nor the store's state."""
 
 
 class _SplitJournal:
@@ -125,6 +132,7 @@ class SpoolDrain:
         batch_max_bytes: int = 128 << 20,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
+        unexplained_error_seconds: float = 300.0,
         batch_linger_seconds: float = 1.0,
         apply_schema: bool = True,
         native_insert_file: Path | None = None,
@@ -138,6 +146,7 @@ class SpoolDrain:
         self._batch_max_bytes = batch_max_bytes
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
+        self._unexplained_seconds = unexplained_error_seconds
         self._linger = batch_linger_seconds
         self._apply_schema = apply_schema
         self._store_lock = threading.Lock()
@@ -256,7 +265,11 @@ class SpoolDrain:
         A piece the store refuses for its content is split (see :mod:`.pieces`), the split
         written down before any part is inserted, so a replay after a crash inserts the same
         parts with the same tokens; a part that cannot be split goes to the dead-letter file.
-        Anything else the store says is retried with back-off, for as long as it takes.
+        A piece that keeps failing with an error naming neither its content nor the store's
+        state is split the same way; a single span failing so is set aside only when the store
+        takes the rest of the batch (it is tried last), or after ``unexplained_error_seconds``
+        of failing alone while the store answers. Anything else the store says is retried with
+        back-off, for as long as it takes.
         """
         self._splits.begin(batch.dedup_token)
         written = dead = 0
@@ -264,38 +277,53 @@ class SpoolDrain:
         pending = [
             Piece(batch.dedup_token, tuple(record.payload for record in batch.records), batch.span_count)
         ]
+        suspect_since_written: int | None = None  # `written` when an unexplained error first split a piece
+        deferred: set[str] = set()
         while pending:
             piece = pending.pop()
             kind = self._splits.kind(piece.token)
             if kind is None and self._dead_letters.has(piece.token):
                 dead += piece.spans  # set aside before a crash: in the dead-letter file, not the store
                 continue
-            if kind is None:
-                try:
-                    landed = self._insert_until_settled(piece)
-                except _RefusedError as refused:
-                    kind = split_kind(refused.reason)
-                    parts = split(piece, kind)
-                    if not parts:
-                        dead += self._dead_letter(piece, refused.reason)
-                        reasons[refused.reason] = reasons.get(refused.reason, 0) + piece.spans
-                        continue
-                    if not self._splits.recorded:
-                        _logger.warning(
-                            "the store refused a batch of %d spans (%s); writing it in parts (%s)",
-                            batch.span_count,
-                            refused.reason,
-                            "by day" if kind == "days" else "halves",
-                        )
-                    self._splits.record(piece.token, kind)
-                    self._metrics.add("split_batches")
-                    pending.extend(reversed(parts))
-                    continue
-                if landed is None:
-                    return None
-                written += landed
-            else:
+            if kind is not None:
                 pending.extend(reversed(split(piece, kind)))
+                continue
+            alone = piece.token in deferred and not (
+                suspect_since_written is not None and written > suspect_since_written
+            )
+            try:
+                landed = self._insert_until_settled(piece, alone=alone)
+            except _RefusedError as refused:
+                suspect = isinstance(refused, _SuspectError)
+                kind = "halves" if suspect else split_kind(refused.reason)
+                parts = split(piece, kind)
+                if suspect and suspect_since_written is None:
+                    suspect_since_written = written
+                if not parts and suspect and piece.token not in deferred and written == suspect_since_written:
+                    # Nothing has landed since the error began, so it may be the store's: the
+                    # span is tried again after the rest of the batch, and set aside only if
+                    # the rest lands (or it fails alone for unexplained_error_seconds).
+                    deferred.add(piece.token)
+                    pending.insert(0, piece)
+                    continue
+                if not parts:
+                    dead += self._dead_letter(piece, refused.reason)
+                    reasons[refused.reason] = reasons.get(refused.reason, 0) + piece.spans
+                    continue
+                if not self._splits.recorded:
+                    _logger.warning(
+                        "the store refused a batch of %d spans (%s); writing it in parts (%s)",
+                        batch.span_count,
+                        refused.reason,
+                        "by day" if kind == "days" else "halves",
+                    )
+                self._splits.record(piece.token, kind)
+                self._metrics.add("split_batches")
+                pending.extend(reversed(parts))
+                continue
+            if landed is None:
+                return None
+            written += landed
         if reasons:
             # One line per batch, however many pieces it lost: the operator's cue to look.
             _logger.error(
@@ -314,16 +342,21 @@ class SpoolDrain:
             self._metrics.add("dead_letter_records")
         return piece.spans
 
-    def _insert_until_settled(self, piece: Piece) -> int | None:
+    def _insert_until_settled(self, piece: Piece, *, alone: bool = False) -> int | None:
         """Insert ``piece`` until it lands (its span count) or shutdown cuts it short (``None``).
 
-        Raises :class:`_RefusedError` when the store refuses it for its content. The path is
-        a function of the piece (its content and the configuration), so a replay after a
-        crash takes the same path with the same token.
+        Raises :class:`_RefusedError` when the store refuses it for its content, and
+        :class:`_SuspectError` when it keeps failing with an unexplained error: after
+        ``_UNEXPLAINED_ATTEMPTS`` attempts, or, ``alone`` (nothing else of its batch lands),
+        after ``unexplained_error_seconds`` while the store answers a query. The path is a
+        function of the piece (its content and the configuration), so a replay after a crash
+        takes the same path with the same token.
         """
         delay = self._retry_initial
         native_failures = 0
         rows_only = False
+        unexplained = 0
+        unexplained_since = 0.0
         while True:
             native: NativeInsert | None = None
             began = time.monotonic()
@@ -346,6 +379,15 @@ class SpoolDrain:
                         rows_only = True  # the last word on one span is SpanRows'
                         continue
                     raise _RefusedError(reason) from exc
+                why = unexplained_error(exc)
+                if why is None:
+                    unexplained = 0
+                else:
+                    unexplained += 1
+                    unexplained_since = unexplained_since if unexplained > 1 else time.monotonic()
+                    if self._suspect(unexplained, time.monotonic() - unexplained_since, alone=alone):
+                        self._metrics.add("store_errors")
+                        raise _SuspectError(f"{why} (failed {unexplained} times)") from exc
                 self._failed(exc, piece.spans)
                 if native is not None:
                     native_failures += 1
@@ -379,6 +421,18 @@ class SpoolDrain:
                 self._failing_since = None
                 self.last_error = None
             return piece.spans
+
+    def _suspect(self, attempts: int, seconds: float, *, alone: bool) -> bool:
+        """Whether a piece failing with an unexplained error should be taken for its content."""
+        if not alone:
+            return attempts >= _UNEXPLAINED_ATTEMPTS
+        if seconds < self._unexplained_seconds:
+            return False
+        try:
+            self.with_store(lambda client, _: run_query(client, "SELECT 1"))
+        except Exception:
+            return False  # the store does not answer: its own trouble, not the span's
+        return True
 
     def _failed(self, exc: Exception, spans: int) -> None:
         self._metrics.add("store_errors")

@@ -121,6 +121,7 @@ def main() -> int:
         batch_max_bytes=config.batch_max_bytes,
         retry_initial_seconds=config.retry_initial_seconds,
         retry_max_seconds=config.retry_max_seconds,
+        unexplained_error_seconds=config.unexplained_error_seconds,
         batch_linger_seconds=config.batch_linger_seconds,
         apply_schema=config.apply_schema,
         native_insert_file=config.data_dir / "native-batch.pb" if config.native_insert else None,

@@ -6,7 +6,9 @@ its content (:func:`refusal_reason`), the drain splits it (:func:`split`): by da
 insert spans too many partitions (``TOO_MANY_PARTS``: "more than 100 partitions"), else in
 halves — the requests of the piece, then the spans of a single request — down to a single
 span, which goes to the dead-letter file. Other errors (the store away, a full disk, a
-lost connection) are the store's condition: retried with back-off, never split.
+lost connection) are the store's condition: retried with back-off, never split. An error
+that says neither (:func:`unexplained_error`) is retried, then split if it persists, and a
+single span is set aside only when the store takes the rest (see the drain).
 
 The tokens of the parts are the parent's with a suffix (``/d0``, ``/d1`` … for day groups,
 ``/0`` and ``/1`` for halves), and each split is a function of the piece's content and of
@@ -32,7 +34,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from llmledger.exporter._internal.rows import signed_nanos
 
-__all__ = ["MAX_DAYS_PER_INSERT", "Piece", "SplitKind", "refusal_reason", "split", "split_kind"]
+__all__ = [
+    "MAX_DAYS_PER_INSERT",
+    "Piece",
+    "SplitKind",
+    "refusal_reason",
+    "split",
+    "split_kind",
+    "unexplained_error",
+]
 
 SplitKind = Literal["days", "halves"]
 
@@ -68,6 +78,30 @@ _DATA_ERROR_CODES: Final = frozenset(
         469,  # VIOLATED_CONSTRAINT (a CHECK constraint an operator added)
     }
 )
+# Codes that say "this store, now" whatever the rows: never taken for the data's fault, however
+# long they last (the disk, memory pressure is not here: smaller parts are what helps then).
+_CONDITION_CODES: Final = frozenset(
+    {
+        16,  # NO_SUCH_COLUMN_IN_TABLE (a schema behind the collector)
+        47,  # UNKNOWN_IDENTIFIER
+        60,  # UNKNOWN_TABLE
+        76,  # CANNOT_OPEN_FILE
+        81,  # UNKNOWN_DATABASE
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        236,  # ABORTED
+        242,  # TABLE_IS_READ_ONLY
+        243,  # NOT_ENOUGH_SPACE
+        252,  # TOO_MANY_PARTS (the partition-count variant is caught as the data's first)
+        394,  # QUERY_WAS_CANCELLED
+        425,  # SYSTEM_ERROR
+        497,  # ACCESS_DENIED
+        516,  # AUTHENTICATION_FAILED
+    }
+)
 _TOO_MANY_PARTS: Final = 252
 _PARTITIONS_MESSAGE: Final = "partitions for single insert block"
 _CODE: Final = re.compile(r"Code: (\d+)\.")
@@ -99,6 +133,23 @@ def refusal_reason(exc: BaseException) -> str | None:
         # Raised while turning the spooled requests into rows: the same bytes fail again.
         return f"{type(exc).__name__}: {_one_line(str(exc))}"
     return None
+
+
+def unexplained_error(exc: BaseException) -> str | None:
+    """The store's error for an insert that names neither the data nor the store's state; one line.
+
+    ``None`` for a refusal :func:`refusal_reason` knows, a known condition, or no answer from the
+    store at all (connection, disk, timeout). Such an error may be either: the drain splits a
+    piece that keeps failing with it, and sets a single span aside only when the store takes
+    the rest, or after ``unexplained_error_seconds`` of failing alone while the store answers.
+    """
+    if isinstance(exc, OperationalError | OSError | TimeoutError) or refusal_reason(exc) is not None:
+        return None
+    message = str(exc)
+    match = _CODE.search(message)
+    if match is None or int(match.group(1)) in _CONDITION_CODES:
+        return None
+    return _one_line(message)
 
 
 def _one_line(message: str) -> str:
