@@ -307,3 +307,82 @@ def test_large_query_parameters_in_the_url_and_as_form_fields(reader: Client) ->
         "SELECT length({ids:Array(String)}), {ids:Array(String)}[20000]", parameters={"ids": large}
     )  # pyright: ignore[reportUnknownMemberType]
     assert result.result_rows == [(20_000, large[-1])]
+
+
+# -- the HTTP/1.x framing itself, as curl and old clients send it ---------------------------
+
+
+def _raw(owner: OwnerRecord, data: bytes, *, then: bytes = b"") -> bytes:
+    """Send ``data`` (then ``then`` after the first reply starts), read until the server closes."""
+    import socket
+
+    with socket.create_connection((owner.host, owner.port), timeout=30) as sock:
+        sock.sendall(data)
+        received = b""
+        if then:
+            while b"\r\n\r\n" not in received:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            sock.sendall(then)
+        sock.shutdown(socket.SHUT_WR)
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _basic(owner: OwnerRecord) -> str:
+    return base64.b64encode(f"{READONLY_USER}:{owner.readonly_password}".encode()).decode()
+
+
+def test_expect_100_continue_is_answered_before_the_body(
+    served: tuple[CollectorProcess, OwnerRecord],
+) -> None:
+    owner = served[1]
+    body = b"SELECT 40 + 2"
+    head = (
+        f"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {_basic(owner)}\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    ).encode()
+    reply = _raw(owner, head, then=body)
+    assert reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), reply[:200]
+    assert reply.endswith(b"42\n") or b"\r\n42\n" in reply
+
+
+def test_http_1_0_closes_unless_kept_alive_and_headers_are_case_insensitive(
+    served: tuple[CollectorProcess, OwnerRecord],
+) -> None:
+    owner = served[1]
+    request = f"GET /?query=SELECT%201 HTTP/1.0\r\nauthorization: Basic {_basic(owner)}\r\n\r\n".encode()
+    reply = _raw(owner, request * 2)  # the second request is never read: the first closes
+    assert reply.count(b"HTTP/1.1 200 OK") == 1
+    assert reply.endswith(b"\r\n\r\n1\n")  # the whole result with its length: HTTP/1.0 has no chunks
+    kept = request.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n")
+    reply = _raw(owner, kept + request)
+    assert reply.count(b"HTTP/1.1 200 OK") == 2
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/2.0\r\n\r\n", b"505"),
+        (b"GET /\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\n folded: header\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_malformed_requests_are_refused_with_the_status_that_says_why(
+    served: tuple[CollectorProcess, OwnerRecord], request_bytes: bytes, status: bytes
+) -> None:
+    reply = _raw(served[1], request_bytes)
+    assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == status, reply[:200]
+    # The collector serves on: a well-formed request right after is answered.
+    assert (
+        _http(
+            served[1], "GET", {"query": "SELECT 1"}, headers={"Authorization": f"Basic {_basic(served[1])}"}
+        )[0]
+        == 200
+    )

@@ -21,7 +21,6 @@ import contextlib
 import email.policy
 import gzip
 import hmac
-import json
 import logging
 import os
 import re
@@ -36,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final
+from typing import Any, Final, overload
 from urllib.parse import parse_qsl, urlsplit
 
 from llmledger.exporter._internal.store_owner import ADMIN_USER, READONLY_USER
@@ -519,6 +518,39 @@ def _decompress(body: bytes, encoding: str) -> bytes:
     raise EngineError(f"Unknown HTTP compression method {encoding}", 38, "UNKNOWN_COMPRESSION_METHOD")
 
 
+_MAX_HEADER_LINE: Final = 65536
+_MAX_HEADERS: Final = 100
+
+
+class _Headers:
+    """A request's headers, looked up case-insensitively (a repeated header: its last value).
+
+    What the handler reads of ``email.message.Message``, without the e-mail parser that
+    ``BaseHTTPRequestHandler`` runs on every request (~0.1 ms, a third of the interface's own
+    cost on a small query).
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def add(self, name: str, value: str) -> None:
+        self._values[name.lower()] = value
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._values.get(name.lower(), default)
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._values
+
+    def get_content_type(self) -> str:
+        media = self._values.get("content-type", "").partition(";")[0].strip().lower()
+        return media if media.count("/") == 1 else "text/plain"
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "llmledger-collector"
@@ -528,6 +560,7 @@ class _Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK (~40 ms a request).
     disable_nagle_algorithm = True
     server: ClickHouseHttpServer  # pyright: ignore[reportIncompatibleVariableOverride]
+    headers: _Headers  # pyright: ignore[reportIncompatibleVariableOverride]
 
     def log_message(self, format: str, *args: Any) -> None:
         _logger.debug("%s " + format, self.address_string(), *args)
@@ -554,6 +587,50 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except TimeoutError:
             self.close_connection = True
+
+    def parse_request(self) -> bool:
+        """The request line and headers of an HTTP/1.x request, as the base class reads them.
+
+        HTTP/1.1 keeps the connection unless ``Connection: close``; HTTP/1.0 closes it unless
+        ``Connection: keep-alive``; ``Expect: 100-continue`` is answered before the body.
+        """
+        self.command = ""
+        self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        line = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
+        self.requestline = line
+        words = line.split(" ")
+        if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            self.send_error(400 if len(words) != 3 else 505, f"Bad request line {line[:200]!r}")
+            return False
+        self.command, self.path, self.request_version = words
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")  # as the base class: not a network path
+        headers = _Headers()
+        for _ in range(_MAX_HEADERS + 1):
+            raw = self.rfile.readline(_MAX_HEADER_LINE + 1)
+            if len(raw) > _MAX_HEADER_LINE:
+                self.send_error(431, "Line too long")
+                return False
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, colon, value = raw.decode("iso-8859-1").partition(":")
+            if not colon or not name or name != name.strip():
+                self.send_error(400, f"Malformed header line {raw[:200]!r}")
+                return False
+            headers.add(name, value.strip())
+        else:
+            self.send_error(431, "Too many headers")
+            return False
+        self.headers = headers  # pyright: ignore[reportIncompatibleVariableOverride]
+        connection = (headers.get("Connection") or "").lower()
+        if self.request_version == "HTTP/1.1":
+            self.close_connection = connection == "close"
+        else:
+            self.close_connection = connection != "keep-alive"
+        if self.request_version == "HTTP/1.1" and (headers.get("Expect") or "").lower() == "100-continue":
+            return self.handle_expect_100()
+        return True
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -794,7 +871,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fmt = statement.output_format or default_format or "TabSeparated"
         sql = statement.sql.decode("utf-8", "surrogateescape")
-        if statement.kind in ("SELECT", "WITH") and fmt in _STREAMABLE:
+        # Streamed in chunks, which HTTP/1.0 does not have: its clients get the whole result.
+        if statement.kind in ("SELECT", "WITH") and fmt in _STREAMABLE and self.request_version == "HTTP/1.1":
             self._stream(connection, sql, fmt, bind, headers, started)
             return
         try:
@@ -905,16 +983,9 @@ def _rows_read(result: Any) -> int:
 
 
 def _summary(read_rows: int, written_rows: int, started_ns: int) -> str:
-    return json.dumps(
-        {
-            "read_rows": str(read_rows),
-            "read_bytes": "0",
-            "written_rows": str(written_rows),
-            "written_bytes": "0",
-            "total_rows_to_read": str(read_rows),
-            "result_rows": str(written_rows),
-            "result_bytes": "0",
-            "elapsed_ns": str(time.monotonic_ns() - started_ns),
-        },
-        separators=(",", ":"),
+    # json.dumps of the dict costs ~20 us a request; the keys are fixed and the values integers.
+    return (
+        f'{{"read_rows":"{read_rows}","read_bytes":"0","written_rows":"{written_rows}",'
+        f'"written_bytes":"0","total_rows_to_read":"{read_rows}","result_rows":"{written_rows}",'
+        f'"result_bytes":"0","elapsed_ns":"{time.monotonic_ns() - started_ns}"}}'
     )
