@@ -1,7 +1,8 @@
 """OTLP recorded once from the real third-party instrumentations (tests/fixtures/otlp/*.json,
-each naming the packages and versions that made it; tests/fixtures/otlp/record.py) lands in
-llm_calls column by column: decoded as the collector decodes OTLP, written into the embedded
-store, priced from model_prices where the span carries no cost."""
+each naming the packages and versions that made it; tests/fixtures/otlp/record.py and
+record_js.mjs) lands in llm_calls column by column: decoded by the collector's OTLP/HTTP
+decoder as the instrumentation's exporter sends it, written into the embedded store, priced
+from model_prices where the span carries no cost."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from clickhouse_connect.driver.client import Client
 from genai_prices import Usage, calc_price
 from google.protobuf.json_format import ParseDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from llmledger.exporter import StoreConfig
+from llmledger.exporter._internal.collector.otlp import CONTENT_TYPE_PROTOBUF, decode_http_body
 from llmledger.exporter._internal.prices import genai_price_rows, write_prices
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.writer import SpanWriter
@@ -101,8 +104,31 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
 
 
 def load(name: str) -> tuple[dict[str, str], ExportTraceServiceRequest]:
+    """The fixture's packages and its request, through the collector's OTLP/HTTP decoder.
+
+    record_js.mjs keeps the OTLP/JSON body the JS exporter sends (hex ids, ``sent_as``);
+    record.py keeps protobuf's JSON form of the request the Python exporter sends as
+    protobuf.
+    """
     fixture = json.loads((FIXTURES / f"{name}.json").read_text())
-    return fixture["recorded_with"], ParseDict(fixture["request"], ExportTraceServiceRequest())
+    content_type = fixture.get("sent_as", CONTENT_TYPE_PROTOBUF)
+    if content_type == CONTENT_TYPE_PROTOBUF:
+        body = ParseDict(fixture["request"], ExportTraceServiceRequest()).SerializeToString()
+    else:
+        body = json.dumps(fixture["request"]).encode()
+    decoded = decode_http_body(content_type, "", body, limit=len(body))
+    assert decoded.rejected_spans == 0
+    return fixture["recorded_with"], ExportTraceServiceRequest.FromString(decoded.payload)
+
+
+def replay(request: ExportTraceServiceRequest, config: StoreConfig, store_client: Client) -> None:
+    """Write the request as the collector's drain does, twice: a replay changes nothing."""
+    write_prices(store_client, config.database, genai_price_rows())
+    rows = SpanRows()
+    rows.add_otlp(request)
+    writer = SpanWriter(store_client, config.database)
+    writer.write(rows)
+    writer.write(rows, dedup_token="replayed")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -111,12 +137,7 @@ def test_recorded_spans_land_column_by_column(
 ) -> None:
     recorded_with, request = load(name)
     assert recorded_with  # every fixture names the packages and versions that made it
-    write_prices(store_client, config.database, genai_price_rows())
-    rows = SpanRows()
-    rows.add_otlp(request)
-    writer = SpanWriter(store_client, config.database)
-    writer.write(rows)
-    writer.write(rows, dedup_token="replayed")  # a replay changes nothing
+    replay(request, config, store_client)
     columns = ", ".join(EXPECTED[name][0])
     got = query(f"SELECT {columns} FROM {config.database}.llm_calls ORDER BY response_id")
     assert got == EXPECTED[name]
@@ -124,3 +145,173 @@ def test_recorded_spans_land_column_by_column(
         f"SELECT sum(calls) AS calls, sum(cost_usd) AS cost FROM {config.database}.llm_usage_hourly"
     )
     assert rollup == {"calls": len(got), "cost": sum((c["cost_usd"] for c in got), Decimal(0))}
+
+
+class RecordedCall:
+    """The one LLM span of a fixture, as its instrumentation wrote it.
+
+    ``call["name"]`` is a span attribute (a KeyError when the span does not carry it: an
+    expectation can only name what the recording says); ``resource`` the resource's.
+    """
+
+    def __init__(self, request: ExportTraceServiceRequest) -> None:
+        found = [
+            (resource_spans.resource.attributes, span)
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+            if any(kv.key == "gen_ai.operation.name" for kv in span.attributes)
+        ]
+        ((resource, span),) = found
+        self.resource = attribute_values(resource)
+        self.attributes = attribute_values(span.attributes)
+        self.trace_id = span.trace_id.hex()
+        self.span_id = span.span_id.hex()
+        self.duration_ns = span.end_time_unix_nano - span.start_time_unix_nano
+        self.ok = span.status.code != span.status.STATUS_CODE_ERROR
+
+    def __getitem__(self, name: str) -> Any:
+        return self.attributes[name]
+
+    def says_nothing_about(self, *words: str) -> bool:
+        """No span or resource attribute name holds any of ``words``."""
+        return not any(word in key for key in [*self.attributes, *self.resource] for word in words)
+
+
+def attribute_values(attributes: Any) -> dict[str, Any]:
+    return {kv.key: plain(kv) for kv in attributes}
+
+
+SCALARS = ("string_value", "bool_value", "int_value", "double_value")
+
+
+def plain(kv: KeyValue) -> Any:
+    """A scalar attribute's value; None for arrays and maps (no column reads them)."""
+    value: AnyValue = kv.value
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind in SCALARS else None
+
+
+# Columns a span may leave unsaid: the words its attribute names would hold if it said
+# them, and what llm_calls reads when it does not.
+UNSAID: dict[str, tuple[tuple[str, ...], Any]] = {
+    "tenant_id": (("tenant",), ""),
+    "user_id": (("user",), ""),
+    "session_id": (("session",), ""),
+    "conversation_id": (("conversation",), ""),
+    "feature": (("feature", "workflow"), ""),
+    "cached_input_tokens": (("cache_read", "cached"), 0),
+    "cache_write_input_tokens": (("cache_creation", "cache_write"), 0),
+    "reasoning_tokens": (("reasoning",), 0),
+    "stream": (("stream",), False),
+}
+
+
+def semconv_call(call: RecordedCall, provider: str = "gen_ai.provider.name", **said: Any) -> dict[str, Any]:
+    """The llm_calls row of a span in GenAI semconv names; ``said`` holds what the dialect
+    says of the ``UNSAID`` columns and the cost source. A column neither said nor mentioned
+    by any attribute name reads as its empty value; one the span mentions but the test does
+    not read fails here, so an attribute llm_calls should read cannot go unnoticed."""
+    row: dict[str, Any] = {
+        "TraceId": call.trace_id,
+        "SpanId": call.span_id,
+        "ServiceName": call.resource["service.name"],
+        "provider": call[provider],
+        "operation": call["gen_ai.operation.name"],
+        "request_model": call["gen_ai.request.model"],
+        "response_model": call["gen_ai.response.model"],
+        "response_id": call["gen_ai.response.id"],
+        "input_tokens": call["gen_ai.usage.input_tokens"],
+        "output_tokens": call["gen_ai.usage.output_tokens"],
+        "success": call.ok,
+        "error_type": "",
+        "tokens_estimated": False,
+        "is_fallback": False,
+        "duration_ns": call.duration_ns,
+        "cost_source": "model_prices:genai-prices",
+    }
+    for column, (words, empty) in UNSAID.items():
+        if column not in said:
+            assert call.says_nothing_about(*words), f"the span says something of {column}: read it"
+            row[column] = empty
+    row.update(said)
+    # None of these recordings carries a usable cost: llm_calls prices the tokens it read.
+    row["cost_usd"] = price(
+        row["provider"],
+        row["response_model"],
+        Usage(
+            input_tokens=row["input_tokens"],
+            cache_read_tokens=row["cached_input_tokens"],
+            cache_write_tokens=row["cache_write_input_tokens"],
+            output_tokens=row["output_tokens"],
+        ),
+    )
+    return row
+
+
+def openlit_openai(call: RecordedCall) -> dict[str, Any]:
+    # OpenLIT had no price list (it fetches one at start; offline it has none) and wrote 0:
+    # not a price for a call with tokens. Its own time-to-first-token is not the semconv's.
+    assert call["gen_ai.usage.cost"] == 0
+    return semconv_call(
+        call,
+        tenant_id=call.resource["tenant.id"],  # OTEL_RESOURCE_ATTRIBUTES on OpenLIT's resource
+        user_id=call["gen_ai.request.user"],
+        cached_input_tokens=call["gen_ai.usage.cache_read.input_tokens"],
+        cache_write_input_tokens=call["gen_ai.usage.cache_creation.input_tokens"],
+        stream=call["gen_ai.request.stream"],
+        cost_source="model_prices:genai-prices (reported 0 ignored)",
+    )
+
+
+def traceloop_sdk_openai(call: RecordedCall) -> dict[str, Any]:
+    # Traceloop.init's resource names only the service: who is billed comes from the
+    # association properties and the workflow, which its span processor copies onto every span.
+    assert "tenant.id" not in call.resource
+    return semconv_call(
+        call,
+        tenant_id=call["traceloop.association.properties.tenant_id"],
+        user_id=call["traceloop.association.properties.user_id"],
+        session_id=call["traceloop.association.properties.session_id"],
+        feature=call["traceloop.workflow.name"],
+        cached_input_tokens=call["gen_ai.usage.cache_read.input_tokens"],
+        reasoning_tokens=call["gen_ai.usage.reasoning_tokens"],
+        stream=call["gen_ai.is_streaming"],
+    )
+
+
+def otel_js_openai(call: RecordedCall) -> dict[str, Any]:
+    # The older semconv provider attribute; no cached-token count, no user.
+    return semconv_call(call, provider="gen_ai.system", tenant_id=call.resource["tenant.id"])
+
+
+def traceloop_js_openai(call: RecordedCall) -> dict[str, Any]:
+    return semconv_call(call, tenant_id=call.resource["tenant.id"])
+
+
+READ_FROM_THE_SPAN = {
+    "openlit-openai": openlit_openai,
+    "traceloop-sdk-openai": traceloop_sdk_openai,
+    "otel-js-openai": otel_js_openai,
+    "traceloop-js-openai": traceloop_js_openai,
+}
+
+
+@pytest.mark.parametrize("name", sorted(READ_FROM_THE_SPAN))
+def test_recorded_span_lands_as_it_says(name: str, config: StoreConfig, store_client: Client, query) -> None:
+    recorded_with, request = load(name)
+    assert recorded_with  # every fixture names the packages and versions that made it
+    expected = READ_FROM_THE_SPAN[name](RecordedCall(request))
+    replay(request, config, store_client)
+    got = query(f"SELECT {', '.join(expected)} FROM {config.database}.llm_calls")
+    assert got == [expected]
+    (rollup,) = query(
+        f"SELECT sum(calls) AS calls, sum(cost_usd) AS cost, sum(cached_input_tokens) AS cached, "
+        f"sum(cache_write_input_tokens) AS cache_written FROM {config.database}.llm_usage_hourly"
+    )
+    assert rollup == {
+        "calls": 1,
+        "cost": expected["cost_usd"],
+        "cached": expected["cached_input_tokens"],
+        "cache_written": expected["cache_write_input_tokens"],
+    }
