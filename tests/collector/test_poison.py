@@ -292,6 +292,33 @@ def test_an_unwritable_store_location_is_reported_and_counted_not_a_crash_loop(t
     assert fixed.stop() == 0
 
 
+def test_a_drain_that_cannot_start_says_why_and_recovers_when_it_can(tmp_path: Path) -> None:
+    """The spool's reader lock held by a stray process: the drain's exit line names the cause."""
+    import fcntl
+
+    data = tmp_path / "data"
+    (data / "spool").mkdir(parents=True)
+    stray = os.open(data / "spool" / "reader.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(stray, fcntl.LOCK_EX)
+    collector = CollectorProcess(data, f"chdb://{tmp_path / 'store'}").start(wait_ready=False)
+    try:
+        request = make_request(10, seed=800)
+        wait_for(lambda: collector.get("/readyz")[0] == 200, 30, "the receiver")
+        assert collector.post_traces(request.SerializeToString())[0] == 200  # spooled meanwhile
+        # The reader waits 30 s for a process being replaced to let go, then gives up.
+        wait_for(lambda: "the drain process exited" in collector.log(), 60, "the drain to give up")
+    finally:
+        os.close(stray)  # the stray process goes away
+    log = collector.log()
+    assert "no error reported" not in log
+    line = next(line for line in log.splitlines() if "the drain process exited" in line)
+    assert "SpoolError" in line, line
+    assert "reader.lock is locked" in line, line
+    wait_for(lambda: collector.metric("written_spans_total") == 10, 90, "the restarted drain to deliver")
+    assert_each_span_once(collector, span_ids(request))
+    assert collector.stop() == 0
+
+
 def test_a_frozen_drain_is_not_live_and_recovers(tmp_path: Path) -> None:
     collector = CollectorProcess(tmp_path / "data", f"chdb://{tmp_path / 'store'}").start()
     with OtherClient(collector) as other:

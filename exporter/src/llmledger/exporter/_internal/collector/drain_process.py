@@ -110,6 +110,17 @@ def main() -> int:
     config = CollectorConfig.from_json(sys.stdin.readline())
     configure_logging(config.log_format, config.log_level)
     out = sys.stdout
+    try:
+        return _serve(config, out)
+    except Exception as exc:
+        # Said in the status line too, so the parent's "drain process exited" line names it.
+        _logger.exception("the drain process stopped")
+        _send(out, {"fatal_error": f"{type(exc).__name__}: {exc}", "exited": True})
+        return 1
+
+
+def _serve(config: CollectorConfig, out: IO[str]) -> int:
+    """Drain every spool and serve the store until the parent says stop; the exit code."""
     metrics = CollectorMetrics()
     reader = SpoolReader(config.spool_dir)
     drain = SpoolDrain(
@@ -279,8 +290,8 @@ class DrainProcess:
         for line in process.stdout:
             try:
                 status = json.loads(line)
-                if self._durable_base is None:
-                    self._durable_base = dict(status.get("durable_counters_at_open") or {})
+                if self._durable_base is None and "durable_counters_at_open" in status:
+                    self._durable_base = dict(status["durable_counters_at_open"] or {})
                 self._durable = dict(status.get("durable_counters") or self._durable)
                 self.status = status
                 self.status_at = time.monotonic()
