@@ -10,10 +10,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from llmledger.exporter._internal.collector.pieces import (
     MAX_DAYS_PER_INSERT,
+    TRACE_REQUESTS,
     Piece,
+    SplitKind,
     refusal_reason,
-    split,
-    split_kind,
     unexplained_error,
 )
 
@@ -23,6 +23,10 @@ DAY_NS = 86_400 * 1_000_000_000
 TOO_MANY_PARTITIONS = DatabaseError(
     "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). (TOO_MANY_PARTS)"
 )
+
+
+def split(piece: Piece, kind: SplitKind) -> list[Piece]:
+    return TRACE_REQUESTS.split(piece, kind)
 
 
 def piece_of(requests: list[ExportTraceServiceRequest]) -> Piece:
@@ -65,10 +69,10 @@ def test_a_day_split_keeps_every_span_once_under_the_partition_limit(
     piece = piece_of(batch)
     parts = split(piece, "days")
     if not parts:  # one span: nothing to split (it goes to the dead-letter file)
-        assert piece.spans == 1
+        assert piece.items == 1
         return
     assert sorted(i for part in parts for i in ids(part)) == sorted(ids(piece))
-    assert all(part.spans == len(ids(part)) for part in parts)
+    assert all(part.items == len(ids(part)) for part in parts)
     if len(days(piece)) > MAX_DAYS_PER_INSERT:
         assert all(len(days(part)) <= MAX_DAYS_PER_INSERT for part in parts)
         assert [part.token for part in parts] == [f"{piece.token}/d{n}" for n in range(len(parts))]
@@ -79,7 +83,7 @@ def test_a_day_split_keeps_every_span_once_under_the_partition_limit(
 def test_halves_go_down_to_a_single_span_and_keep_resource_and_scope() -> None:
     piece = piece_of([make_request(3, seed=5, service="svc")])
     first, second = split(piece, "halves")
-    assert (first.token, second.token, first.spans, second.spans) == (
+    assert (first.token, second.token, first.items, second.items) == (
         f"{piece.token}/0",
         f"{piece.token}/1",
         1,
@@ -149,9 +153,11 @@ def test_an_error_naming_neither_the_data_nor_the_store_is_unexplained(
     found = unexplained_error(error)
     assert (found is not None) is unexplained
     if found is not None:
-        assert "\n" not in found and found.startswith("Code:")
+        assert "\n" not in found
+        assert found.startswith("Code:")
 
 
 def test_too_many_partitions_splits_by_day_anything_else_in_halves() -> None:
-    assert split_kind(refusal_reason(TOO_MANY_PARTITIONS) or "") == "days"
-    assert split_kind("Code: 469. constraint violated") == "halves"
+    piece = piece_of([make_request(2, seed=1)])
+    assert TRACE_REQUESTS.split_kind(piece, refusal_reason(TOO_MANY_PARTITIONS) or "") == "days"
+    assert TRACE_REQUESTS.split_kind(piece, "Code: 469. constraint violated") == "halves"

@@ -12,15 +12,13 @@ statement at a time.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from clickhouse_connect.driver.client import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -34,7 +32,10 @@ from llmledger.exporter._internal.writer import SpanWriter
 from .dead_letters import DeadLetterFile
 from .metrics import CollectorMetrics
 from .native_insert import NativeInsert
-from .pieces import Piece, SplitKind, refusal_reason, split, split_kind, unexplained_error
+from .pieces import TRACE_REQUESTS, Piece, refusal_reason, unexplained_error
+from .pieces import RefusedError as _RefusedError
+from .pieces import SuspectError as _SuspectError
+from .piecewise import PiecewiseWriter
 from .spool import SpoolBatch, SpoolError, SpoolReader
 
 __all__ = ["SpoolDrain"]
@@ -46,76 +47,6 @@ _NATIVE_ATTEMPTS = 3
 # split: with the back-off from 0.5 s that is ~8 s, longer than a store's passing hiccup.
 _UNEXPLAINED_ATTEMPTS = 5
 _SPLITS_FILE = "splits.json"
-
-
-class _RefusedError(Exception):
-    """The store refused a piece for its content (``reason``, one line)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _SuspectError(_RefusedError):
-    """A piece keeps failing with an error that names neither its content nor the store's state."""
-
-
-class _SplitJournal:
-    """How the pieces of the batch being written were split, on disk before any part is inserted.
-
-    A replay of the batch (same claim token) after a crash follows the same splits, so each
-    part is inserted again with the token it had, never the whole batch under its own.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._claim: str | None = None
-        self._splits: dict[str, SplitKind] = {}
-
-    @property
-    def recorded(self) -> bool:
-        return bool(self._splits)
-
-    def begin(self, claim: str) -> None:
-        if claim == self._claim:
-            return
-        self._claim = claim
-        self._splits = {}
-        try:
-            state: Any = json.loads(self._path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            raise SpoolError(f"cannot read {self._path}: {exc}") from exc
-        if isinstance(state, dict) and state.get("claim") == claim:  # pyright: ignore[reportUnknownMemberType]
-            splits: Any = state.get("splits")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-            if isinstance(splits, dict):
-                for token, kind in splits.items():  # pyright: ignore[reportUnknownVariableType]
-                    if kind == "days" or kind == "halves":
-                        self._splits[str(token)] = kind  # pyright: ignore[reportUnknownArgumentType]
-
-    def kind(self, token: str) -> SplitKind | None:
-        return self._splits.get(token)
-
-    def record(self, token: str, kind: SplitKind) -> None:
-        self._splits[token] = kind
-        tmp = self._path.with_suffix(".tmp")
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as file:
-                json.dump({"claim": self._claim, "splits": self._splits}, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, self._path)
-        except OSError as exc:
-            raise SpoolError(f"cannot write {self._path}: {exc}") from exc
-
-    def finish(self) -> None:
-        """The batch is committed: its splits are history."""
-        if self._splits:
-            self._path.unlink(missing_ok=True)
-        self._splits = {}
-        self._claim = None
 
 
 class SpoolDrain:
@@ -140,8 +71,9 @@ class SpoolDrain:
         self._spool = spool
         self._store = store
         self._metrics = metrics
-        self._dead_letters = DeadLetterFile(dead_letter_dir)
-        self._splits = _SplitJournal(dead_letter_dir / _SPLITS_FILE)
+        self._pieces = PiecewiseWriter(
+            TRACE_REQUESTS, DeadLetterFile(dead_letter_dir), dead_letter_dir / _SPLITS_FILE, metrics, _logger
+        )
         self._batch_max_spans = batch_max_spans
         self._batch_max_bytes = batch_max_bytes
         self._retry_initial = retry_initial_seconds
@@ -239,7 +171,7 @@ class SpoolDrain:
                 if totals is None:
                     return
                 self._spool.commit(batch, totals)
-                self._splits.finish()
+                self._pieces.finish()
                 # The records are views of the segments' mappings, and commit has just deleted
                 # the segments it finished: held until the next batch, they would keep up to a
                 # batch's size of deleted files on the disk (a full spool would stay full).
@@ -271,76 +203,16 @@ class SpoolDrain:
         of failing alone while the store answers. Anything else the store says is retried with
         back-off, for as long as it takes.
         """
-        self._splits.begin(batch.dedup_token)
-        written = dead = 0
-        reasons: dict[str, int] = {}
-        pending = [
-            Piece(batch.dedup_token, tuple(record.payload for record in batch.records), batch.span_count)
-        ]
-        suspect_since_written: int | None = None  # `written` when an unexplained error first split a piece
-        deferred: set[str] = set()
-        while pending:
-            piece = pending.pop()
-            kind = self._splits.kind(piece.token)
-            if kind is None and self._dead_letters.has(piece.token):
-                dead += piece.spans  # set aside before a crash: in the dead-letter file, not the store
-                continue
-            if kind is not None:
-                pending.extend(reversed(split(piece, kind)))
-                continue
-            alone = piece.token in deferred and not (
-                suspect_since_written is not None and written > suspect_since_written
-            )
-            try:
-                landed = self._insert_until_settled(piece, alone=alone)
-            except _RefusedError as refused:
-                suspect = isinstance(refused, _SuspectError)
-                kind = "halves" if suspect else split_kind(refused.reason)
-                parts = split(piece, kind)
-                if suspect and suspect_since_written is None:
-                    suspect_since_written = written
-                if not parts and suspect and piece.token not in deferred and written == suspect_since_written:
-                    # Nothing has landed since the error began, so it may be the store's: the
-                    # span is tried again after the rest of the batch, and set aside only if
-                    # the rest lands (or it fails alone for unexplained_error_seconds).
-                    deferred.add(piece.token)
-                    pending.insert(0, piece)
-                    continue
-                if not parts:
-                    dead += self._dead_letter(piece, refused.reason)
-                    reasons[refused.reason] = reasons.get(refused.reason, 0) + piece.spans
-                    continue
-                if not self._splits.recorded:
-                    _logger.warning(
-                        "the store refused a batch of %d spans (%s); writing it in parts (%s)",
-                        batch.span_count,
-                        refused.reason,
-                        "by day" if kind == "days" else "halves",
-                    )
-                self._splits.record(piece.token, kind)
-                self._metrics.add("split_batches")
-                pending.extend(reversed(parts))
-                continue
-            if landed is None:
-                return None
-            written += landed
-        if reasons:
-            # One line per batch, however many pieces it lost: the operator's cue to look.
-            _logger.error(
-                "moved %d span(s) the store refuses to %s (see `llmledger collector dead-letters`): %s",
-                dead,
-                self._dead_letters.path,
-                "; ".join(f"{spans} span(s): {reason}" for reason, spans in reasons.items()),
-            )
+        delivered = self._pieces.deliver(
+            batch.dedup_token,
+            tuple(record.payload for record in batch.records),
+            batch.span_count,
+            self._insert_until_settled,
+        )
+        if delivered is None:
+            return None
+        written, dead = delivered
         return {"written_spans": written, "dead_letter_spans": dead}
-
-    def _dead_letter(self, piece: Piece, reason: str) -> int:
-        payload = b"".join(
-            bytes(payload) for payload in piece.payloads
-        )  # one request: repeated fields concatenate
-        if self._dead_letters.add(piece.token, reason, piece.spans, payload):
-            self._metrics.add("dead_letter_records")
-        return piece.spans
 
     def _insert_until_settled(self, piece: Piece, *, alone: bool = False) -> int | None:
         """Insert ``piece`` until it lands (its span count) or shutdown cuts it short (``None``).

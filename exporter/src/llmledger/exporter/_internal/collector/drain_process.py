@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any, Final
 
 from .clickhouse_http import ClickHouseHttpServer
@@ -81,8 +81,8 @@ def _status(
         "counters": metrics.snapshot(),
         # Committed with the spool's cursor: the parent counts these from them, exactly,
         # whatever drain process died before it could report (see DrainProcess.counters).
-        "durable_counters": reader.totals,
-        "durable_counters_at_open": reader.totals_at_open,
+        "durable_counters": _merged(r.totals for r in readers),
+        "durable_counters_at_open": _merged(r.totals_at_open for r in readers),
         "insert_seconds": 0.0 if inserting_since is None else time.monotonic() - inserting_since,
         "spool_damaged_bytes": sum(r.skipped_bytes for r in readers),
         "pending_bytes": sum(r.pending_bytes() for r in readers),
@@ -93,6 +93,14 @@ def _status(
         "query_port": None if query is None else query.port,
         "query_error": query_error,
     }
+
+
+def _merged(totals: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    # Each signal's spool commits counters of its own names ("written_spans", "written_data_points" …).
+    merged: dict[str, int] = {}
+    for one in totals:
+        merged.update(one)
+    return merged
 
 
 def main() -> int:
@@ -143,7 +151,7 @@ def _serve(config: CollectorConfig, out: IO[str]) -> int:
             SpoolReader(config.signal_spool_dir(kind)),
             drain,
             metrics,
-            quarantine_dir=config.data_dir / "quarantine",
+            dead_letter_dir=config.data_dir / "dead-letters",
             batch_max_items=config.batch_max_spans,
             batch_max_bytes=config.batch_max_bytes,
             retry_initial_seconds=config.retry_initial_seconds,

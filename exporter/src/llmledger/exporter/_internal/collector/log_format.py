@@ -47,3 +47,6 @@ def configure_logging(style: Literal["logfmt", "json"], level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("llmledger").setLevel(level.upper())
+    # clickhouse-connect logs a traceback for every value it cannot encode, on every attempt
+    # of a refused piece; the drain reports those refusals itself, once per batch, with the cause.
+    logging.getLogger("clickhouse_connect.driver.transform").setLevel(logging.CRITICAL)

@@ -31,10 +31,11 @@ _COUNTERS: Final = {
     "spool_full_refusals": "Requests refused with a retryable status because the spool was full",
     "spool_errors": "Disk errors while writing or reading the spool",
     "store_errors": "Failed store inserts or connection attempts",
-    "quarantined_records": "Spooled metrics or logs requests the drain could not convert, moved aside",
     "repeated_requests": "Requests identical to one stored recently (a sender's retry), acknowledged and not stored again",
     "split_batches": "Batches or parts of one the store refused for their content, written in parts",
     "dead_letter_spans": "Spans the store refused for their content, kept in the dead-letter file",
+    "dead_letter_data_points": "Metric data points the store refused for their content, kept in the dead-letter file",
+    "dead_letter_log_records": "Log records the store refused for their content, kept in the dead-letter file",
     "dead_letter_records": "Entries added to the dead-letter file",
 }
 

@@ -6,9 +6,13 @@ an embedded store has one owner per process). The guarantees are the traces': a 
 is a claimed spool range whose deduplication token is derived from that range, so a
 batch retried after a failure, or replayed after a crash between the insert and the
 checkpoint, is dropped by the tables that already have it — each data point and log
-record lands once. Rows are built in Python (:class:`MetricRows`, :class:`LogRows`); a
-spooled request that cannot be parsed (validated on receipt, so a bug) is set aside in
-the quarantine directory and counted, and the rest of its batch is written.
+record lands once. Rows are built in Python (:class:`MetricRows`, :class:`LogRows`).
+
+A batch the store refuses for its content is written in parts as the traces' are (see
+:mod:`.pieces` and :mod:`.piecewise`), and what cannot be written — a single data point or
+log record the store refuses, or a spooled request that does not parse — goes to the
+dead-letter file: no input stops the signal. The items written and dead-lettered are
+committed with the spool's cursor, so the counters are exact across crashes.
 """
 
 from __future__ import annotations
@@ -17,28 +21,24 @@ import logging
 import random
 import threading
 import time
+from functools import partial
 from pathlib import Path
-from typing import Protocol
 
-from clickhouse_connect.driver.client import Client
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from llmledger.exporter._internal.log_rows import LogRows
 from llmledger.exporter._internal.metric_rows import MetricRows
 
+from .dead_letters import DeadLetterFile
 from .drain import SpoolDrain
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
-from .spool import SpoolBatch, SpoolError, SpoolReader, SpoolRecord
+from .pieces import LOG_REQUESTS, METRIC_REQUESTS, Piece, RefusedError, refusal_reason
+from .piecewise import PiecewiseWriter
+from .spool import SpoolBatch, SpoolError, SpoolReader
 
 __all__ = ["SignalDrain"]
-
-
-class _Rows(Protocol):
-    def __len__(self) -> int: ...
-
-    def write(self, client: Client, database: str, dedup_token: str) -> int: ...
 
 
 class SignalDrain:
@@ -51,7 +51,7 @@ class SignalDrain:
         store: SpoolDrain,
         metrics: CollectorMetrics,
         *,
-        quarantine_dir: Path,
+        dead_letter_dir: Path,
         batch_max_items: int = 100_000,
         batch_max_bytes: int = 128 << 20,
         retry_initial_seconds: float = 0.5,
@@ -64,13 +64,19 @@ class SignalDrain:
         self._spool = spool
         self._store = store
         self._metrics = metrics
-        self._quarantine_dir = quarantine_dir
         self._batch_max_items = batch_max_items
         self._batch_max_bytes = batch_max_bytes
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
         self._linger = batch_linger_seconds
         self._logger = logging.getLogger(f"llmledger.collector.drain.{signal.value}")
+        self._pieces = PiecewiseWriter(
+            METRIC_REQUESTS if signal is Signal.METRICS else LOG_REQUESTS,
+            DeadLetterFile(dead_letter_dir),
+            dead_letter_dir / f"splits-{signal.value}.json",
+            metrics,
+            self._logger,
+        )
         self._stop = threading.Event()
         self._deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"llmledger-drain-{signal.value}", daemon=True)
@@ -109,9 +115,11 @@ class SignalDrain:
                     if self._stop.is_set():
                         return
                     continue
-                if not self._deliver(batch):
+                totals = self._deliver(batch)
+                if totals is None:
                     return
-                self._spool.commit(batch)
+                self._spool.commit(batch, totals)
+                self._pieces.finish()
                 del batch  # its records map segments commit may have deleted (see drain.py)
         except SpoolError as exc:
             self._metrics.add("spool_errors")
@@ -122,42 +130,55 @@ class SignalDrain:
             self._logger.exception("the %s drain stopped on an internal error", self.signal.value)
             raise
 
-    def _rows(self, batch: SpoolBatch) -> _Rows:
-        rows: MetricRows | LogRows = MetricRows() if self.signal is Signal.METRICS else LogRows()
-        for record in batch.records:
-            try:
-                if isinstance(rows, MetricRows):
-                    rows.add_otlp(ExportMetricsServiceRequest.FromString(bytes(record.payload)))
-                else:
-                    rows.add_otlp(ExportLogsServiceRequest.FromString(bytes(record.payload)))
-            except Exception:
-                # Validated on receipt, so this is our bug, not the sender's. A request adds
-                # its rows only once it parsed whole, so the rest of the batch is unaffected.
-                self._quarantine(record)
-        return rows
+    def _rows(self, piece: Piece) -> MetricRows | LogRows:
+        # A function of the piece's bytes: a replay writes the same rows. A request that does
+        # not parse (validated on receipt, so a bug) raises DecodeError: a refusal, split away.
+        if self.signal is Signal.METRICS:
+            metric_rows = MetricRows()
+            for payload in piece.payloads:
+                metric_rows.add_otlp(ExportMetricsServiceRequest.FromString(bytes(payload)))
+            return metric_rows
+        log_rows = LogRows()
+        for payload in piece.payloads:
+            log_rows.add_otlp(ExportLogsServiceRequest.FromString(bytes(payload)))
+        return log_rows
 
-    def _quarantine(self, record: SpoolRecord) -> None:
-        self._metrics.add("quarantined_records")
-        self._quarantine_dir.mkdir(parents=True, exist_ok=True)
-        path = self._quarantine_dir / f"{self.signal.value}-{record.segment:020d}-{record.offset:012d}.pb"
-        path.write_bytes(record.payload)
-        self._logger.exception(
-            "a spooled %s request could not be converted to rows; kept in %s", self.signal.value, path
+    def _deliver(self, batch: SpoolBatch) -> dict[str, int] | None:
+        """Write ``batch``, in parts if the store refuses it; the totals to commit, ``None`` when cut short."""
+        delivered = self._pieces.deliver(
+            batch.dedup_token,
+            tuple(record.payload for record in batch.records),
+            batch.span_count,
+            self._insert_until_settled,
         )
+        if delivered is None:
+            return None
+        items = self.signal.items
+        return {f"written_{items}": delivered[0], f"dead_letter_{items}": delivered[1]}
 
-    def _deliver(self, batch: SpoolBatch) -> bool:
-        """Insert ``batch`` until it lands; ``False`` when shutdown cut the retries short."""
-        rows = self._rows(batch)  # a function of the batch's bytes: a replay writes the same rows
+    def _insert_until_settled(self, piece: Piece, *, alone: bool = False) -> int | None:
+        """Insert ``piece`` until it lands (its items) or shutdown cuts it short (``None``).
+
+        Raises :class:`.pieces.RefusedError` when the store refuses it for its content;
+        anything else is retried with back-off (an unexplained error too: only the traces'
+        drain gives up on those, so ``alone`` never matters here).
+        """
+        del alone
         items = self.signal.items
         delay = self._retry_initial
         began = time.monotonic()
+        rows: MetricRows | LogRows | None = None
         while True:
             try:
-                written = self._store.with_store(
-                    lambda client, database: rows.write(client, database, batch.dedup_token)
-                )
+                if rows is None:
+                    rows = self._rows(piece)
+                written = self._store.with_store(partial(rows.write, dedup_token=piece.dedup_token))
             except Exception as exc:
-                self._failed(exc, len(rows))
+                reason = refusal_reason(exc)
+                if reason is not None:
+                    self._metrics.add("store_errors")
+                    raise RefusedError(reason) from exc
+                self._failed(exc, piece.items)
                 pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
                 if self._deadline is not None:
                     pause = min(pause, max(0.0, self._deadline - time.monotonic()))
@@ -166,15 +187,14 @@ class SignalDrain:
                 else:
                     self._stop.wait(pause)
                 if self._expired():
-                    return False
+                    return None
                 delay = min(delay * 2, self._retry_max)
                 continue
-            self._metrics.add(f"written_{items}", written)
             self._logger.debug(
                 "inserted %d %s from %d requests in %.0f ms",
                 written,
                 items.replace("_", " "),
-                len(batch.records),
+                len(piece.payloads),
                 (time.monotonic() - began) * 1000,
             )
             if self._failing_since is not None:
@@ -185,7 +205,7 @@ class SignalDrain:
                 )
                 self._failing_since = None
                 self.last_error = None
-            return True
+            return written
 
     def _failed(self, exc: Exception, count: int) -> None:
         self._metrics.add("store_errors")
