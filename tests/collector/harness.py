@@ -316,7 +316,8 @@ def sequence_numbers(request: ExportMetricsServiceRequest | ExportLogsServiceReq
             for resource_metrics in request.resource_metrics
             for scope_metrics in resource_metrics.scope_metrics
             for metric in scope_metrics.metrics
-            for point in metric.histogram.data_points
+            if metric.WhichOneof("data") is not None
+            for point in getattr(metric, str(metric.WhichOneof("data"))).data_points
         ]
     else:
         points = [

@@ -95,7 +95,8 @@ class SignalDrain:
         """Keep draining for up to ``timeout`` seconds; return whether the spool is empty."""
         self._deadline = time.monotonic() + timeout
         self._stop.set()
-        self._thread.join(timeout + 5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout + 5)
         return self._spool.pending_bytes() == 0
 
     def _expired(self) -> bool:
