@@ -1,17 +1,18 @@
 """The dead-letter file: what the store refused for good, kept byte for byte for a replay after a fix.
 
 The drain moves a piece of a batch here only when the store refused it for its content
-(see :mod:`.pieces`) and it cannot be split further: one span, or one request it cannot
-take apart. Everything else in the batch is written; the pipeline goes on.
+(see :mod:`.pieces`) and it cannot be split further: one span, data point or log
+record, or one request it cannot take apart. Everything else in the batch is written; the
+pipeline goes on.
 
 One append-only file, ``<data_dir>/dead-letters/dead-letters.log``, of framed records::
 
     magic "LLDL" | meta length u32 | payload length u32 | CRC-32 of meta + payload u32
     | header CRC-32 u32 (over the 16 bytes before it) | meta (UTF-8 JSON) | payload
 
-An entry's meta is ``{"key", "signal", "reason", "items", "at"}`` and its payload the OTLP
-export request (for traces an ``ExportTraceServiceRequest``); a replay appends a marker
-``{"replayed": key, "at"}``. Keys are the piece's deduplication token, so a piece the drain
+An entry's meta is ``{"key", "signal", "reason", "items", "at"}`` and its payload an OTLP
+export request of its ``signal`` (``traces``, ``metrics`` or ``logs``); a replay appends a
+marker ``{"replayed": key, "at"}``. Keys are the piece's token, so a piece the drain
 dead-letters again after a crash is not added twice, and a replay inserts it with a token
 of its own that a repeated replay repeats (dropped by the store's deduplication).
 
