@@ -151,7 +151,9 @@ def measure_interleaved(
                     if seed != 0 or not pool.alive(worker):
                         continue  # one profile per run is enough
                     path = settings.profile_dir / f"{runs[index].env}-{runs[index].mode}-{scenario}.prof"
-                    pool.ask(worker, {"op": "profile", "scenario": scenario, "path": str(path)}, 5 * rep_timeout)
+                    pool.ask(
+                        worker, {"op": "profile", "scenario": scenario, "path": str(path)}, 5 * rep_timeout
+                    )
         for worker in pool.live():
             goodbye = pool.ask(worker, {"op": "finish"}, 30)
             if goodbye is not None:
