@@ -386,3 +386,33 @@ def test_malformed_requests_are_refused_with_the_status_that_says_why(
         )[0]
         == 200
     )
+
+
+def test_a_query_that_fails_midway_leaves_nothing_for_the_next_one(
+    served: tuple[CollectorProcess, OwnerRecord],
+) -> None:
+    """chDB keeps a failed query's partial output on its connection: the pool must not hand it on."""
+    owner = served[1]
+    headers = {"Authorization": f"Basic {_basic(owner)}"}
+    failing = "SELECT number, throwIf(number = 90000) FROM numbers(100000) SETTINGS max_block_size = 1000 FORMAT JSON"
+    for _ in range(3):  # whichever pooled connection answers next
+        status, _, body = _http(owner, "POST", None, failing.encode(), headers)
+        assert status == 500, body[:200]
+        assert b"FUNCTION_THROW_IF_VALUE_IS_NON_ZERO" in body
+        status, _, body = _http(owner, "POST", None, b"SELECT 41 + 1 AS n FORMAT JSON", headers)
+        assert status == 200
+        assert json.loads(body)["data"] == [{"n": 42}]
+
+
+def test_a_session_query_that_fails_midway_leaves_nothing_for_the_sessions_next_one(
+    served: tuple[CollectorProcess, OwnerRecord],
+) -> None:
+    owner = served[1]
+    headers = {"Authorization": f"Basic {_basic(owner)}"}
+    session = {"session_id": f"s-{uuid.uuid4().hex[:8]}"}
+    failing = "SELECT number, throwIf(number = 90000) FROM numbers(100000) SETTINGS max_block_size = 1000 FORMAT JSON"
+    status, _, body = _http(owner, "POST", session, failing.encode(), headers)
+    assert status == 500, body[:200]
+    status, _, body = _http(owner, "POST", session, b"SELECT 41 + 1 AS n FORMAT JSON", headers)
+    assert status == 200
+    assert json.loads(body)["data"] == [{"n": 42}]

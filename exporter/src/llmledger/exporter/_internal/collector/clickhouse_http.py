@@ -810,6 +810,11 @@ class _Handler(BaseHTTPRequestHandler):
                     reusable = False
                     raise _engine_error(exc) from exc
             self._run(connection, bind, statement, query_id, params.get("default_format"))
+        except EngineError:
+            # chDB keeps a failed query's partial output on its connection and hands it out with
+            # the next query's result: a connection that saw an error is not lent again.
+            reusable = False
+            raise
         except (ConnectionError, TimeoutError):
             reusable = False  # the client left mid-answer: the connection may hold an open stream
             raise
@@ -849,6 +854,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise _engine_error(exc) from exc
         try:
             self._run(connection, bind, statement, query_id, None)
+        except EngineError:
+            # A session keeps its connection: a throwaway query takes up what the failed one left
+            # on it (see _execute), so the session's next answer is its own.
+            with contextlib.suppress(Exception):
+                connection.query("SELECT 1", "TabSeparated")
+            raise
         finally:
             for name, value in previous.items():
                 with contextlib.suppress(Exception):
