@@ -416,3 +416,43 @@ def test_a_session_query_that_fails_midway_leaves_nothing_for_the_sessions_next_
     status, _, body = _http(owner, "POST", session, b"SELECT 41 + 1 AS n FORMAT JSON", headers)
     assert status == 200
     assert json.loads(body)["data"] == [{"n": 42}]
+
+
+def test_small_results_come_whole_and_large_ones_streamed_all_correct(
+    reader: Client, served: tuple[CollectorProcess, OwnerRecord]
+) -> None:
+    """A SELECT is answered in one piece up to 8 MiB (one engine call), streamed past it: same rows."""
+    owner = served[1]
+    headers = {"Authorization": f"Basic {_basic(owner)}"}
+    status, small, body = _http(owner, "POST", None, b"SELECT number FROM numbers(1000) FORMAT TSV", headers)
+    assert status == 200
+    assert small.get("content-length") == str(len(body))
+    assert "transfer-encoding" not in small
+    assert body.split() == [str(n).encode() for n in range(1000)]
+    # 3 M UInt64 values: 24 MB in the engine, past the one-shot limit, so sent in chunks.
+    status, large, body = _http(
+        owner, "POST", None, b"SELECT number FROM numbers(3000000) FORMAT TSV", headers
+    )
+    assert status == 200
+    assert large.get("transfer-encoding") == "chunked"
+    assert len(body.splitlines()) == 3_000_000
+    result = reader.query("SELECT number, toString(number) AS s FROM numbers(3000000)")
+    assert result.row_count == 3_000_000
+    assert sum(row[0] for row in result.result_rows) == 3_000_000 * 2_999_999 // 2
+    # The pool still answers small queries right after the large one fell back.
+    assert reader.query("SELECT 1 + 1").result_rows == [(2,)]
+
+
+def test_a_clients_own_result_limit_is_kept(served: tuple[CollectorProcess, OwnerRecord]) -> None:
+    owner = served[1]
+    headers = {"Authorization": f"Basic {_basic(owner)}"}
+    params = {"max_result_rows": "10", "result_overflow_mode": "throw"}
+    status, reply, body = _http(
+        owner, "POST", params, b"SELECT number FROM numbers(1000) FORMAT TSV", headers
+    )
+    assert status == 500, body[:200]
+    assert reply.get("x-clickhouse-exception-code") == "396"
+    params["result_overflow_mode"] = "break"
+    status, _, body = _http(owner, "POST", params, b"SELECT number FROM numbers(100000) FORMAT TSV", headers)
+    assert status == 200
+    assert 10 <= len(body.splitlines()) < 100000  # cut at a block boundary past the limit, as ClickHouse does

@@ -78,6 +78,12 @@ _TRANSPORT_PARAMS: Final = frozenset(
     }
 )
 # Formats whose output may be sent block by block (no header or footer over the whole result).
+# A SELECT whose result stays under this is answered whole, by one engine call (chDB's streaming
+# API hands each of a query's blocks across threads: 1-3 ms more on a dashboard query of a few
+# ms); a larger result fails fast against the limit and is run again, streamed.
+_ONE_SHOT_MAX_BYTES: Final = 8 << 20
+_RESULT_LIMIT_SETTINGS: Final = frozenset({"max_result_rows", "max_result_bytes", "result_overflow_mode"})
+_TOO_MANY_ROWS_OR_BYTES: Final = 396
 _STREAMABLE: Final = frozenset(
     {
         "Native",
@@ -300,6 +306,10 @@ def parse_statement(text: bytes) -> Statement:
 
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class _TooLargeForOneShot(Exception):
+    """A SELECT's result passed ``_ONE_SHOT_MAX_BYTES``: nothing was sent; it is run again, streamed."""
 
 
 def _engine_error(exc: Exception) -> EngineError:
@@ -791,9 +801,36 @@ class _Handler(BaseHTTPRequestHandler):
             finally:
                 session.lock.release()
             return
+        default_format = params.get("default_format")
+        fmt = statement.output_format or default_format or "TabSeparated"
+        one_shot = self._streams(statement, fmt) and not _RESULT_LIMIT_SETTINGS & settings.keys()
+        if one_shot:
+            try:
+                self._pooled(
+                    user, database, settings, readonly, bind, statement, query_id, default_format, True
+                )
+                return
+            except _TooLargeForOneShot:
+                pass  # nothing was sent: the same query again, streamed
+        self._pooled(user, database, settings, readonly, bind, statement, query_id, default_format, False)
+
+    def _pooled(
+        self,
+        user: _User,
+        database: str | None,
+        settings: Mapping[str, str],
+        readonly: int,
+        bind: Mapping[str, str],
+        statement: Statement,
+        query_id: str,
+        default_format: str | None,
+        one_shot: bool,
+    ) -> None:
+        """Run ``statement`` on a pooled connection set up for this user, database and settings."""
+        server = self.server
         # A connection set up with exactly this user, database and settings is reused: the
         # setup (a USE and a SET each) costs as much as a small query.
-        key = (user.name, database or "", tuple(settings.items()), readonly)
+        key = (user.name, database or "", tuple(settings.items()), readonly, one_shot)
         connection = server.checkout(key)
         reusable = statement.kind in _STATELESS
         try:
@@ -804,13 +841,16 @@ class _Handler(BaseHTTPRequestHandler):
                         connection.query(f"USE `{database}`", "TabSeparated")
                     for name, value in settings.items():
                         connection.query(f"SET {name} = {_quote(value)}", "TabSeparated")
+                    if one_shot:
+                        connection.query(f"SET max_result_bytes = {_ONE_SHOT_MAX_BYTES}", "TabSeparated")
+                        connection.query("SET result_overflow_mode = 'throw'", "TabSeparated")
                     if readonly:
                         connection.query(f"SET readonly = {readonly}", "TabSeparated")
                 except Exception as exc:
                     reusable = False
                     raise _engine_error(exc) from exc
-            self._run(connection, bind, statement, query_id, params.get("default_format"))
-        except EngineError:
+            self._run(connection, bind, statement, query_id, default_format, one_shot=one_shot)
+        except (EngineError, _TooLargeForOneShot):
             # chDB keeps a failed query's partial output on its connection and hands it out with
             # the next query's result: a connection that saw an error is not lent again.
             reusable = False
@@ -872,6 +912,8 @@ class _Handler(BaseHTTPRequestHandler):
         statement: Statement,
         query_id: str,
         default_format: str | None,
+        *,
+        one_shot: bool = False,
     ) -> None:
         started = time.monotonic_ns()
         headers = {"X-ClickHouse-Query-Id": query_id}
@@ -882,18 +924,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fmt = statement.output_format or default_format or "TabSeparated"
         sql = statement.sql.decode("utf-8", "surrogateescape")
-        # Streamed in chunks, which HTTP/1.0 does not have: its clients get the whole result.
-        if statement.kind in ("SELECT", "WITH") and fmt in _STREAMABLE and self.request_version == "HTTP/1.1":
+        if self._streams(statement, fmt) and not one_shot:
             self._stream(connection, sql, fmt, bind, headers, started)
             return
         try:
             result = connection.query(sql, fmt, params=dict(bind))
         except Exception as exc:
-            raise _engine_error(exc) from exc
+            error = _engine_error(exc)
+            if one_shot and error.code == _TOO_MANY_ROWS_OR_BYTES:
+                raise _TooLargeForOneShot from exc
+            raise error from exc
         payload = result.bytes() or b""
         headers["X-ClickHouse-Format"] = fmt
         headers["X-ClickHouse-Summary"] = _summary(_rows_read(result), 0, started)
         self._reply(200, payload, _content_type(fmt), headers)
+
+    def _streams(self, statement: Statement, fmt: str) -> bool:
+        """Whether the result may be sent as it comes: chunks, which HTTP/1.0 does not have."""
+        return (
+            statement.kind in ("SELECT", "WITH") and fmt in _STREAMABLE and self.request_version == "HTTP/1.1"
+        )
 
     def _insert(self, connection: Any, bind: Mapping[str, str], statement: Statement) -> int:
         # The engine reads the data from a memory-backed file: INSERT … FROM INFILE takes any format.
