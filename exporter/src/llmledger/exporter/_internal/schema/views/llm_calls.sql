@@ -167,7 +167,12 @@ FROM (
         StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND a['error.type'] = '' AS success,
         if(NOT success AND a['error.type'] = '', '_OTHER', a['error.type']) AS error_type,
         Duration AS duration_ns,
-        CAST(round(toFloat64OrNull(a['gen_ai.response.time_to_first_chunk']) * 1000000000), 'Nullable(UInt64)') AS ttft_ns,
+        -- OpenLIT writes a stream's time to first chunk as gen_ai.server.time_to_first_token;
+        -- on a call that is not streamed that name holds the whole response time: no chunk.
+        CAST(round(coalesce(
+            toFloat64OrNull(a['gen_ai.response.time_to_first_chunk']),
+            if(stream, toFloat64OrNull(a['gen_ai.server.time_to_first_token']), NULL)
+        ) * 1000000000), 'Nullable(UInt64)') AS ttft_ns,
         a['gen_ai.request.stream'] = 'true' OR a['gen_ai.is_streaming'] = 'true' OR a['llm.is_streaming'] = 'true'
             AS stream,
         ${price_provider} AS price_provider,
