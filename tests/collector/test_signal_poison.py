@@ -337,3 +337,36 @@ def test_a_split_batch_replayed_after_a_crash_and_a_fix_is_written_once(tmp_path
         "totals": {f"written_{items}": total - 1, f"dead_letter_{items}": 1},
         "dead_letters": [[kind, 1]],
     }
+
+
+def test_an_unexplained_error_sets_only_its_data_point_aside(tmp_path: Path) -> None:
+    """The traces' rule for errors that name neither the data nor the store: split, the rest written."""
+    store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
+    client = open_store(store, use_database=False, write=True)
+    apply_migrations(client, store)
+    pill = "203-4"
+    run_command(  # throws ILLEGAL_DIVISION (153) for the one data point: neither data nor store, by code
+        client,
+        f"ALTER TABLE {store.database}.otel_metrics_histogram ADD CONSTRAINT operator_check "
+        f"CHECK intDiv(1, toUInt8(Attributes['seq'] != '{pill}')) = 1",
+    )
+    client.close()
+    data = tmp_path / "data"
+    collector = CollectorProcess(data, store.url).start()
+    acked: list[str] = []
+    drain = drain_pid(collector)
+    os.kill(drain, signal.SIGSTOP)
+    try:
+        for seed in range(6):
+            request = make_metrics_request(10, seed=200 + seed, service="mixed")
+            assert collector.post("/v1/metrics", request.SerializeToString())[0] == 200
+            acked += sequence_numbers(request)
+    finally:
+        os.kill(drain, signal.SIGCONT)
+    wait_signal_drained(collector, "metrics", timeout=120)
+    assert collector.metric("dead_letter_data_points_total") == 1
+    assert sorted(stored(collector, "metrics")) == sorted(seq for seq in acked if seq != pill)
+    (entry,) = DeadLetterFile(data / "dead-letters").entries()
+    assert entry.signal == "metrics"
+    assert "ILLEGAL_DIVISION" in entry.reason or "Code: 153" in entry.reason
+    assert collector.stop() == 0

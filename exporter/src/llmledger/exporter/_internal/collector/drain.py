@@ -257,7 +257,7 @@ class SpoolDrain:
                 else:
                     unexplained += 1
                     unexplained_since = unexplained_since if unexplained > 1 else time.monotonic()
-                    if self._suspect(unexplained, time.monotonic() - unexplained_since, alone=alone):
+                    if self.suspect(unexplained, time.monotonic() - unexplained_since, alone=alone):
                         self._metrics.add("store_errors")
                         raise _SuspectError(f"{why} (failed {unexplained} times)") from exc
                 self._failed(exc, piece.spans)
@@ -294,8 +294,12 @@ class SpoolDrain:
                 self.last_error = None
             return piece.spans
 
-    def _suspect(self, attempts: int, seconds: float, *, alone: bool) -> bool:
-        """Whether a piece failing with an unexplained error should be taken for its content."""
+    def suspect(self, attempts: int, seconds: float, *, alone: bool) -> bool:
+        """Whether a piece failing with an unexplained error should be taken for its content.
+
+        ``attempts`` in a row for ``seconds``; ``alone``: nothing else of its batch lands
+        (the metrics and logs drains ask too: one rule, one store).
+        """
         if not alone:
             return attempts >= _UNEXPLAINED_ATTEMPTS
         if seconds < self._unexplained_seconds:

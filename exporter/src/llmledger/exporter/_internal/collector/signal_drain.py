@@ -34,7 +34,15 @@ from .dead_letters import DeadLetterFile
 from .drain import SpoolDrain
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
-from .pieces import LOG_REQUESTS, METRIC_REQUESTS, Piece, RefusedError, refusal_reason
+from .pieces import (
+    LOG_REQUESTS,
+    METRIC_REQUESTS,
+    Piece,
+    RefusedError,
+    SuspectError,
+    refusal_reason,
+    unexplained_error,
+)
 from .piecewise import PiecewiseWriter
 from .spool import SpoolBatch, SpoolError, SpoolReader
 
@@ -160,15 +168,17 @@ class SignalDrain:
     def _insert_until_settled(self, piece: Piece, *, alone: bool = False) -> int | None:
         """Insert ``piece`` until it lands (its items) or shutdown cuts it short (``None``).
 
-        Raises :class:`.pieces.RefusedError` when the store refuses it for its content;
-        anything else is retried with back-off (an unexplained error too: only the traces'
-        drain gives up on those, so ``alone`` never matters here).
+        Raises :class:`.pieces.RefusedError` when the store refuses it for its content, and
+        :class:`.pieces.SuspectError` when it keeps failing with an unexplained error (the
+        traces drain's rule, :meth:`.drain.SpoolDrain.suspect`); anything else is retried
+        with back-off.
         """
-        del alone
         items = self.signal.items
         delay = self._retry_initial
         began = time.monotonic()
         rows: MetricRows | LogRows | None = None
+        unexplained = 0
+        unexplained_since = 0.0
         while True:
             try:
                 if rows is None:
@@ -179,6 +189,15 @@ class SignalDrain:
                 if reason is not None:
                     self._metrics.add("store_errors")
                     raise RefusedError(reason) from exc
+                why = unexplained_error(exc)
+                if why is None:
+                    unexplained = 0
+                else:
+                    unexplained += 1
+                    unexplained_since = unexplained_since if unexplained > 1 else time.monotonic()
+                    if self._store.suspect(unexplained, time.monotonic() - unexplained_since, alone=alone):
+                        self._metrics.add("store_errors")
+                        raise SuspectError(f"{why} (failed {unexplained} times)") from exc
                 self._failed(exc, piece.items)
                 pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
                 if self._deadline is not None:
