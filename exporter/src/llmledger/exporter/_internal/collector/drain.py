@@ -227,8 +227,7 @@ class SpoolDrain:
         delay = self._retry_initial
         native_failures = 0
         rows_only = False
-        unexplained = 0
-        unexplained_since = 0.0
+        unexplained = UnexplainedFailures(self, self._metrics, alone=alone)
         while True:
             native: NativeInsert | None = None
             began = time.monotonic()
@@ -251,15 +250,7 @@ class SpoolDrain:
                         rows_only = True  # the last word on one span is SpanRows'
                         continue
                     raise _RefusedError(reason) from exc
-                why = unexplained_error(exc)
-                if why is None:
-                    unexplained = 0
-                else:
-                    unexplained += 1
-                    unexplained_since = unexplained_since if unexplained > 1 else time.monotonic()
-                    if self.suspect(unexplained, time.monotonic() - unexplained_since, alone=alone):
-                        self._metrics.add("store_errors")
-                        raise _SuspectError(f"{why} (failed {unexplained} times)") from exc
+                unexplained.note(exc)
                 self._failed(exc, piece.spans)
                 if native is not None:
                     native_failures += 1
@@ -393,3 +384,31 @@ class SpoolDrain:
             if not isinstance(exc, StoreError):
                 self._reset()
             raise
+
+
+class UnexplainedFailures:
+    """One piece's run of failures with an unexplained error (:func:`.pieces.unexplained_error`).
+
+    :meth:`note` raises :class:`.pieces.SuspectError` once :meth:`SpoolDrain.suspect` takes the
+    run for the piece's content; any other error ends the run. Every drain (spans, metrics,
+    logs) counts its attempts with one of these, so the rule is applied one way.
+    """
+
+    def __init__(self, drain: SpoolDrain, metrics: CollectorMetrics, *, alone: bool) -> None:
+        self._drain = drain
+        self._metrics = metrics
+        self._alone = alone
+        self._count = 0
+        self._since = 0.0
+
+    def note(self, exc: Exception) -> None:
+        why = unexplained_error(exc)
+        if why is None:
+            self._count = 0
+            return
+        self._count += 1
+        if self._count == 1:
+            self._since = time.monotonic()
+        if self._drain.suspect(self._count, time.monotonic() - self._since, alone=self._alone):
+            self._metrics.add("store_errors")
+            raise _SuspectError(f"{why} (failed {self._count} times)") from exc

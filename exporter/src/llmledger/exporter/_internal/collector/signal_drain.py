@@ -31,7 +31,7 @@ from llmledger.exporter._internal.log_rows import LogRows
 from llmledger.exporter._internal.metric_rows import MetricRows
 
 from .dead_letters import DeadLetterFile
-from .drain import SpoolDrain
+from .drain import SpoolDrain, UnexplainedFailures
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
 from .pieces import (
@@ -39,9 +39,7 @@ from .pieces import (
     METRIC_REQUESTS,
     Piece,
     RefusedError,
-    SuspectError,
     refusal_reason,
-    unexplained_error,
 )
 from .piecewise import PiecewiseWriter
 from .spool import SpoolBatch, SpoolError, SpoolReader
@@ -177,8 +175,7 @@ class SignalDrain:
         delay = self._retry_initial
         began = time.monotonic()
         rows: MetricRows | LogRows | None = None
-        unexplained = 0
-        unexplained_since = 0.0
+        unexplained = UnexplainedFailures(self._store, self._metrics, alone=alone)
         while True:
             try:
                 if rows is None:
@@ -189,15 +186,7 @@ class SignalDrain:
                 if reason is not None:
                     self._metrics.add("store_errors")
                     raise RefusedError(reason) from exc
-                why = unexplained_error(exc)
-                if why is None:
-                    unexplained = 0
-                else:
-                    unexplained += 1
-                    unexplained_since = unexplained_since if unexplained > 1 else time.monotonic()
-                    if self._store.suspect(unexplained, time.monotonic() - unexplained_since, alone=alone):
-                        self._metrics.add("store_errors")
-                        raise SuspectError(f"{why} (failed {unexplained} times)") from exc
+                unexplained.note(exc)
                 self._failed(exc, piece.items)
                 pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
                 if self._deadline is not None:
