@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from llmledger.exporter._internal.migrations import price_provider_sql
+from llmledger.exporter._internal.migrations import dashboard_price_sql
 
 DATASOURCE_TYPE: Final = "grafana-clickhouse-datasource"
 DATASOURCE_UID: Final = "llmledger-clickhouse"
@@ -143,10 +143,9 @@ SERIES_USAGE: Final = _series_usage(ROLLUP_FILTERS)
 TENANT_RANGE_USAGE: Final = _range_usage("range_start", "range_end", TENANT_ROLLUP_FILTERS)
 TENANT_SERIES_USAGE: Final = _series_usage(TENANT_ROLLUP_FILTERS)
 
-# The same price lookup llm_calls_mv uses: provider names as model_prices spells them (the
-# app's provider map, rendered by the schema code), the model as reported or without its
-# date suffix, a custom price over genai-prices.
-PRICE_PROVIDER: Final = price_provider_sql("provider")
+# List prices from the store's price book, and the model name it is searched with: the same
+# expressions the llm_calls view uses (schema/expressions), rendered for unqualified tables.
+PRICES: Final = dashboard_price_sql()
 
 # -- spend overview ------------------------------------------------------------------------------------
 
@@ -173,24 +172,14 @@ FROM {_range_usage("month_start", "as_of", ROLLUP_FILTERS)}
 
 CACHED_INPUT_SAVINGS: Final = f"""
 {RANGE},
-prices AS (
-    SELECT
-        provider,
-        model,
-        argMax(input_per_mtok, (source = 'custom', updated_at)) AS input_price,
-        argMax(cached_input_per_mtok, (source = 'custom', updated_at)) AS cached_price
-    FROM model_prices
-    GROUP BY provider, model
-), usage AS (
+prices AS {PRICES["list_prices"]},
+usage AS (
     SELECT
         provider,
         model,
         sum(cached_input_tokens) AS cached_tokens,
-        {PRICE_PROVIDER} AS price_provider,
         lower(model) AS exact_model,
-        if((price_provider, exact_model) IN (SELECT provider, model FROM prices),
-           exact_model,
-           replaceRegexpOne(exact_model, '-(\\\\d{{4}}-\\\\d{{2}}-\\\\d{{2}}|\\\\d{{8}}|\\\\d{{4}})$', '')) AS price_model
+        tupleElement({PRICES["price_model"]}, 1) AS price_model
     FROM {RANGE_USAGE}
     GROUP BY provider, model
     HAVING cached_tokens > 0
@@ -199,12 +188,12 @@ SELECT
     u.provider AS provider,
     u.model AS model,
     u.cached_tokens AS cached_tokens,
-    if(p.model = '', NULL, p.input_price) AS input_per_mtok,
-    if(p.model = '', NULL, ifNull(p.cached_price, p.input_price)) AS cached_input_per_mtok,
+    if(p.model = '', NULL, p.input_per_mtok) AS input_per_mtok,
+    if(p.model = '', NULL, p.cached_input_per_mtok) AS cached_input_per_mtok,
     if(p.model = '', NULL,
-       u.cached_tokens * (p.input_price - ifNull(p.cached_price, p.input_price)) / 1000000) AS saved_usd
+       u.cached_tokens * (p.input_per_mtok - p.cached_input_per_mtok) / 1000000) AS saved_usd
 FROM usage AS u
-LEFT JOIN prices AS p ON p.provider = u.price_provider AND p.model = u.price_model
+LEFT JOIN prices AS p ON p.provider = u.provider AND p.model = u.price_model
 ORDER BY saved_usd DESC NULLS LAST, cached_tokens DESC
 """
 

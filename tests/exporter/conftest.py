@@ -27,9 +27,17 @@ from opentelemetry.util.types import AttributeValue
 from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.store import run_command, run_query
+from llmledger.instrumentation.pricing import PriceBook, PriceRow
 
 SERVER_URL = os.environ.get("LLMLEDGER_TEST_CLICKHOUSE_URL")
 # store_url and store_client, the session's one store, live in tests/conftest.py.
+
+
+@pytest.fixture(scope="session")
+def bundled_prices() -> list[PriceRow]:
+    """The price book of genai-prices' bundled data, as ``llmledger prices sync`` writes it
+    (compiled once per session: a few seconds)."""
+    return list(PriceBook().price_rows())
 
 
 @pytest.fixture

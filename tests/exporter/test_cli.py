@@ -95,31 +95,39 @@ output = 9
 """
 
 
-def test_prices_sync_loads_genai_prices_and_the_price_file(
+def test_prices_sync_writes_the_apps_price_book_and_replaces_it_whole(
     config: StoreConfig, tmp_path, query, capsys
 ) -> None:
     price_file = tmp_path / "prices.toml"
     price_file.write_text(PRICE_FILE)
     assert main(["prices", "sync", *store_args(config), "--price-file", str(price_file)]) == 0
-    assert "1 custom" in capsys.readouterr().out
-    rows = query(
-        f"SELECT source, input_per_mtok, cached_input_per_mtok, output_per_mtok FROM {config.database}.model_prices "
-        "WHERE provider = 'openai' AND model = 'gpt-4o-mini' ORDER BY source"
+    out = capsys.readouterr().out
+    assert out.startswith(f"wrote the price book to {config.database}.model_prices: ")
+    newest = (
+        f"SELECT service_tier, source, input_per_mtok, cached_input_per_mtok, output_per_mtok "
+        f"FROM {config.database}.model_prices WHERE provider = 'openai' AND model = 'gpt-4o-mini' "
+        f"AND lookup = 'name' AND synced_at = (SELECT max(synced_at) FROM {config.database}.model_prices) "
+        "ORDER BY service_tier"
     )
-    assert rows == [
-        {
-            "source": "custom",
-            "input_per_mtok": Decimal("0.1"),
-            "cached_input_per_mtok": Decimal("0.05"),
-            "output_per_mtok": Decimal("0.4"),
-        },
-        {
-            "source": "genai-prices",
-            "input_per_mtok": Decimal("0.15"),
-            "cached_input_per_mtok": Decimal("0.075"),
-            "output_per_mtok": Decimal("0.6"),
-        },
-    ]
+    rows = query(newest)
+    by_tier = {
+        row["service_tier"]: (
+            row["source"],
+            row["input_per_mtok"],
+            row["cached_input_per_mtok"],
+            row["output_per_mtok"],
+        )
+        for row in rows
+    }
+    assert by_tier[""] == ("custom", Decimal("0.1"), Decimal("0.05"), Decimal("0.4"))
+    assert by_tier["priority"] == ("custom", Decimal(9), Decimal(9), Decimal(9))  # the tier's own entry
+    # The entry without a tier prices the tiers genai-prices prices apart, as the app does.
+    assert by_tier["batch"] == by_tier[""]
+
+    assert main(["prices", "sync", *store_args(config)]) == 0  # without the file now
+    assert {(row["source"], row["input_per_mtok"]) for row in query(newest) if row["service_tier"] == ""} == {
+        ("genai-prices", Decimal("0.15"))
+    }
 
 
 def test_prices_sync_needs_the_schema(blank_config: StoreConfig, capsys) -> None:

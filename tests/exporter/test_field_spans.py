@@ -11,9 +11,11 @@ from clickhouse_connect.driver.client import Client
 from genai_prices import Usage, calc_price
 
 from llmledger.exporter import StoreConfig
-from llmledger.exporter._internal.prices import PriceRow, genai_price_rows, write_prices
+from llmledger.exporter._internal.prices import write_prices
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.writer import SpanWriter
+from llmledger.instrumentation._internal.price_file import parse_price_file
+from llmledger.instrumentation.pricing import PriceBook, PriceRow
 
 OPENLLMETRY_CHAT: dict[str, Any] = {
     "llm.request.type": "chat",
@@ -84,8 +86,8 @@ def genai_cost(model: str, input_tokens: int, output_tokens: int, cached: int = 
 
 
 @pytest.fixture
-def priced(config: StoreConfig, store_client: Client) -> StoreConfig:
-    write_prices(store_client, config.database, genai_price_rows())
+def priced(config: StoreConfig, store_client: Client, bundled_prices: list[PriceRow]) -> StoreConfig:
+    write_prices(store_client, config.database, bundled_prices)
     return config
 
 
@@ -198,8 +200,10 @@ def test_without_prices_synced_nothing_is_priced(make_recorder, to_otlp, store_c
 
 
 def test_a_custom_price_outranks_genai_prices(make_recorder, to_otlp, store_client, priced, query) -> None:
-    custom = PriceRow("openai", "gpt-4o-mini-2024-07-18", Decimal("1.5"), None, Decimal("2.25"), "custom")
-    write_prices(store_client, priced.database, [custom])
+    custom = parse_price_file(
+        '[[price]]\nprovider = "openai"\nmodel = "gpt-4o-mini-2024-07-18"\ninput = 1.5\noutput = 2.25\n'
+    )
+    write_prices(store_client, priced.database, PriceBook(custom).price_rows())
     land(make_recorder, to_otlp, store_client, priced, [("openai.chat", OPENLLMETRY_CHAT)])
     (call,) = query(f"SELECT cost_usd, cost_source FROM {priced.database}.llm_calls")
     assert call["cost_usd"] == (1000 * Decimal("1.5") + 200 * Decimal("2.25")) / 1_000_000

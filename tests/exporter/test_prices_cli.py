@@ -1,12 +1,19 @@
-"""``llmledger prices show`` and ``prices validate``: what the instrumentation would charge, and why."""
+"""``llmledger prices show``, ``validate`` and ``sync``: what the instrumentation would charge and why,
+and the store's copy of its price book."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter import StoreConfig
+from llmledger.exporter._internal.migrations import apply_migrations
+from llmledger.exporter._internal.rows import SpanRows
+from llmledger.exporter._internal.store import run_command
+from llmledger.exporter._internal.writer import SpanWriter
 from llmledger.exporter.cli import main
 
 
@@ -73,6 +80,8 @@ def test_a_bad_price_file_is_refused_as_a_whole_as_the_app_refuses_it(
 ) -> None:
     from llmledger.instrumentation.pricing import PriceFileError, load_price_file, refused_price_file
 
+    good = tmp_path / "good.toml"
+    good.write_text('[[price]]\nprovider = "openai"\nmodel = "gpt-4.1-mini"\ninput = 0.2\noutput = 0.8\n')
     bad = tmp_path / "prices.toml"
     # One good entry and one typo: nothing of the file is used, by the app or by sync.
     bad.write_text(
@@ -81,7 +90,72 @@ def test_a_bad_price_file_is_refused_as_a_whole_as_the_app_refuses_it(
     )
     with pytest.raises(PriceFileError) as refused:
         load_price_file(bad)
-    argv = ["prices", "sync", "--price-file", str(bad), "--url", config.url, "--database", config.database]
-    assert main(argv) == 2
-    assert refused_price_file(refused.value) in capsys.readouterr().err
-    assert query(f"SELECT count() AS n FROM {config.database}.model_prices") == [{"n": 0}]
+    store = ["--url", config.url, "--database", config.database]
+    assert main(["prices", "sync", *store, "--no-genai-prices", "--price-file", str(good)]) == 0
+    book = f"SELECT * FROM {config.database}.model_prices ORDER BY provider, model, lookup, service_tier"
+    before = query(book)
+    capsys.readouterr()
+    assert main(["prices", "sync", *store, "--price-file", str(bad)]) == 2
+    # The message the app logs for the same file (tests/instrumentation/test_instrumentor.py).
+    assert capsys.readouterr().err == refused_price_file(refused.value) + " (nothing was written)\n"
+    assert query(book) == before  # the book in force stays, whole
+
+
+def test_upgrading_keeps_the_prices_synced_before(
+    blank_config: StoreConfig, store_client: Client, query, make_recorder
+) -> None:
+    apply_migrations(store_client, blank_config, target=12)
+    db = blank_config.database
+    # model_prices as `prices sync` wrote it before migration 0014: flat prices by genai-prices id.
+    run_command(
+        store_client,
+        f"INSERT INTO {db}.model_prices (provider, model, input_per_mtok, cached_input_per_mtok, "
+        "output_per_mtok, source, updated_at) VALUES "
+        "('google', 'gemini-2.5-flash', 0.3, 0.03, 2.5, 'genai-prices', '2026-11-01 00:00:00'), "
+        "('openai', 'gpt-4o-mini', 0.15, 0.075, 0.6, 'genai-prices', '2026-11-01 00:00:00'), "
+        "('openai', 'gpt-4o-mini', 0.1, NULL, 0.4, 'custom', '2026-11-01 00:00:00')",
+    )
+    apply_migrations(store_client, blank_config)
+    assert query(
+        f"SELECT provider, model, input_per_mtok AS input, cached_input_per_mtok AS cached, source "
+        f"FROM {db}.model_prices ORDER BY provider, model"
+    ) == [
+        {
+            "provider": p,
+            "model": "gemini-2.5-flash",
+            "input": Decimal("0.3"),
+            "cached": Decimal("0.03"),
+            "source": "genai-prices",
+        }
+        for p in ("gcp.gemini", "gcp.gen_ai", "gcp.vertex_ai")
+    ] + [
+        {
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "input": Decimal("0.1"),
+            "cached": Decimal("0.1"),
+            "source": "custom",
+        }
+    ]
+
+    recorder = make_recorder(scope="opentelemetry.instrumentation.openai")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.usage.input_tokens": 1000,
+        "gen_ai.usage.output_tokens": 100,
+    }
+    recorder.call(
+        "chat", {**usage, "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini-2024-07-18"}
+    )
+    recorder.call("chat", {**usage, "gen_ai.system": "vertex_ai", "gen_ai.request.model": "gemini-2.5-flash"})
+    rows = SpanRows()
+    rows.add_sdk_spans(recorder.finished())
+    SpanWriter(store_client, db).write(rows)
+    assert query(f"SELECT provider, cost_usd, cost_source FROM {db}.llm_calls ORDER BY provider") == [
+        {
+            "provider": "gcp.vertex_ai",
+            "cost_usd": Decimal("0.00055"),
+            "cost_source": "model_prices:genai-prices",
+        },
+        {"provider": "openai", "cost_usd": Decimal("0.00014"), "cost_source": "model_prices:custom"},
+    ]

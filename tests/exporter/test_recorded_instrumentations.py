@@ -22,9 +22,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.collector.otlp import CONTENT_TYPE_PROTOBUF, decode_http_body
-from llmledger.exporter._internal.prices import genai_price_rows, write_prices
+from llmledger.exporter._internal.prices import write_prices
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.writer import SpanWriter
+from llmledger.instrumentation.pricing import PriceRow
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "otlp"
 
@@ -123,9 +124,11 @@ def load(name: str) -> tuple[dict[str, str], ExportTraceServiceRequest]:
     return fixture["recorded_with"], ExportTraceServiceRequest.FromString(decoded.payload)
 
 
-def replay(request: ExportTraceServiceRequest, config: StoreConfig, store_client: Client) -> None:
+def replay(
+    request: ExportTraceServiceRequest, config: StoreConfig, store_client: Client, prices: list[PriceRow]
+) -> None:
     """Write the request as the collector's drain does, twice: a replay changes nothing."""
-    write_prices(store_client, config.database, genai_price_rows())
+    write_prices(store_client, config.database, prices)
     rows = SpanRows()
     rows.add_otlp(request)
     writer = SpanWriter(store_client, config.database)
@@ -135,11 +138,11 @@ def replay(request: ExportTraceServiceRequest, config: StoreConfig, store_client
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_recorded_spans_land_column_by_column(
-    name: str, config: StoreConfig, store_client: Client, query
+    name: str, config: StoreConfig, store_client: Client, query, bundled_prices: list[PriceRow]
 ) -> None:
     recorded_with, request = load(name)
     assert recorded_with  # every fixture names the packages and versions that made it
-    replay(request, config, store_client)
+    replay(request, config, store_client, bundled_prices)
     columns = ", ".join(EXPECTED[name][0])
     got = query(f"SELECT {columns} FROM {config.database}.llm_calls ORDER BY response_id")
     assert got == EXPECTED[name]
@@ -327,11 +330,13 @@ READ_FROM_THE_SPAN = {
 
 
 @pytest.mark.parametrize("name", sorted(READ_FROM_THE_SPAN))
-def test_recorded_span_lands_as_it_says(name: str, config: StoreConfig, store_client: Client, query) -> None:
+def test_recorded_span_lands_as_it_says(
+    name: str, config: StoreConfig, store_client: Client, query, bundled_prices: list[PriceRow]
+) -> None:
     recorded_with, request = load(name)
     assert recorded_with  # every fixture names the packages and versions that made it
     expected = READ_FROM_THE_SPAN[name](RecordedCall(request))
-    replay(request, config, store_client)
+    replay(request, config, store_client, bundled_prices)
     got = query(f"SELECT {', '.join(expected)} FROM {config.database}.llm_calls")
     assert got == [expected]
     (rollup,) = query(

@@ -42,7 +42,6 @@ from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import run_command
 from llmledger.exporter._internal.stringify import go_float
 from llmledger.exporter._internal.writer import SpanWriter
-from llmledger.instrumentation.pricing import PROVIDER_IDS
 
 MONTH_START: Final = datetime(2026, 11, 1, tzinfo=UTC)
 # The dashboards' default view in the tests: one week, ending a second before midnight so
@@ -57,7 +56,7 @@ GLOBEX_BURST: Final = datetime(2026, 11, 12, 14, tzinfo=UTC)
 # (provider as model_prices spells it, model) -> (input, cached input or None, output) USD/Mtok
 PRICES: Final[dict[tuple[str, str], tuple[Decimal, Decimal | None, Decimal]]] = {
     ("openai", "gpt-4o"): (Decimal("2.5"), Decimal("1.25"), Decimal("10")),
-    ("mistral", "mistral-small"): (Decimal("0.1"), None, Decimal("0.3")),
+    ("mistral_ai", "mistral-small"): (Decimal("0.1"), None, Decimal("0.3")),
 }
 
 TENANT_USERS: Final = {
@@ -113,7 +112,7 @@ class SeedCall:
         """What llm_calls.cost_usd must hold: the reported cost, a model_prices price, or unknown."""
         if self.cost is not None:
             return Decimal(go_float(self.cost))
-        price = PRICES.get((PROVIDER_IDS.get(self.provider, self.provider), self.model))
+        price = PRICES.get((self.provider, self.model))
         if price is None or (self.input_tokens is None and self.output_tokens is None):
             return None
         input_price, cached_price, output_price = price
@@ -464,14 +463,22 @@ def spans_for(calls: list[SeedCall]) -> list[ReadableSpan]:
 
 
 def write_prices(client: Client, database: str) -> None:
+    """:data:`PRICES` as the store's price book (one flat price per model)."""
     for (provider, model), (input_price, cached_price, output_price) in PRICES.items():
         run_command(
             client,
-            f"INSERT INTO `{database}`.model_prices "
-            "(provider, model, input_per_mtok, cached_input_per_mtok, output_per_mtok, source, updated_at) VALUES "
-            "({p:String}, {m:String}, {i:Decimal(38, 12)}, {c:Nullable(Decimal(38, 12))}, "
-            "{o:Decimal(38, 12)}, 'custom', now64(3))",
-            parameters={"p": provider, "m": model, "i": input_price, "c": cached_price, "o": output_price},
+            f"INSERT INTO `{database}`.model_prices (synced_at, provider, model, lookup, service_tier, "
+            "day_from, day_until, input_tokens_above, input_per_mtok, cached_input_per_mtok, "
+            "cache_write_per_mtok, output_per_mtok, reasoning_per_mtok, per_call_usd, source) VALUES "
+            "('2026-11-01 00:00:00', {p:String}, {m:String}, 'name', '', 0, 86400, 0, {i:Decimal(38, 18)}, "
+            "{c:Decimal(38, 18)}, {i:Decimal(38, 18)}, {o:Decimal(38, 18)}, {o:Decimal(38, 18)}, 0, 'custom')",
+            parameters={
+                "p": provider,
+                "m": model,
+                "i": input_price,
+                "c": cached_price if cached_price is not None else input_price,
+                "o": output_price,
+            },
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,6 +220,32 @@ def test_wrong_price_never_stops_a_request(
         assert "gen_ai.usage.cost" not in attrs
     finally:
         instrumentor.uninstrument()
+
+
+def test_a_bad_price_file_is_refused_as_a_whole(
+    instrument: Any, fake: FakeOpenAI, telemetry: Telemetry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from llmledger.instrumentation.pricing import PriceFileError, load_price_file, refused_price_file
+
+    bad = tmp_path / "prices.toml"
+    # A good entry for the model called, then a typo: nothing of the file is used.
+    bad.write_text(
+        '[[price]]\nprovider = "openai"\nmodel = "gpt-4o-mini"\ninput = 0.3\noutput = 1.2\n\n'
+        '[[price]]\nprovider = "openai"\nmodel = "gpt-4o"\ninptu = 1\noutput = 4\n'
+    )
+    with pytest.raises(PriceFileError) as refused:
+        load_price_file(bad)
+    with caplog.at_level(logging.ERROR, logger="llmledger.instrumentation"):
+        instrument(price_file=str(bad))
+    # The message `llmledger prices sync` prints for the same file (tests/exporter/test_prices_cli.py).
+    assert [r.getMessage() for r in caplog.records] == [
+        refused_price_file(refused.value) + " (calls will not be priced)"
+    ]
+    fake.json("/chat/completions", P.chat_completion())
+    Api("sync", fake).call(lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+    attrs = telemetry.only_span().attributes or {}
+    assert attrs["gen_ai.usage.input_tokens"] == 19
+    assert "gen_ai.usage.cost" not in attrs  # neither the file's price nor genai-prices' list price
 
 
 def test_content_capture_opt_in(instrument: Any, fake: FakeOpenAI, telemetry: Telemetry) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
@@ -20,7 +20,7 @@ from genai_prices import Usage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmledger.instrumentation._internal.pricing import CallCost, PriceBook, PriceRow
+from llmledger.instrumentation._internal.pricing import CallCost, PriceBook, RateBand
 from llmledger.instrumentation._internal.usage import TokenUsage
 
 # After every date-constrained price in the bundled data took effect (latest: 2026-10-19).
@@ -521,34 +521,72 @@ def test_explain_says_which_price_applies_and_why(book: PriceBook) -> None:
     assert "not priced" in str(unknown)
 
 
-def test_price_rows_enumerate_the_effective_table() -> None:
+def test_price_rows_are_the_books_prices_by_every_dimension() -> None:
     book = PriceBook(azure_deployments={"prod-chat": "gpt-4o"})
     rows = list(book.price_rows())
     gpt4o = [row for row in rows if row.provider == "openai" and row.model == "gpt-4o-2024-08-06"]
-    by_tier = {(row.service_tier, row.valid_from): row.rates for row in gpt4o}
-    assert by_tier[(None, None)].input == Decimal("2.5")
-    assert by_tier[(None, None)].cached_input == Decimal("1.25")
-    assert by_tier[(None, None)].output == Decimal(10)
-    assert by_tier[("priority", date(2026, 10, 12))].input == Decimal("4.25")
-    assert by_tier[("batch", date(2026, 10, 14))].output == Decimal(5)
-    assert ("priority", None) in by_tier  # before the priority price existed: standard rates
-    assert all(row.match == "exact" for row in gpt4o)
-
-    assert (
-        PriceRow(
-            "azure.ai.openai",
-            "prod-chat",
-            "exact",
-            None,
-            by_tier[(None, None)],
-            "price_table",
-            None,
-        )
-        in rows
+    by_tier = {(row.service_tier, row.valid_from): row for row in gpt4o}
+    standard = by_tier[("", None)]
+    assert (standard.rates.input, standard.rates.cached_input, standard.rates.output) == (
+        Decimal("2.5"),
+        Decimal("1.25"),
+        Decimal(10),
     )
+    assert (standard.valid_until, standard.day_from, standard.day_until) == (None, 0, 86_400)
+    assert by_tier[("priority", date(2026, 10, 12))].rates.input == Decimal("4.25")
+    assert by_tier[("priority", None)].valid_until == date(2026, 10, 12)  # standard rates before
+    assert by_tier[("batch", date(2026, 10, 14))].rates.output == Decimal(5)
+    assert {row.lookup for row in gpt4o} == {"name"}
+
+    # Azure deployments are priced as their model, under both Azure provider names.
+    for provider in ("azure.ai.openai", "azure.ai.inference"):
+        deployment = [row for row in rows if row.provider == provider and row.model == "prod-chat"]
+        standard = next(row for row in deployment if row.service_tier == "" and row.lookup == "name")
+        assert standard.rates.input == Decimal("2.5")
     assert any(row.provider == "azure.ai.openai" and row.model == "gpt-4o" for row in rows)  # fallback
     assert any(row.provider == "gcp.gemini" for row in rows)
-    assert any(row.match == "prefix" and row.model == "ft:gpt-4o-mini-2024-" for row in rows)
     assert not any(row.model == "whisper-1" for row in rows)  # not priced per token
-    deepseek = next(row for row in rows if row.provider == "deepseek" and row.model == "deepseek-chat")
-    assert deepseek.rates.input == Decimal("0.27")  # standard hours; the off-peak price has no row
+
+    # Long context: a row per input threshold.
+    gpt54 = [r for r in rows if (r.provider, r.model, r.service_tier) == ("openai", "gpt-5.4", "")]
+    assert [(r.rates.input_tokens_above, r.rates.input) for r in gpt54] == [
+        (0, Decimal("2.5")),
+        (272_000, Decimal(5)),
+    ]
+    # Off-peak hours: a row per time-of-day window.
+    deepseek = [
+        (r.day_from, r.day_until, r.rates.input)
+        for r in rows
+        if (r.provider, r.model, r.service_tier, r.lookup) == ("deepseek", "deepseek-chat", "", "name")
+        and r.valid_from is None
+    ]
+    assert len(deepseek) == 3
+    assert (deepseek[0][0], deepseek[-1][1]) == (0, 86_400)
+    assert {price for _, _, price in deepseek} == {Decimal("0.27"), Decimal("0.135")}
+
+
+def test_every_row_charges_what_price_call_charges() -> None:
+    book = PriceBook()
+    # Below every long-context threshold: each base row prices it.
+    usage = TokenUsage(1_000, 2_000, cached_input_tokens=300, cache_write_tokens=100, reasoning_tokens=500)
+    checked = 0
+    for row in book.price_rows():
+        if row.lookup != "name" or row.rates.input_tokens_above:
+            continue
+        day = row.valid_from or date(2024, 1, 1)
+        at = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(seconds=row.day_from)
+        cost = book.price_call(row.provider, row.model, usage, service_tier=row.service_tier or None, at=at)
+        assert cost is not None
+        assert cost.total == _at(row.rates, usage), row
+        checked += 1
+    assert checked > 5_000
+
+
+def _at(rates: RateBand, usage: TokenUsage) -> Decimal:
+    return (
+        (usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens) * rates.input
+        + usage.cached_input_tokens * rates.cached_input
+        + usage.cache_write_tokens * rates.cache_write
+        + (usage.output_tokens - usage.reasoning_tokens) * rates.output
+        + usage.reasoning_tokens * rates.reasoning
+    ) / 1_000_000 + rates.per_call

@@ -144,25 +144,36 @@ def test_explain_names_the_file_and_line(book: PriceBook, price_file: Path) -> N
     )
 
 
-def test_custom_rows_lead_the_price_table(book: PriceBook) -> None:
+def test_custom_prices_are_in_the_rows_as_the_lookup_applies_them(book: PriceBook) -> None:
     rows = [row for row in book.price_rows() if row.source == "custom"]
-    assert [(row.provider, row.model, row.match, row.service_tier, row.valid_from) for row in rows] == [
-        ("openai", "gpt-4o", "exact", None, None),
-        ("openai", "gpt-4o", "exact", "priority", None),
-        ("openai", "ft:gpt-4o-mini:acme::", "prefix", None, None),
-        ("self_hosted", "bge-large", "exact", None, None),
-        ("openai", "gpt-4.1", "exact", None, date(2026, 12, 1)),
-        ("openai", "long-context-custom", "exact", None, None),
-        ("openai", "long-context-custom", "exact", None, None),
-        ("azure.ai.openai", "prod-chat", "exact", None, None),
-        ("azure.ai.openai", "prod-chat", "exact", None, None),  # the deployment, resolved
-    ]
-    assert (rows[0].rates.input, rows[0].rates.cached_input, rows[0].rates.output) == (
+    key = {(row.provider, row.model, row.lookup, row.service_tier, row.valid_from) for row in rows}
+    assert ("openai", "gpt-4o", "name", "", None) in key
+    assert ("openai", "gpt-4o", "name", "priority", None) in key
+    assert ("openai", "gpt-4.1", "name", "", date(2026, 12, 1)) in key  # genai-prices' rows before it
+    assert ("self_hosted", "bge-large", "name", "", None) in key
+    assert ("azure.ai.openai", "prod-chat", "name", "", None) in key
+    # A prefix entry prices the listed names it covers (genai-prices lists this fine-tune base).
+    assert ("openai", "ft:gpt-4o-mini:acme::", "name", "", None) not in key
+    gpt4o = next(
+        r for r in rows if (r.provider, r.model, r.lookup, r.service_tier) == ("openai", "gpt-4o", "name", "")
+    )
+    assert (gpt4o.rates.input, gpt4o.rates.cached_input, gpt4o.rates.output) == (
         Decimal(2),
         Decimal(1),
         Decimal(8),
     )
-    assert [row.rates.input_tokens_above for row in rows[5:7]] == [0, 272_000]
+    long_context = [r.rates for r in rows if r.model == "long-context-custom" and r.lookup == "name"]
+    assert [(r.input_tokens_above, r.input) for r in long_context] == [
+        (0, Decimal("2.5")),
+        (272_000, Decimal(5)),
+    ]
+    # An unlisted dated snapshot of gpt-4o is priced by genai-prices' data, not by the file's entry.
+    dated = [
+        r
+        for r in book.price_rows()
+        if (r.provider, r.model, r.lookup, r.service_tier) == ("openai", "gpt-4o", "dated", "")
+    ]
+    assert [(r.source, r.rates.input) for r in dated] == [("price_table", Decimal("2.5"))]
 
 
 def test_prices_are_read_as_exact_decimals() -> None:

@@ -42,9 +42,9 @@ __all__ = [
     "MigrationStatus",
     "ViewDefinition",
     "apply_migrations",
+    "dashboard_price_sql",
     "load_migrations",
     "migration_status",
-    "price_provider_sql",
     "shared_sql",
     "view_definitions",
 ]
@@ -206,11 +206,14 @@ def view_definitions(config: StoreConfig) -> list[ViewDefinition]:
     return views
 
 
-def price_provider_sql(column: str = "provider") -> str:
-    """The expression mapping a semconv provider ``column`` to model_prices' provider id (dashboards)."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", column):
-        raise ValueError(f"not a plain column: {column!r}")
-    return shared_sql("default")["price_provider"].replace("transform(provider,", f"transform({column},", 1)
+def dashboard_price_sql() -> dict[str, str]:
+    """The shared price expressions for dashboard queries, whose tables are unqualified (the
+    data source names the database): ``list_prices`` and ``price_model`` (over columns
+    ``provider`` and ``exact_model``)."""
+    shared = shared_sql("llmledger_dashboard_db")
+    return {
+        name: shared[name].replace("`llmledger_dashboard_db`.", "") for name in ("list_prices", "price_model")
+    }
 
 
 def _substitutions(config: StoreConfig) -> dict[str, str]:

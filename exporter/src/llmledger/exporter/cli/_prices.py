@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from llmledger.exporter._internal.prices import genai_price_rows, price_file_rows, write_prices
+from llmledger.exporter._internal.prices import price_book, write_prices
 from llmledger.exporter._internal.store import StoreError, open_store, run_query
 from llmledger.exporter.cli._common import add_store_options, store_config
 
@@ -25,8 +25,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sync = actions.add_parser(
         "sync",
         help="load genai-prices' bundled prices and your price file into model_prices",
-        description="Insert current prices from genai-prices' bundled data (no network) and, when given, "
-        "your TOML price file (custom prices outrank genai-prices for the same provider and model).",
+        description="Write the price book the instrumentation prices calls with -- genai-prices' bundled "
+        "data (no network) and, when given, your TOML price file, with Azure deployments from "
+        "LLMLEDGER_AZURE_DEPLOYMENTS -- to model_prices, replacing the previous one at once. A price file "
+        "with any problem is refused as a whole and nothing is written.",
     )
     sync.add_argument(
         "--price-file",
@@ -70,33 +72,46 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _sync(args: argparse.Namespace) -> int:
-    config = store_config(args)
-    rows = [] if args.no_genai_prices else genai_price_rows()
-    try:
-        custom = price_file_rows(args.price_file) if args.price_file else []
-    except ValueError as exc:  # the price file's problems, every one listed; nothing is written
-        from llmledger.instrumentation.pricing import refused_price_file
+    from llmledger.instrumentation._internal.config import InstrumentationConfig
+    from llmledger.instrumentation.pricing import PriceFileError, refused_price_file
 
+    config = store_config(args)
+    try:
+        # The book the app compiles from the same settings (price file, Azure deployments).
+        book = price_book(
+            args.price_file,
+            genai_prices=not args.no_genai_prices,
+            azure_deployments=InstrumentationConfig.from_env().azure_deployments,
+        )
+    except PriceFileError as exc:  # every problem listed; nothing is written
         print(refused_price_file(exc) + " (nothing was written)", file=sys.stderr)
         return 2
+    rows = list(book.price_rows())
     client = open_store(config, use_database=False, write=True)
     try:
         exists = run_query(
             client,
-            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'model_prices'",
+            "SELECT count() FROM system.columns WHERE database = {db:String} AND table = 'model_prices' "
+            "AND name = 'synced_at'",
             parameters={"db": config.database},
         ).result_rows[0][0]
         if not exists:
             raise StoreError(
-                f"{config.database}.model_prices does not exist: run `llmledger schema apply` first"
+                f"{config.database}.model_prices is missing or older than this version: "
+                "run `llmledger schema apply` first"
             )
-        written = write_prices(client, config.database, [*rows, *custom])
+        written = write_prices(client, config.database, rows)
     finally:
         client.close()
     print(
-        f"wrote {written} prices to {config.database}.model_prices "
-        f"({len(rows)} genai-prices, {len(custom)} custom)"
+        f"wrote the price book to {config.database}.model_prices: {written.models} models, "
+        f"{written.rows} prices ({written.custom} from the price file)"
     )
+    if written.skipped:
+        print(
+            f"left out {written.skipped} prices with more than 18 decimals: the store leaves those calls unpriced",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -42,6 +42,19 @@ if TYPE_CHECKING:
     from llmledger.instrumentation._internal.pricing import CallCost
 
 
+def cost_attributes(cost: CallCost) -> dict[str, AttrValue]:
+    """The span attributes that carry a call's cost."""
+    # Floats only because the span wire format demands them: a price's few significant
+    # digits survive the float's shortest repr, which the ClickHouse tables parse back into
+    # Decimal exactly.
+    return {
+        A.USAGE_COST: float(cost.total),
+        A.COST_INPUT: float(cost.input),
+        A.COST_OUTPUT: float(cost.output),
+        A.COST_SOURCE: cost.source,
+    }
+
+
 class Pricer(Protocol):
     def price_call(
         self,
@@ -498,13 +511,7 @@ class LLMCall:
                 if usage.estimated:
                     attrs[A.USAGE_ESTIMATED] = True
             if cost is not None:
-                # Floats only because the span wire format demands them: a price's few
-                # significant digits survive the float's shortest repr, which the
-                # ClickHouse tables parse back into Decimal exactly.
-                attrs[A.USAGE_COST] = float(cost.total)
-                attrs[A.COST_INPUT] = float(cost.input)
-                attrs[A.COST_OUTPUT] = float(cost.output)
-                attrs[A.COST_SOURCE] = cost.source
+                attrs.update(cost_attributes(cost))
             if self.error_type is not None:
                 attrs[A.ERROR_TYPE] = self.error_type
             if tel.config.capture_content and facts.output_messages is None and facts.output_parts:

@@ -19,10 +19,11 @@ import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from fractions import Fraction
+from itertools import pairwise
 from operator import attrgetter, mul
 from pathlib import Path
 
@@ -101,6 +102,7 @@ PROVIDER_ALIASES: Mapping[str, str] = {
     "bedrock": "aws.bedrock",
     "aws": "aws.bedrock",
     "xai": "x_ai",
+    "x-ai": "x_ai",
     "mistralai": "mistral_ai",
     "mistral": "mistral_ai",
 }
@@ -110,6 +112,11 @@ _REGISTRY = UnitRegistry(unit_data)
 _ZERO = Decimal(0)
 _multiply = _EXACT.multiply  # exact: the context has the maximum precision
 _CACHE_LIMIT = 10_000
+# How the store looks a response model up (PriceRow.lookup): the name as listed; an unlisted
+# dated snapshot of it; the same with a compact date; an unlisted longer name (for names a
+# prefix rule uses). The app prices the last three by what it finds for them (a rule, the
+# snapshot fallback, or nothing), found here for a representative name.
+_LOOKUPS = (("name", ""), ("dated", "-2099-01-01"), ("compact", "-20990101"), ("prefix", "x"))
 _SNAPSHOT_DATE = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 # TokenUsage field → genai-prices usage key. Cost is linear in these, in this order.
@@ -162,22 +169,48 @@ class RateBand:
     input_audio: Decimal
     output_audio: Decimal
     input_image: Decimal
+    reasoning: Decimal = _ZERO
+    """Reasoning output (a part of output); the output rate unless the data prices it apart."""
+    per_call: Decimal = _ZERO
+    """USD per request, charged once per call whatever its tokens (a few models have one)."""
 
 
 @dataclass(frozen=True, slots=True)
 class PriceRow:
-    """One row of the effective price table (what ``llmledger prices sync`` loads)."""
+    """One row of the compiled price book as the store holds it (``model_prices``).
+
+    Resolved by the app's own lookup, so a row says what :meth:`PriceBook.price_call` charges:
+    calls of ``provider`` reporting ``model`` on ``service_tier``, made in the UTC days
+    ``[valid_from, valid_until)`` and the UTC seconds of the day ``[day_from, day_until)``,
+    with more than ``rates.input_tokens_above`` input tokens (the row with the highest
+    threshold below a call's input applies to all its tokens). Where no row applies, the
+    app prices nothing either.
+    """
 
     provider: str
-    """Semantic-convention name where one exists, else the genai-prices id."""
+    """``gen_ai.provider.name`` of the calls, as the store's ``llm_calls`` spells it."""
     model: str
-    match: str
-    """How ``model`` matches a response model: ``exact``, ``prefix``, ``suffix``, ``contains``, ``regex``."""
-    service_tier: str | None
-    """``None``: standard prices (any tier without a price of its own)."""
+    """Response model as listed by the price data or the price file, lower case."""
+    lookup: str
+    """``name``: calls reporting ``model`` itself. ``dated`` and ``compact``: calls reporting a
+    snapshot of it that nothing lists (``gpt-4o-2099-01-01``, ``gpt-4o-20990101``); ``prefix``:
+    calls reporting a longer name nothing lists, where ``prefix`` is set. Priced by what the
+    app finds for such a name (a genai-prices rule, its snapshot fallback, nothing); present
+    only where that differs from the default (as the name; ``compact``: not priced). A row
+    whose period is empty (``valid_from == valid_until``) says "not priced"."""
+    service_tier: str
+    """A tier with prices of its own (lower case), or ``""``: every other tier and none."""
+    valid_from: date | None
+    valid_until: date | None
+    day_from: int
+    day_until: int
     rates: RateBand
     source: str
-    valid_from: date | None
+    """``custom`` (the price file) or ``price_table`` (genai-prices' data)."""
+    prefix: bool = False
+    """A rule matches names that start with ``model`` (genai-prices' prefix rules, the price
+    file's ``*`` entries): an unlisted name is priced by the ``prefix`` rows of the longest
+    such ``model`` it starts with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +323,10 @@ class _Compiled:
                     input_audio=per_mtok(i[0] + i[3]),
                     output_audio=per_mtok(o[0] + o[2]),
                     input_image=per_mtok(i[0] + i[5]),
+                    reasoning=per_mtok(o[0] + o[1]),
+                    per_call=Decimal(self.per_call).scaleb(-self.scale, _EXACT).normalize(_EXACT)
+                    if self.per_call
+                    else _ZERO,
                 )
             )
         return tuple(result)
@@ -556,6 +593,7 @@ class PriceBook:
         self._providers = list(providers if providers is not None else bundled_providers)
         self._snapshot_fallback = snapshot_fallback
         self._resolved: dict[tuple[str, str, str | None], _Resolution] = {}
+        self._models_found: dict[tuple[str, str], ModelInfo | None] = {}
         self._lock = threading.Lock()
         self._unpriced: Counter[tuple[str, str]] = Counter()
         self._warned: set[tuple[str, str]] = set()
@@ -634,53 +672,141 @@ class PriceBook:
         )
 
     def price_rows(self) -> Iterator[PriceRow]:
-        """The effective price table: custom prices, Azure deployments, then genai-prices' data.
+        """The compiled price book as the store holds it: what ``llmledger prices sync`` loads.
 
-        Prices that apply only at certain times of day (off-peak discounts) are left out:
-        a row cannot say when they apply.
+        For every provider name a span can carry and every model name the price data or the
+        price file lists (and every Azure deployment), the price :meth:`price_call` applies,
+        by service tier, date, time of day and input size, resolved by the same lookup.
         """
-        for entry in self._custom:
-            try:
-                compiled = _compile(entry.prices)
-            except _Unpriceable:  # pragma: no cover - the price file validator rejects these
-                continue
-            for band in compiled.rate_bands():
-                yield PriceRow(
-                    entry.provider,
-                    entry.match_name,
-                    "prefix" if entry.is_prefix else "exact",
-                    entry.service_tier,
-                    band,
-                    "custom",
-                    entry.valid_from,
-                )
-        for deployment in self._azure:
-            explanation = self.explain("azure.ai.openai", deployment)
-            for band in explanation.bands:
-                yield PriceRow(
-                    "azure.ai.openai",
-                    deployment,
-                    "exact",
-                    None,
-                    band,
-                    explanation.source or "price_table",
-                    explanation.valid_from,
-                )
+        for provider, names in self._listed_names().items():
+            for name, prefix in names.items():
+                for row in self._name_rows(provider, name, prefix):
+                    yield replace(row, prefix=prefix) if prefix else row
+
+    def _listed_names(self) -> dict[str, dict[str, bool]]:
+        """Model names by provider name, in the data's order, each with whether a rule uses it as
+        a prefix."""
+        listed: dict[str, dict[str, bool]] = {}
         by_id: dict[str, list[str]] = {}
         for name, provider_id in PROVIDER_IDS.items():
             by_id.setdefault(provider_id, []).append(name)
         for provider in self._providers:
-            models = [(model, True) for model in provider.models]
-            named = {model.id for model in provider.models}
+            models = list(provider.models)
             for fallback_id in provider.fallback_model_providers or ():
                 fallback = next((p for p in self._providers if p.id == fallback_id), None)
-                for model in fallback.models if fallback is not None else ():
-                    if model.id not in named:
-                        named.add(model.id)
-                        models.append((model, False))
-            for name in by_id.get(provider.id, [provider.id]):
-                for model, own in models:
-                    yield from _model_rows(name, model, own)
+                models += fallback.models if fallback is not None else []
+            names = {model.id.lower(): False for model in models}
+            for model in models:
+                for name, kind in _names(model.match):
+                    if kind != "regex":
+                        names[name] = names.get(name, False) or kind == "prefix"
+            for key in by_id.get(provider.id, [provider.id]):
+                listed.setdefault(key, {}).update(names)
+        for entry in self._custom:
+            names = listed.setdefault(entry.provider, {})
+            names[entry.match_name] = names.get(entry.match_name, False) or entry.is_prefix
+        for deployment in self._azure:
+            for key in ("azure.ai.openai", "azure.ai.inference"):
+                listed.setdefault(key, {}).setdefault(deployment, False)
+        return listed
+
+    def _name_rows(self, provider: str, name: str, prefix: bool) -> Iterator[PriceRow]:
+        listed: list[PriceRow] = []
+        for lookup, suffix in _LOOKUPS if prefix else _LOOKUPS[:-1]:
+            rows: list[PriceRow] = []
+            for tier in self._tiers(provider, name + suffix):
+                rows += self._timeline(provider, name + suffix, tier, name, lookup)
+            if not suffix:
+                listed = rows
+                yield from rows
+                continue
+            # Without rows of their own, a dated snapshot or a longer name is priced as the name,
+            # a compact-dated snapshot not at all.
+            default = [replace(row, lookup=lookup) for row in listed] if lookup != "compact" else []
+            if rows == default:
+                continue
+            if not rows:
+                # Priced by nothing, though the name is: a row no call falls in says so.
+                never = date(1970, 1, 1)
+                rows = [
+                    PriceRow(
+                        provider, name, lookup, "", never, never, 0, 0, listed[0].rates, listed[0].source
+                    )
+                ]
+            yield from rows
+
+    def _tiers(self, provider: str, name: str) -> dict[str, None]:
+        """``""`` and every service tier (lower case) that something prices ``name`` apart for."""
+        tiers: dict[str, None] = {"": None}
+        for entry in self._custom:
+            if (
+                entry.service_tier
+                and entry.provider == provider
+                and (entry.match_name == name or (entry.is_prefix and name.startswith(entry.match_name)))
+            ):
+                tiers[entry.service_tier.lower()] = None
+        mapped = (
+            self._azure.get(name, name) if provider in ("azure.ai.openai", "azure.ai.inference") else name
+        )
+        bundled = self._find_bundled(provider, mapped.lower(), None)
+        if bundled is not None and any(model is bundled.model for model in bundled.provider.models):
+            for variant in bundled.model.price_variants or ():
+                # Only contexts a response can report (see _price_context).
+                if variant.when == {"processing": "batch"}:
+                    tiers["batch"] = None
+                elif len(variant.when) == 1 and "service_tier" in variant.when:
+                    tiers[variant.when["service_tier"].lower()] = None
+        if "default" in tiers:
+            tiers["auto"] = None  # priced as the default tier
+        return tiers
+
+    def _timeline(self, provider: str, name: str, tier: str, listed: str, lookup: str) -> Iterator[PriceRow]:
+        """Rows (under the ``listed`` name) for every period in which the price of (provider,
+        name, tier) cannot change."""
+        resolution = self._resolve(provider, name, tier or None, cache=False)
+        if resolution is _UNKNOWN:
+            return
+        bounds = resolution.date_bounds
+        edges = (0.0, *resolution.day_bounds, 86400.0)
+        windows = list(pairwise(edges))
+        previous: tuple[object, ...] | None = None
+        pending: list[PriceRow] = []
+        for cell in range(len(bounds) + 1):
+            first_day = (
+                bounds[cell - 1]
+                if cell > 0
+                else (bounds[0] - 86400 if bounds else _midnight(datetime.now(UTC).date()))
+            )
+            valid_from = _day(bounds[cell - 1]) if cell > 0 else None
+            valid_until = _day(bounds[cell]) if cell < len(bounds) else None
+            cell_rows: list[PriceRow] = []
+            for low, high in windows:
+                plan = resolution.plan_at(datetime.fromtimestamp(first_day + (low + high) / 2, UTC), cell)
+                if plan.compiled is None:
+                    continue
+                for band in plan.compiled.rate_bands():
+                    cell_rows.append(
+                        PriceRow(
+                            provider,
+                            listed,
+                            lookup,
+                            tier,
+                            valid_from,
+                            valid_until,
+                            math.ceil(low),
+                            math.ceil(high),
+                            band,
+                            plan.source,
+                        )
+                    )
+            shape = tuple((row.day_from, row.rates, row.source) for row in cell_rows)
+            if shape == previous and pending:
+                # Same prices as the period before: one period (fewer rows to look up).
+                pending = [replace(row, valid_until=valid_until) for row in pending]
+                continue
+            yield from pending
+            pending, previous = cell_rows, shape
+        yield from pending
 
     # --- slow path ---
 
@@ -759,16 +885,27 @@ class PriceBook:
             self._resolved[(provider, model, service_tier)] = result
         return result
 
+    def _find_model(self, provider: Provider, model: str) -> ModelInfo | None:
+        # genai-prices tries every match rule in turn (~0.5 ms for a name it does not know);
+        # price_rows asks for each name once per tier and lookup.
+        key = (provider.id, model)
+        if key in self._models_found:
+            return self._models_found[key]
+        found = provider.find_model(model, all_providers=self._providers)
+        if len(self._models_found) < 10 * _CACHE_LIMIT:
+            self._models_found[key] = found
+        return found
+
     def _find_bundled(self, provider: str, model: str, service_tier: str | None) -> _BundledMatch | None:
         provider_id = PROVIDER_IDS.get(provider, provider)
         data_provider = find_provider_by_id(self._providers, provider_id)
         if data_provider is None:
             return None
         steps: list[str] = []
-        found = data_provider.find_model(model, all_providers=self._providers)
+        found = self._find_model(data_provider, model)
         if found is None and self._snapshot_fallback and _SNAPSHOT_DATE.search(model):
             base = _SNAPSHOT_DATE.sub("", model)
-            found = data_provider.find_model(base, all_providers=self._providers)
+            found = self._find_model(data_provider, base)
             if found is not None:
                 steps.append(
                     f"dated snapshot {model!r} is not in the data: priced as its base model {base!r} "
@@ -817,39 +954,3 @@ def _names(match: MatchLogic) -> Iterator[tuple[str, str]]:
         for clause in match.or_:
             yield from _names(clause)
     # ClauseAnd has no single name to match on; such models are left out of the rows.
-
-
-def _model_rows(provider: str, model: ModelInfo, own: bool) -> Iterator[PriceRow]:
-    constraints = list(_constraints(model))
-    days = sorted({c.start_date for c in constraints if isinstance(c, StartDateConstraint)})
-    tiers: list[str | None] = [None]
-    for variant in (model.price_variants or ()) if own else ():
-        # Only contexts a response reports; "default" is the standard price by definition.
-        if variant.when == {"processing": "batch"}:
-            tier = "batch"
-        elif len(variant.when) == 1 and variant.when.get("service_tier", "default") != "default":
-            tier = variant.when["service_tier"]
-        else:
-            continue
-        if tier not in tiers:
-            tiers.append(tier)
-    # Noon UTC on each day a price starts (and the day before the first): no off-peak window
-    # in the data covers noon, and rows leave time-of-day prices out.
-    starts: list[date | None] = [None, *days]
-    names = list(_names(model.match))
-    for tier in tiers:
-        context = _price_context(tier)
-        previous: tuple[RateBand, ...] | None = None
-        for start in starts:
-            day = start or (days[0] - timedelta(days=1) if days else date(2024, 1, 1))
-            moment = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
-            try:
-                bands = _compile(model.get_prices(moment, context)).rate_bands()
-            except _Unpriceable:
-                continue
-            if bands == previous:
-                continue
-            previous = bands
-            for name, kind in names:
-                for band in bands:
-                    yield PriceRow(provider, name, kind, tier, band, "price_table", start)

@@ -36,18 +36,13 @@ SELECT
     s.reasoning_tokens AS reasoning_tokens,
     multiIf(
         s.use_reported, s.reported_cost,
-        s.has_usage AND p.model != '',
-        CAST(
-            (toDecimal128(s.input_tokens - s.priced_cache_read - s.priced_cache_write, 0) * p.price_input
-             + toDecimal128(s.priced_cache_read, 0) * ifNull(p.price_cached_input, p.price_input)
-             + toDecimal128(s.priced_cache_write, 0) * ifNull(p.price_cache_write, p.price_input)
-             + toDecimal128(s.output_tokens, 0) * p.price_output) / 1000000,
-            'Nullable(Decimal(38, 12))'),
+        s.has_usage AND (${price_index} AS price_index) > 0, ${price_cost},
         NULL
     ) AS cost_usd,
     multiIf(
         s.use_reported, s.reported_source,
-        s.has_usage AND p.model != '', concat('model_prices:', p.price_source, s.ignored_note),
+        s.has_usage AND price_index > 0,
+        concat('model_prices:', p.price_sources[price_index], s.ignored_note),
         concat('unpriced', s.ignored_note)
     ) AS cost_source,
     s.tokens_estimated AS tokens_estimated,
@@ -139,6 +134,7 @@ FROM (
             toUInt64OrNull(a['gen_ai.usage.reasoning_tokens']),
             toUInt64OrNull(a['llm.token_count.completion_details.reasoning'])
         ), 0) AS reasoning_tokens,
+        least(reasoning_tokens, output_tokens) AS priced_reasoning,
         toDecimal128OrNull(coalesce(
             nullIf(a['gen_ai.usage.cost'], ''),
             nullIf(a['gen_ai.usage.cost.amount'], ''),
@@ -175,11 +171,18 @@ FROM (
         ) * 1000000000), 'Nullable(UInt64)') AS ttft_ns,
         a['gen_ai.request.stream'] = 'true' OR a['gen_ai.is_streaming'] = 'true' OR a['llm.is_streaming'] = 'true'
             AS stream,
-        ${price_provider} AS price_provider,
+        lower(coalesce(
+            nullIf(a['openai.response.service_tier'], ''),
+            a['gen_ai.openai.response.service_tier']
+        )) AS service_tier,
+        toDate(Timestamp, 'UTC') AS call_day,
+        toUInt32(toUnixTimestamp(Timestamp, 'UTC') % 86400) AS call_second,
         lower(response_model) AS exact_model,
         -- Only spans priced here pay for the model_prices lookup and the regex (if()
         -- evaluates the branch a row takes).
-        if(use_reported, '', ${price_model}) AS price_model,
+        if(use_reported, ('', ''), ${price_model}) AS price_found,
+        price_found.1 AS price_model,
+        price_found.2 AS price_lookup,
         reported_cost IS NOT NULL AS carries_cost,
         ${call_key} AS call_key,
         ${call_rank} AS call_rank
@@ -187,4 +190,4 @@ FROM (
     WHERE operation IN ('chat', 'text_completion', 'embeddings', 'generate_content')
       AND (request_model != '' OR response_model != '' OR has_usage)
 ) AS s
-LEFT ANY JOIN ${current_prices} AS p ON s.price_provider = p.provider AND s.price_model = p.model
+LEFT ANY JOIN ${current_prices} AS p ON s.provider = p.provider AND s.price_model = p.model
