@@ -4,9 +4,13 @@ Usage::
 
     .venv/bin/python bench/bench_writer.py                 # 20,000 spans/batch x 5 repetitions
     .venv/bin/python bench/bench_writer.py --batch 5000 --repeat 3 --json bench/.results/writer.json
+    .venv/bin/python bench/bench_writer.py --without-cost      # spans the store prices itself
 
 Spans are real OpenTelemetry SDK ``ReadableSpan`` objects carrying llmledger's span
-contract (27 attributes, the shape of one chat call), made before timing starts. Stages:
+contract (27 attributes, the shape of one chat call), made before timing starts. With
+``--without-cost`` they carry no cost attributes (as other instrumentations' spans) and the
+store's prices are synced first (``llmledger prices sync``), so the view chain prices every
+span from ``model_prices``. Stages:
 
 - ``convert (SDK)``: ``SpanRows.add_sdk_spans`` on the whole batch (attribute
   stringification included);
@@ -61,7 +65,15 @@ from llmledger.exporter._internal.writer import SpanWriter
 EXPORT_SIZE = 512  # the SDK BatchSpanProcessor's default export
 
 
-def make_spans(count: int) -> list[ReadableSpan]:
+_COST_ATTRIBUTES = (
+    "gen_ai.usage.cost",
+    "llmledger.cost.input",
+    "llmledger.cost.output",
+    "llmledger.cost.source",
+)
+
+
+def make_spans(count: int, *, with_cost: bool = True) -> list[ReadableSpan]:
     memory = InMemorySpanExporter()
     provider = TracerProvider(
         resource=Resource.create({"service.name": "crm", "deployment.environment": "prod"})
@@ -100,6 +112,9 @@ def make_spans(count: int) -> list[ReadableSpan]:
         }
         if i % 4 == 0:
             attributes["gen_ai.response.time_to_first_chunk"] = 0.25 + (i % 100) / 1000
+        if not with_cost:
+            for name in _COST_ATTRIBUTES:
+                del attributes[name]
         with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=attributes):
             pass
     return list(memory.get_finished_spans())
@@ -129,16 +144,25 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per stage")
     parser.add_argument("--store", help="embedded store directory (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--without-cost", action="store_true", help="spans without a cost, priced by the store's model_prices"
+    )
     args = parser.parse_args()
 
     store = args.store or tempfile.mkdtemp(prefix="llmledger-bench-")
     config = StoreConfig(url=f"chdb://{store}", database=f"bench_{uuid.uuid4().hex[:8]}")
     client = open_store(config, use_database=False, write=True)
     apply_migrations(client, config)
+    if args.without_cost:
+        # Through the CLI, as a user does (and whatever shape this version's model_prices has).
+        from llmledger.exporter.cli import main as cli
+
+        if cli(["prices", "sync", "--url", config.url, "--database", config.database]) != 0:
+            return 1
     # As the exporter writes to an embedded store: attribute bloom filters left to the first merge.
     writer = SpanWriter(client, config.database, defer_attribute_indexes=config.embedded)
 
-    spans = make_spans(args.batch)
+    spans = make_spans(args.batch, with_cost=not args.without_cost)
     request = encode_spans(spans)
     rows = SpanRows()
     rows.add_sdk_spans(spans)
@@ -242,7 +266,8 @@ def main() -> int:
     client.close()
 
     print(
-        f"{args.batch} spans per batch, {args.repeat} repetitions, median; chDB {store}; "
+        f"{args.batch} spans per batch{' without a cost' if args.without_cost else ''}, "
+        f"{args.repeat} repetitions, median; chDB {store}; "
         f"views detached for 'otel_traces only': {', '.join(view for (view,) in views)}"
     )
     print("| stage | spans/s (CPU) | spans/s (wall) | µs/span (CPU) |")

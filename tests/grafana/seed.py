@@ -468,9 +468,10 @@ def write_prices(client: Client, database: str) -> None:
         run_command(
             client,
             f"INSERT INTO `{database}`.model_prices (synced_at, provider, model, lookup, service_tier, "
-            "day_from, day_until, input_tokens_above, input_per_mtok, cached_input_per_mtok, "
+            "day_from, day_until, input_tokens_above, input_tokens_up_to, input_per_mtok, cached_input_per_mtok, "
             "cache_write_per_mtok, output_per_mtok, reasoning_per_mtok, per_call_usd, source) VALUES "
-            "('2026-11-01 00:00:00', {p:String}, {m:String}, 'name', '', 0, 86400, 0, {i:Decimal(38, 18)}, "
+            "('2026-11-01 00:00:00', {p:String}, {m:String}, 'name', '', 0, 86400, 0, 18446744073709551615, "
+            "{i:Decimal(38, 18)}, "
             "{c:Decimal(38, 18)}, {i:Decimal(38, 18)}, {o:Decimal(38, 18)}, {o:Decimal(38, 18)}, 0, 'custom')",
             parameters={
                 "p": provider,

@@ -152,8 +152,12 @@ def test_custom_prices_are_in_the_rows_as_the_lookup_applies_them(book: PriceBoo
     assert ("openai", "gpt-4.1", "name", "", date(2026, 12, 1)) in key  # genai-prices' rows before it
     assert ("self_hosted", "bge-large", "name", "", None) in key
     assert ("azure.ai.openai", "prod-chat", "name", "", None) in key
-    # A prefix entry prices the listed names it covers (genai-prices lists this fine-tune base).
-    assert ("openai", "ft:gpt-4o-mini:acme::", "name", "", None) not in key
+    # A prefix entry: rows for its prefix, which the store prices longer unlisted names by.
+    fine_tunes = [r for r in rows if r.model == "ft:gpt-4o-mini:acme::"]
+    assert {(r.lookup, r.prefix, r.rates.input) for r in fine_tunes} == {
+        ("name", True, Decimal("0.3")),
+        ("compact", True, Decimal("0.3")),  # a compact-dated name starts with it too
+    }
     gpt4o = next(
         r for r in rows if (r.provider, r.model, r.lookup, r.service_tier) == ("openai", "gpt-4o", "name", "")
     )

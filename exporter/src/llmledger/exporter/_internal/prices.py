@@ -30,13 +30,16 @@ _COLUMNS: Final = (
     ("provider", "LowCardinality(String)"),
     ("model", "String"),
     ("lookup", "LowCardinality(String)"),
+    ("lookups_apart", "Array(LowCardinality(String))"),
     ("prefix", "Bool"),
     ("service_tier", "LowCardinality(String)"),
+    ("tiers_apart", "Array(LowCardinality(String))"),
     ("valid_from", "Nullable(Date)"),
     ("valid_until", "Nullable(Date)"),
     ("day_from", "UInt32"),
     ("day_until", "UInt32"),
     ("input_tokens_above", "UInt64"),
+    ("input_tokens_up_to", "UInt64"),
     ("input_per_mtok", "Decimal(38, 18)"),
     ("cached_input_per_mtok", "Decimal(38, 18)"),
     ("cache_write_per_mtok", "Decimal(38, 18)"),
@@ -46,6 +49,7 @@ _COLUMNS: Final = (
     ("source", "LowCardinality(String)"),
 )
 _SCALE: Final = 18
+_NO_LIMIT: Final = 2**64 - 1
 # The store's names for a price's source (cost_source says `model_prices:<source>`).
 _SOURCES: Final = {"price_table": "genai-prices", "custom": "custom"}
 
@@ -81,58 +85,86 @@ def _exact(value: Decimal) -> bool:
 
 
 def write_prices(
-    client: Client, database: str, rows: Iterable[PriceRow], at: datetime | None = None
+    client: Client,
+    database: str,
+    rows: Iterable[PriceRow],
+    at: datetime | None = None,
+    *,
+    cluster: str | None = None,
 ) -> BookWritten:
-    """Write ``rows`` as the store's price book, in one insert (the lookup reads the newest book,
-    so it switches at once), then drop the older books."""
+    """Make ``rows`` the store's price book: written to ``model_prices_next``, then the two
+    tables exchanged in one atomic rename, so calls are priced by the old book or the new one,
+    never by a mix, and a failed write leaves the old book in force."""
     stamp = (at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    given = list(rows)
+    kept = [row for row in given if all(map(_exact, _rates(row)))]
+    # A band applies up to the next band's threshold (the app picks the highest one below).
+    thresholds: dict[tuple[object, ...], list[int]] = {}
+    # Which lookups and tiers have rows of their own: the lookup prefers them (price_match.sql).
+    lookups: dict[tuple[str, str], set[str]] = {}
+    tiers: dict[tuple[str, str, str], set[str]] = {}
+    for row in kept:
+        thresholds.setdefault(_band_group(row), []).append(row.rates.input_tokens_above)
+        lookups.setdefault((row.provider, row.model), set()).add(row.lookup)
+        tiers.setdefault((row.provider, row.model, row.lookup), set()).add(row.service_tier)
     data: list[Sequence[object]] = []
-    models: set[tuple[str, str]] = set()
-    custom = skipped = 0
-    for row in rows:
-        rates = row.rates
-        values = (
-            rates.input,
-            rates.cached_input,
-            rates.cache_write,
-            rates.output,
-            rates.reasoning,
-            rates.per_call,
-        )
-        if not all(map(_exact, values)):
-            skipped += 1
-            continue
+    for row in kept:
+        above = row.rates.input_tokens_above
+        higher = [t for t in thresholds[_band_group(row)] if t > above]
         data.append(
             (
                 stamp,
                 row.provider,
                 row.model,
                 row.lookup,
+                sorted(lookups[(row.provider, row.model)] - {"name"}) if row.lookup == "name" else [],
                 row.prefix,
                 row.service_tier,
+                sorted(tiers[(row.provider, row.model, row.lookup)] - {""}) if not row.service_tier else [],
                 row.valid_from,
                 row.valid_until,
                 row.day_from,
                 row.day_until,
-                rates.input_tokens_above,
-                *values,
+                above,
+                min(higher) if higher else _NO_LIMIT,
+                *_rates(row),
                 _SOURCES.get(row.source, row.source),
             )
         )
-        models.add((row.provider, row.model))
-        custom += row.source == "custom"
+    db = f"`{database}`"
+    on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
+    run_command(client, f"TRUNCATE TABLE IF EXISTS {db}.model_prices_next{on_cluster}")
     if data:
         client.insert(
-            "model_prices",
+            "model_prices_next",
             data,
             database=database,
             column_names=[name for name, _ in _COLUMNS],
             column_type_names=[type_name for _, type_name in _COLUMNS],
-            settings={"max_insert_block_size": max(len(data), 1_048_576)},
         )
-        run_command(
-            client,
-            f"ALTER TABLE `{database}`.model_prices DELETE WHERE synced_at < {{stamp:DateTime64(3)}}",
-            parameters={"stamp": stamp},
-        )
-    return BookWritten(len(data), len(models), custom, skipped)
+    run_command(client, f"EXCHANGE TABLES {db}.model_prices AND {db}.model_prices_next{on_cluster}")
+    run_command(client, f"TRUNCATE TABLE IF EXISTS {db}.model_prices_next{on_cluster}")
+    return BookWritten(
+        len(data),
+        len({(row.provider, row.model) for row in kept}),
+        sum(row.source == "custom" for row in kept),
+        len(given) - len(kept),
+    )
+
+
+def _rates(row: PriceRow) -> tuple[Decimal, ...]:
+    r = row.rates
+    return (r.input, r.cached_input, r.cache_write, r.output, r.reasoning, r.per_call)
+
+
+def _band_group(row: PriceRow) -> tuple[object, ...]:
+    """The rows of one price (one period and time of day): its input-size bands."""
+    return (
+        row.provider,
+        row.model,
+        row.lookup,
+        row.service_tier,
+        row.valid_from,
+        row.valid_until,
+        row.day_from,
+    )

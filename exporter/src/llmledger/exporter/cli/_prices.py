@@ -91,8 +91,7 @@ def _sync(args: argparse.Namespace) -> int:
     try:
         exists = run_query(
             client,
-            "SELECT count() FROM system.columns WHERE database = {db:String} AND table = 'model_prices' "
-            "AND name = 'synced_at'",
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'model_prices_next'",
             parameters={"db": config.database},
         ).result_rows[0][0]
         if not exists:
@@ -100,7 +99,7 @@ def _sync(args: argparse.Namespace) -> int:
                 f"{config.database}.model_prices is missing or older than this version: "
                 "run `llmledger schema apply` first"
             )
-        written = write_prices(client, config.database, rows)
+        written = write_prices(client, config.database, rows, cluster=config.cluster)
     finally:
         client.close()
     print(

@@ -6,9 +6,9 @@
 -- cache writes, reasoning, a per-call fee. Rates are USD per million tokens, exact to 1e-18
 -- (a few of genai-prices' rates have 17 decimals).
 --
--- Each `llmledger prices sync` writes the whole book in one insert, stamped `synced_at`;
--- the lookup (expressions/current_prices.sql) reads the newest book only, so a sync
--- replaces the prices at once and never half. The rows of the previous shape (one flat
+-- `llmledger prices sync` writes the whole book, stamped `synced_at`, to model_prices_next
+-- and exchanges the two tables (one atomic rename), so a sync replaces the prices at once
+-- and never half; the lookup (expressions/current_prices.sql) reads model_prices. The rows of the previous shape (one flat
 -- price per genai-prices provider id and model) are carried over as a book of their own,
 -- under the provider names the spans carry, so the store keeps pricing as before until the
 -- next sync. Like every migration this runs with the store idle.
@@ -19,13 +19,16 @@ CREATE TABLE IF NOT EXISTS ${db}.model_prices ${on_cluster} (
     provider LowCardinality(String),
     model String,
     lookup LowCardinality(String),
+    lookups_apart Array(LowCardinality(String)),
     prefix Bool,
     service_tier LowCardinality(String),
+    tiers_apart Array(LowCardinality(String)),
     valid_from Nullable(Date),
     valid_until Nullable(Date),
     day_from UInt32,
     day_until UInt32,
     input_tokens_above UInt64,
+    input_tokens_up_to UInt64,
     input_per_mtok Decimal(38, 18),
     cached_input_per_mtok Decimal(38, 18),
     cache_write_per_mtok Decimal(38, 18),
@@ -34,7 +37,13 @@ CREATE TABLE IF NOT EXISTS ${db}.model_prices ${on_cluster} (
     per_call_usd Decimal(38, 18),
     source LowCardinality(String)
 ) ENGINE = ${merge_tree}
-ORDER BY (model, provider, synced_at)
+ORDER BY (model, provider, lookup, service_tier)
+SETTINGS index_granularity = 1024${dedup_window};
+
+-- Where a sync writes the next book (the same columns and engine).
+CREATE TABLE IF NOT EXISTS ${db}.model_prices_next ${on_cluster} AS ${db}.model_prices
+ENGINE = ${merge_tree}
+ORDER BY (model, provider, lookup, service_tier)
 SETTINGS index_granularity = 1024${dedup_window};
 
 INSERT INTO ${db}.model_prices
@@ -47,13 +56,16 @@ SELECT
     )) AS provider,
     old.model AS model,
     'name' AS lookup,
+    [] AS lookups_apart,
     false AS prefix,
     '' AS service_tier,
+    [] AS tiers_apart,
     NULL AS valid_from,
     NULL AS valid_until,
     0 AS day_from,
     86400 AS day_until,
     0 AS input_tokens_above,
+    18446744073709551615 AS input_tokens_up_to,
     old.old_input AS input_per_mtok,
     ifNull(old.old_cached_input, old.old_input) AS cached_input_per_mtok,
     ifNull(old.old_cache_write, old.old_input) AS cache_write_per_mtok,

@@ -1,29 +1,27 @@
--- The newest price book in model_prices (the last `llmledger prices sync`), one row per
--- (provider, model) with its rows as parallel arrays, thresholds descending, for
--- expressions/price_index.sql to pick from. Open-ended periods become the Date range's ends.
+-- The store's price book (model_prices, written whole by `llmledger prices sync`): one row
+-- per price with the ranges of calls it applies to, for expressions/price_match.sql. Open
+-- periods become the Date range's ends; a row's input-token range is
+-- (input_tokens_above, input_tokens_up_to], from 0 for the lowest.
 (
     SELECT
         provider,
         model,
-        groupArray(lookup) AS price_lookups,
-        groupArray(service_tier) AS price_tiers,
-        groupArray(ifNull(valid_from, toDate(0))) AS price_valid_froms,
-        groupArray(ifNull(valid_until, toDate('2149-06-06'))) AS price_valid_untils,
-        groupArray(day_from) AS price_day_froms,
-        groupArray(day_until) AS price_day_untils,
-        groupArray(input_tokens_above) AS price_aboves,
-        groupArray(input_per_mtok) AS price_inputs,
-        groupArray(cached_input_per_mtok) AS price_cached_inputs,
-        groupArray(cache_write_per_mtok) AS price_cache_writes,
-        groupArray(output_per_mtok) AS price_outputs,
-        groupArray(reasoning_per_mtok) AS price_reasonings,
-        groupArray(per_call_usd) AS price_per_calls,
-        groupArray(source) AS price_sources
-    FROM (
-        SELECT *
-        FROM ${db}.model_prices
-        WHERE synced_at = (SELECT max(synced_at) FROM ${db}.model_prices)
-        ORDER BY provider, model, input_tokens_above DESC
-    )
-    GROUP BY provider, model
+        lookup,
+        lookups_apart,
+        service_tier,
+        tiers_apart,
+        ifNull(valid_from, toDate(0)) AS price_day_from,
+        ifNull(valid_until, toDate('2149-06-06')) AS price_day_until,
+        day_from AS price_second_from,
+        day_until AS price_second_until,
+        if(input_tokens_above = 0, 0, input_tokens_above + 1) AS price_tokens_from,
+        input_tokens_up_to AS price_tokens_to,
+        input_per_mtok AS price_input,
+        cached_input_per_mtok AS price_cached_input,
+        cache_write_per_mtok AS price_cache_write,
+        output_per_mtok AS price_output,
+        reasoning_per_mtok AS price_reasoning,
+        per_call_usd AS price_per_call,
+        source AS price_source
+    FROM ${db}.model_prices
 )

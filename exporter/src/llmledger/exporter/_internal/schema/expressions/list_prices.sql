@@ -1,6 +1,6 @@
--- List prices now, per (provider, model) of the newest price book: the standard tier's
+-- List prices now, per (provider, model) of the price book: the standard tier's
 -- rates below any input threshold, in effect at this moment (what the dashboards' savings
--- panels and the SQL cookbook price at). Not how a call is priced: see price_index.sql.
+-- panels and the SQL cookbook price at). Not how a call is priced: see price_match.sql.
 (
     SELECT
         provider,
@@ -10,8 +10,7 @@
         any(cache_write_per_mtok) AS cache_write_per_mtok,
         any(output_per_mtok) AS output_per_mtok
     FROM ${db}.model_prices
-    WHERE synced_at = (SELECT max(synced_at) FROM ${db}.model_prices)
-      AND lookup = 'name' AND service_tier = '' AND input_tokens_above = 0
+    WHERE lookup = 'name' AND service_tier = '' AND input_tokens_above = 0
       AND ifNull(valid_from, toDate(0)) <= toDate(now(), 'UTC')
       AND toDate(now(), 'UTC') < ifNull(valid_until, toDate('2149-06-06'))
       AND day_from <= toUInt32(toUnixTimestamp(now()) % 86400)

@@ -2,14 +2,11 @@
 -- model), as the app's lookup finds a price: (model, lookup). The name itself when the
 -- price book lists it; else the longest listed name a prefix rule starts with, with its
 -- `prefix` rows (claude-sonnet-4-20250514 by claude-sonnet-4-2025, ft:gpt-4o-mini:acme::x by
--- a price file's ft:gpt-4o-mini:acme::*); else, for an unlisted snapshot, its name without the
--- compact (gpt-5.2-20251211) or dashed (gpt-4o-2099-01-01) date, whose `compact` or
--- `dated` rows say how the app prices such a snapshot (expressions/price_index.sql).
+-- a price file's ft:gpt-4o-mini:acme::*); else, for an unlisted snapshot, its name without
+-- the compact (gpt-5.2-20251211) or dashed (gpt-4o-2099-01-01) date, with its `compact` or
+-- `dated` rows (expressions/price_match.sql).
 multiIf(
-    (provider, exact_model) IN (
-        SELECT provider, model FROM ${db}.model_prices
-        WHERE synced_at = (SELECT max(synced_at) FROM ${db}.model_prices)
-    ),
+    (provider, exact_model) IN (SELECT provider, model FROM ${db}.model_prices),
     (exact_model, 'name'),
     (arrayFirst(
         listed -> listed.1 = provider AND startsWith(exact_model, listed.2),
@@ -17,7 +14,7 @@ multiIf(
             SELECT groupArray((provider, model))
             FROM (
                 SELECT DISTINCT provider, model FROM ${db}.model_prices
-                WHERE prefix AND synced_at = (SELECT max(synced_at) FROM ${db}.model_prices)
+                WHERE prefix
                 ORDER BY length(model) DESC
             )
         )

@@ -36,13 +36,13 @@ SELECT
     s.reasoning_tokens AS reasoning_tokens,
     multiIf(
         s.use_reported, s.reported_cost,
-        s.has_usage AND (${price_index} AS price_index) > 0, ${price_cost},
+        s.has_usage AND p.model != '', ${price_cost},
         NULL
     ) AS cost_usd,
     multiIf(
         s.use_reported, s.reported_source,
-        s.has_usage AND price_index > 0,
-        concat('model_prices:', p.price_sources[price_index], s.ignored_note),
+        s.has_usage AND p.model != '',
+        concat('model_prices:', p.price_source, s.ignored_note),
         concat('unpriced', s.ignored_note)
     ) AS cost_source,
     s.tokens_estimated AS tokens_estimated,
@@ -171,10 +171,11 @@ FROM (
         ) * 1000000000), 'Nullable(UInt64)') AS ttft_ns,
         a['gen_ai.request.stream'] = 'true' OR a['gen_ai.is_streaming'] = 'true' OR a['llm.is_streaming'] = 'true'
             AS stream,
-        lower(coalesce(
+        -- Read only for spans priced here (a map lookup costs per span).
+        if(use_reported, '', lower(coalesce(
             nullIf(a['openai.response.service_tier'], ''),
             a['gen_ai.openai.response.service_tier']
-        )) AS service_tier,
+        ))) AS service_tier,
         toDate(Timestamp, 'UTC') AS call_day,
         toUInt32(toUnixTimestamp(Timestamp, 'UTC') % 86400) AS call_second,
         lower(response_model) AS exact_model,
@@ -190,4 +191,4 @@ FROM (
     WHERE operation IN ('chat', 'text_completion', 'embeddings', 'generate_content')
       AND (request_model != '' OR response_model != '' OR has_usage)
 ) AS s
-LEFT ANY JOIN ${current_prices} AS p ON s.provider = p.provider AND s.price_model = p.model
+LEFT ANY JOIN ${current_prices} AS p ON ${price_match}
