@@ -3,7 +3,8 @@
 For generated calls across every (provider, model) of the price book — genai-prices' bundled
 data and a price file, as ``llmledger prices sync`` writes them to ``model_prices`` — on
 every service tier the book prices apart (and some it does not), at times on both sides of
-every date, time-of-day and input-size boundary the model's prices change at, with and
+every date, time-of-day and input-size boundary the model's prices change at, for the
+listed names, unlisted dated snapshots and longer names under prefix rules, with and
 without cache reads, cache writes and reasoning: the cost llmledger's instrumentation puts
 on the span (its pricing code and its cost attributes, through the store) and the cost
 ``llm_calls`` computes for the same span sent without a cost are identical; and an unpriced
