@@ -583,7 +583,8 @@ def test_every_row_charges_what_price_call_charges() -> None:
 
 
 def _at(rates: RateBand, usage: TokenUsage) -> Decimal:
-    assert usage.input_tokens is not None and usage.output_tokens is not None
+    assert usage.input_tokens is not None
+    assert usage.output_tokens is not None
     return (
         (usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens) * rates.input
         + usage.cached_input_tokens * rates.cached_input
