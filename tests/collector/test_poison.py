@@ -83,6 +83,38 @@ def drain_pid(collector: CollectorProcess) -> int:
     return int(child)
 
 
+def one_batch_with_a_pill(collector: CollectorProcess, first_seed: int) -> tuple[list[str], str]:
+    """Six 10-span requests in one batch (the drain held meanwhile), span 4 of the fourth named "pill".
+
+    Returns the acknowledged span ids and the pill's.
+    """
+    drain = drain_pid(collector)
+    os.kill(drain, signal.SIGSTOP)
+    acked: list[str] = []
+    pill = ""
+    try:
+        for seed in range(6):
+            request = make_request(10, seed=first_seed + seed, service="mixed")
+            if seed == 3:
+                request.resource_spans[0].scope_spans[0].spans[4].name = "pill"
+                pill = request.resource_spans[0].scope_spans[0].spans[4].span_id.hex()
+            assert collector.post_traces(request.SerializeToString())[0] == 200
+            acked += span_ids(request)
+    finally:
+        os.kill(drain, signal.SIGCONT)
+    return acked, pill
+
+
+def store_with_check(tmp_path: Path, name: str, expression: str) -> StoreConfig:
+    """A store whose ``otel_traces`` has an operator's CHECK constraint ``name``: ``expression``."""
+    store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
+    client = open_store(store, use_database=False, write=True)
+    apply_migrations(client, store)
+    run_command(client, f"ALTER TABLE {store.database}.otel_traces ADD CONSTRAINT {name} CHECK {expression}")
+    client.close()
+    return store
+
+
 def spread_over_days(request: ExportTraceServiceRequest, days: int, first_day: int = 0) -> None:
     """Move span ``i`` of the request ``first_day + i % days`` days back (a wrong clock each)."""
     spans = [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
@@ -176,31 +208,12 @@ def test_a_span_the_store_refuses_is_dead_lettered_the_rest_written_and_replayed
     tmp_path: Path,
 ) -> None:
     """The store refuses one span for its content (an operator's CHECK constraint); nothing else is held up."""
-    store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
-    client = open_store(store, use_database=False, write=True)
-    apply_migrations(client, store)
-    run_command(
-        client, f"ALTER TABLE {store.database}.otel_traces ADD CONSTRAINT no_pills CHECK SpanName != 'pill'"
-    )
-    client.close()
+    store = store_with_check(tmp_path, "no_pills", "SpanName != 'pill'")
     data = tmp_path / "data"
     collector = CollectorProcess(data, store.url).start()
     with OtherClient(collector) as other:
         wait_for(lambda: len(other.acked) >= 40, 20, "the other client to be served")
-        drain = drain_pid(collector)
-        os.kill(drain, signal.SIGSTOP)  # one batch: the poisoned request among good ones
-        acked: list[str] = []
-        pill = ""
-        try:
-            for seed in range(6):
-                request = make_request(10, seed=200 + seed, service="mixed")
-                if seed == 3:
-                    request.resource_spans[0].scope_spans[0].spans[4].name = "pill"
-                    pill = request.resource_spans[0].scope_spans[0].spans[4].span_id.hex()
-                assert collector.post_traces(request.SerializeToString())[0] == 200
-                acked += span_ids(request)
-        finally:
-            os.kill(drain, signal.SIGCONT)
+        acked, pill = one_batch_with_a_pill(collector, 200)  # the poisoned request among good ones
         wait_for(lambda: collector.metric("dead_letter_spans_total") >= 1, 60, "the refused span set aside")
         # The pipeline goes on: later requests land too.
         later = make_request(10, seed=300, service="later")
@@ -440,46 +453,26 @@ def test_a_split_batch_replayed_after_a_crash_and_a_fix_is_written_once(tmp_path
     }
 
 
-def _store_with_a_check_that_divides_by(tmp_path: Path, divisor: str) -> StoreConfig:
-    """A store whose ``otel_traces`` has an operator's CHECK computing ``intDiv(1, divisor)``.
+def _divides_by(divisor: str) -> str:
+    """A CHECK that fails with ILLEGAL_DIVISION (code 153) for a row whose ``divisor`` is 0.
 
-    A row for which ``divisor`` is 0 fails the insert with ILLEGAL_DIVISION (code 153), an
-    error that names neither the data nor the store's state: the drain cannot tell which.
+    An error that names neither the data nor the store's state: the drain cannot tell which.
     (A CHECK fails before anything is written; a materialized view failing after the table
     took the block is another matter, see docs/collector.md.)
     """
-    store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
-    client = open_store(store, use_database=False, write=True)
-    apply_migrations(client, store)
-    run_command(
-        client,
-        f"ALTER TABLE {store.database}.otel_traces ADD CONSTRAINT operator_check CHECK intDiv(1, {divisor}) = 1",
-    )
-    client.close()
-    return store
+    return f"intDiv(1, {divisor}) = 1"
 
 
 def test_an_unexplained_error_is_split_out_and_only_its_span_set_aside(tmp_path: Path) -> None:
     """A span the store keeps failing with an unlisted error while it takes the rest: dead-lettered, no stall."""
-    store = _store_with_a_check_that_divides_by(tmp_path, "toUInt8(CAST(SpanName AS String) != 'pill')")
+    store = store_with_check(
+        tmp_path, "operator_check", _divides_by("toUInt8(CAST(SpanName AS String) != 'pill')")
+    )
     data = tmp_path / "data"
     collector = CollectorProcess(data, store.url).start()
     with OtherClient(collector) as other:
         wait_for(lambda: len(other.acked) >= 40, 20, "the other client to be served")
-        drain = drain_pid(collector)
-        os.kill(drain, signal.SIGSTOP)  # one batch: the poisoned request among good ones
-        acked: list[str] = []
-        pill = ""
-        try:
-            for seed in range(6):
-                request = make_request(10, seed=400 + seed, service="mixed")
-                if seed == 3:
-                    request.resource_spans[0].scope_spans[0].spans[4].name = "pill"
-                    pill = request.resource_spans[0].scope_spans[0].spans[4].span_id.hex()
-                assert collector.post_traces(request.SerializeToString())[0] == 200
-                acked += span_ids(request)
-        finally:
-            os.kill(drain, signal.SIGCONT)
+        acked, pill = one_batch_with_a_pill(collector, 400)
         wait_for(lambda: collector.metric("dead_letter_spans_total") >= 1, 90, "the failing span set aside")
         later = make_request(10, seed=500, service="later")
         assert collector.post_traces(later.SerializeToString())[0] == 200
@@ -496,7 +489,7 @@ def test_an_unexplained_error_is_split_out_and_only_its_span_set_aside(tmp_path:
 
 def test_an_unexplained_error_on_every_insert_sets_nothing_aside(tmp_path: Path) -> None:
     """The same error for every row is the store's, not the data's: retried until fixed, nothing set aside."""
-    store = _store_with_a_check_that_divides_by(tmp_path, "0")
+    store = store_with_check(tmp_path, "operator_check", _divides_by("0"))
     collector = CollectorProcess(tmp_path / "data", store.url).start()
     request = make_request(4, seed=600)
     assert collector.post_traces(request.SerializeToString())[0] == 200
@@ -517,7 +510,9 @@ def test_an_unexplained_error_on_every_insert_sets_nothing_aside(tmp_path: Path)
 
 def test_a_lone_span_failing_unexplained_is_set_aside_after_the_configured_time(tmp_path: Path) -> None:
     """A batch of one failing span cannot be compared with anything: it waits unexplained_error_seconds."""
-    store = _store_with_a_check_that_divides_by(tmp_path, "toUInt8(CAST(SpanName AS String) != 'pill')")
+    store = store_with_check(
+        tmp_path, "operator_check", _divides_by("toUInt8(CAST(SpanName AS String) != 'pill')")
+    )
     data = tmp_path / "data"
     collector = CollectorProcess(data, store.url, args=["--unexplained-error-seconds", "3"]).start()
     request = make_request(1, seed=700)

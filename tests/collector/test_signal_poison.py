@@ -243,20 +243,21 @@ def test_a_drain_killed_while_it_writes_a_batch_in_parts_writes_each_item_once(
     assert collector.stop() == 0
 
 
-def test_a_refused_data_point_is_replayed_after_a_fix(tmp_path: Path) -> None:
-    """An operator's CHECK constraint refuses one data point; `dead-letters replay` writes it once dropped."""
+def histogram_store_with_check(tmp_path: Path, name: str, expression: str) -> StoreConfig:
+    """A store whose ``otel_metrics_histogram`` has an operator's CHECK constraint ``name``."""
     store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
     client = open_store(store, use_database=False, write=True)
     apply_migrations(client, store)
-    pill = "203-4"
     run_command(
         client,
-        f"ALTER TABLE {store.database}.otel_metrics_histogram ADD CONSTRAINT no_pills "
-        f"CHECK Attributes['seq'] != '{pill}'",
+        f"ALTER TABLE {store.database}.otel_metrics_histogram ADD CONSTRAINT {name} CHECK {expression}",
     )
     client.close()
-    data = tmp_path / "data"
-    collector = CollectorProcess(data, store.url).start()
+    return store
+
+
+def one_metrics_batch(collector: CollectorProcess) -> list[str]:
+    """Six 10-point metrics requests in one batch (the drain held meanwhile); their sequence numbers."""
     acked: list[str] = []
     drain = drain_pid(collector)
     os.kill(drain, signal.SIGSTOP)
@@ -267,6 +268,16 @@ def test_a_refused_data_point_is_replayed_after_a_fix(tmp_path: Path) -> None:
             acked += sequence_numbers(request)
     finally:
         os.kill(drain, signal.SIGCONT)
+    return acked
+
+
+def test_a_refused_data_point_is_replayed_after_a_fix(tmp_path: Path) -> None:
+    """An operator's CHECK constraint refuses one data point; `dead-letters replay` writes it once dropped."""
+    pill = "203-4"
+    store = histogram_store_with_check(tmp_path, "no_pills", f"Attributes['seq'] != '{pill}'")
+    data = tmp_path / "data"
+    collector = CollectorProcess(data, store.url).start()
+    acked = one_metrics_batch(collector)
     wait_signal_drained(collector, "metrics")
     assert collector.metric("dead_letter_data_points_total") == 1
     assert sorted(stored(collector, "metrics")) == sorted(seq for seq in acked if seq != pill)
@@ -341,28 +352,13 @@ def test_a_split_batch_replayed_after_a_crash_and_a_fix_is_written_once(tmp_path
 
 def test_an_unexplained_error_sets_only_its_data_point_aside(tmp_path: Path) -> None:
     """The traces' rule for errors that name neither the data nor the store: split, the rest written."""
-    store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
-    client = open_store(store, use_database=False, write=True)
-    apply_migrations(client, store)
     pill = "203-4"
-    run_command(  # throws ILLEGAL_DIVISION (153) for the one data point: neither data nor store, by code
-        client,
-        f"ALTER TABLE {store.database}.otel_metrics_histogram ADD CONSTRAINT operator_check "
-        f"CHECK intDiv(1, toUInt8(Attributes['seq'] != '{pill}')) = 1",
-    )
-    client.close()
+    # Throws ILLEGAL_DIVISION (153) for the one data point: neither the data's nor the store's, by code.
+    check = f"intDiv(1, toUInt8(Attributes['seq'] != '{pill}')) = 1"
+    store = histogram_store_with_check(tmp_path, "operator_check", check)
     data = tmp_path / "data"
     collector = CollectorProcess(data, store.url).start()
-    acked: list[str] = []
-    drain = drain_pid(collector)
-    os.kill(drain, signal.SIGSTOP)
-    try:
-        for seed in range(6):
-            request = make_metrics_request(10, seed=200 + seed, service="mixed")
-            assert collector.post("/v1/metrics", request.SerializeToString())[0] == 200
-            acked += sequence_numbers(request)
-    finally:
-        os.kill(drain, signal.SIGCONT)
+    acked = one_metrics_batch(collector)
     wait_signal_drained(collector, "metrics", timeout=120)
     assert collector.metric("dead_letter_data_points_total") == 1
     assert sorted(stored(collector, "metrics")) == sorted(seq for seq in acked if seq != pill)

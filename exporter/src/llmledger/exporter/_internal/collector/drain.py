@@ -203,12 +203,7 @@ class SpoolDrain:
         of failing alone while the store answers. Anything else the store says is retried with
         back-off, for as long as it takes.
         """
-        delivered = self._pieces.deliver(
-            batch.dedup_token,
-            tuple(record.payload for record in batch.records),
-            batch.span_count,
-            self._insert_until_settled,
-        )
+        delivered = self._pieces.deliver(batch, self._insert_until_settled)
         if delivered is None:
             return None
         written, dead = delivered

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from .dead_letters import DeadLetterFile
 from .metrics import CollectorMetrics
 from .pieces import SPLIT_KINDS, Piece, RefusedError, RequestShape, SplitKind, SuspectError
-from .spool import SpoolError
+from .spool import SpoolBatch, SpoolError
 
 __all__ = ["Insert", "PiecewiseWriter", "SplitJournal"]
 
@@ -111,10 +111,8 @@ class PiecewiseWriter:
         self._metrics = metrics
         self._logger = logger
 
-    def deliver(
-        self, token: str, payloads: tuple[bytes | memoryview, ...], items: int, insert: Insert
-    ) -> tuple[int, int] | None:
-        """Write the batch: the items (written, dead-lettered), or ``None`` when ``insert`` was cut short.
+    def deliver(self, batch: SpoolBatch, insert: Insert) -> tuple[int, int] | None:
+        """Write ``batch``: the items (written, dead-lettered), or ``None`` when ``insert`` was cut short.
 
         ``insert(piece, alone=...)`` returns the items it wrote, ``None`` when shutdown cut its
         retries short, and raises :class:`.pieces.RefusedError` when the store refused the
@@ -124,10 +122,11 @@ class PiecewiseWriter:
         ``insert`` gives up on it alone.
         """
         shape, journal = self._shape, self._journal
+        token = batch.dedup_token
         journal.begin(token)
         written = dead = 0
         reasons: dict[str, int] = {}
-        pending = [Piece(token, payloads, items)]
+        pending = [Piece(token, tuple(record.payload for record in batch.records), batch.span_count)]
         suspect_since_written: int | None = None  # `written` when an unexplained error first split a piece
         deferred: set[str] = set()
         while pending:
@@ -165,7 +164,7 @@ class PiecewiseWriter:
                 if not journal.recorded:
                     self._logger.warning(
                         "the store refused a batch of %d %s(s) (%s); writing it in parts (%s)",
-                        items,
+                        batch.span_count,
                         shape.noun,
                         refused.reason,
                         _SPLIT_WORDS[kind],

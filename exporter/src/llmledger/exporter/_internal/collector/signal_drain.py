@@ -152,12 +152,7 @@ class SignalDrain:
 
     def _deliver(self, batch: SpoolBatch) -> dict[str, int] | None:
         """Write ``batch``, in parts if the store refuses it; the totals to commit, ``None`` when cut short."""
-        delivered = self._pieces.deliver(
-            batch.dedup_token,
-            tuple(record.payload for record in batch.records),
-            batch.span_count,
-            self._insert_until_settled,
-        )
+        delivered = self._pieces.deliver(batch, self._insert_until_settled)
         if delivered is None:
             return None
         items = self.signal.items
