@@ -57,121 +57,13 @@ SELECT
     s.call_key AS call_key,
     s.call_rank AS call_rank
 FROM (
+    -- Three levels, each reading the one before as columns: an alias used by another
+    -- alias of the same SELECT is analysed again wherever it is used, and this view is
+    -- analysed on every insert (its planning, not its per-span work, dominated small
+    -- inserts). Level 1 reads the attributes, level 2 the usage and the reported cost,
+    -- level 3 what pricing and the call's identity need.
     SELECT
-        Timestamp,
-        TraceId,
-        SpanId,
-        ServiceName,
-        startsWith(ScopeName, 'llmledger') AS ours,
-        SpanAttributes AS a,
-        ${tenant_id} AS tenant_id,
-        coalesce(
-            nullIf(a['user.id'], ''),
-            nullIf(a['traceloop.association.properties.user_id'], ''),
-            nullIf(a['langfuse.user.id'], ''),
-            nullIf(a['gen_ai.user'], ''),
-            nullIf(a['gen_ai.request.user'], ''),
-            a['llm.user']
-        ) AS user_id,
-        coalesce(
-            nullIf(a['session.id'], ''),
-            nullIf(a['traceloop.association.properties.session_id'], ''),
-            a['langfuse.session.id']
-        ) AS session_id,
-        a['gen_ai.conversation.id'] AS conversation_id,
-        coalesce(nullIf(a['llmledger.feature'], ''), a['traceloop.workflow.name']) AS feature,
-        ${provider} AS provider,
-        transform(
-            coalesce(
-                nullIf(a['gen_ai.operation.name'], ''),
-                nullIf(a['llm.request.type'], ''),
-                transform(a['openinference.span.kind'], ['LLM', 'EMBEDDING'], ['chat', 'embeddings'], '')
-            ),
-            ['completion', 'embedding'],
-            ['text_completion', 'embeddings'],
-            coalesce(
-                nullIf(a['gen_ai.operation.name'], ''),
-                nullIf(a['llm.request.type'], ''),
-                transform(a['openinference.span.kind'], ['LLM', 'EMBEDDING'], ['chat', 'embeddings'], '')
-            )
-        ) AS operation,
-        coalesce(nullIf(a['gen_ai.request.model'], ''), a['llm.model_name']) AS request_model,
-        coalesce(nullIf(a['gen_ai.response.model'], ''), request_model) AS response_model,
-        a['gen_ai.response.id'] AS response_id,
-        coalesce(
-            toUInt64OrNull(a['gen_ai.usage.input_tokens']),
-            toUInt64OrNull(a['gen_ai.usage.prompt_tokens']),
-            toUInt64OrNull(a['llm.usage.prompt_tokens']),
-            toUInt64OrNull(a['llm.token_count.prompt'])
-        ) AS input_tokens_or_null,
-        coalesce(
-            toUInt64OrNull(a['gen_ai.usage.output_tokens']),
-            toUInt64OrNull(a['gen_ai.usage.completion_tokens']),
-            toUInt64OrNull(a['llm.usage.completion_tokens']),
-            toUInt64OrNull(a['llm.token_count.completion'])
-        ) AS output_tokens_or_null,
-        input_tokens_or_null IS NOT NULL OR output_tokens_or_null IS NOT NULL AS has_usage,
-        ifNull(input_tokens_or_null, 0) AS input_tokens,
-        ifNull(output_tokens_or_null, 0) AS output_tokens,
-        ifNull(coalesce(
-            toUInt64OrNull(a['gen_ai.usage.cache_read.input_tokens']),
-            toUInt64OrNull(a['gen_ai.usage.cache_read_input_tokens']),
-            toUInt64OrNull(a['gen_ai.usage.cached_tokens']),
-            toUInt64OrNull(a['llm.token_count.prompt_details.cache_read'])
-        ), 0) AS cached_input_tokens,
-        ifNull(coalesce(
-            toUInt64OrNull(a['gen_ai.usage.cache_creation.input_tokens']),
-            toUInt64OrNull(a['gen_ai.usage.cache_creation_input_tokens']),
-            toUInt64OrNull(a['gen_ai.usage.cache_write.input_tokens']),
-            toUInt64OrNull(a['llm.token_count.prompt_details.cache_write'])
-        ), 0) AS cache_write_input_tokens,
-        -- input_tokens includes cache reads and writes (semconv); each share is priced at
-        -- most once, whatever a dialect's counts add up to.
-        least(cached_input_tokens, input_tokens) AS priced_cache_read,
-        least(cache_write_input_tokens, input_tokens - priced_cache_read) AS priced_cache_write,
-        ifNull(coalesce(
-            toUInt64OrNull(a['gen_ai.usage.reasoning.output_tokens']),
-            toUInt64OrNull(a['gen_ai.usage.reasoning_tokens']),
-            toUInt64OrNull(a['llm.token_count.completion_details.reasoning'])
-        ), 0) AS reasoning_tokens,
-        least(reasoning_tokens, output_tokens) AS priced_reasoning,
-        toDecimal128OrNull(coalesce(
-            nullIf(a['gen_ai.usage.cost'], ''),
-            nullIf(a['gen_ai.usage.cost.amount'], ''),
-            nullIf(a['operation.cost'], ''),
-            nullIf(a['llm.cost.total'], '')
-        ), 12) AS reported_cost,
-        upper(coalesce(nullIf(a['gen_ai.usage.cost.currency'], ''), 'USD')) AS reported_currency,
-        -- llmledger's spans say which price book priced them (its 0 is a price: a custom
-        -- free model); a provider's own report is a price too. Anything else that reports 0
-        -- for a call with tokens does not know the price.
-        a['llmledger.cost.source'] != '' OR a['gen_ai.usage.cost.source'] = 'provider' AS reported_is_priced,
-        reported_cost IS NOT NULL
-            AND (reported_cost != 0 OR reported_is_priced OR input_tokens + output_tokens = 0) AS reported_known,
-        reported_known AND reported_currency = 'USD' AS use_reported,
-        coalesce(nullIf(a['llmledger.cost.source'], ''), nullIf(a['gen_ai.usage.cost.source'], ''), 'reported')
-            AS reported_source,
-        multiIf(
-            reported_cost IS NULL, '',
-            NOT reported_known, ' (reported 0 ignored)',
-            reported_currency != 'USD', concat(' (reported ', reported_currency, ' ignored)'),
-            ''
-        ) AS ignored_note,
-        a['llmledger.usage.estimated'] = 'true' AS tokens_estimated,
-        a['llmledger.fallback'] = 'true' AS is_fallback,
-        toUInt16OrZero(a['llmledger.fallback.attempt']) AS fallback_attempt,
-        StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND a['error.type'] = '' AS success,
-        if(NOT success AND a['error.type'] = '', '_OTHER', a['error.type']) AS error_type,
-        Duration AS duration_ns,
-        -- OpenLIT writes a stream's time to first chunk as gen_ai.server.time_to_first_token;
-        -- on a call that is not streamed that name holds the whole response time: no chunk.
-        CAST(round(coalesce(
-            toFloat64OrNull(a['gen_ai.response.time_to_first_chunk']),
-            if(stream, toFloat64OrNull(a['gen_ai.server.time_to_first_token']), NULL)
-        ) * 1000000000), 'Nullable(UInt64)') AS ttft_ns,
-        a['gen_ai.request.stream'] = 'true' OR a['gen_ai.is_streaming'] = 'true' OR a['llm.is_streaming'] = 'true'
-            AS stream,
-        -- Read only for spans priced here (a map lookup costs per span).
+        *,
         if(use_reported, '', lower(coalesce(
             nullIf(a['openai.response.service_tier'], ''),
             a['gen_ai.openai.response.service_tier']
@@ -187,8 +79,123 @@ FROM (
         reported_cost IS NOT NULL AS carries_cost,
         ${call_key} AS call_key,
         ${call_rank} AS call_rank
-    FROM ${db}.otel_traces
-    WHERE operation IN ('chat', 'text_completion', 'embeddings', 'generate_content')
-      AND (request_model != '' OR response_model != '' OR has_usage)
+    FROM (
+        SELECT
+            *,
+            -- input_tokens includes cache reads and writes (semconv); each share is priced
+            -- at most once, whatever a dialect's counts add up to.
+            least(cached_input_tokens, input_tokens) AS priced_cache_read,
+            least(cache_write_input_tokens, input_tokens - priced_cache_read) AS priced_cache_write,
+            least(reasoning_tokens, output_tokens) AS priced_reasoning,
+            reported_cost IS NOT NULL
+                AND (reported_cost != 0 OR reported_is_priced OR input_tokens + output_tokens = 0) AS reported_known,
+            reported_known AND reported_currency = 'USD' AS use_reported,
+            multiIf(
+                reported_cost IS NULL, '',
+                NOT reported_known, ' (reported 0 ignored)',
+                reported_currency != 'USD', concat(' (reported ', reported_currency, ' ignored)'),
+                ''
+            ) AS ignored_note,
+            if(NOT success AND error_type_attribute = '', '_OTHER', error_type_attribute) AS error_type,
+            -- OpenLIT writes a stream's time to first chunk as
+            -- gen_ai.server.time_to_first_token; on a call that is not streamed that name
+            -- holds the whole response time: no chunk.
+            CAST(round(coalesce(first_chunk_seconds, if(stream, first_token_seconds, NULL)) * 1000000000),
+                 'Nullable(UInt64)') AS ttft_ns
+        FROM (
+            SELECT
+                Timestamp,
+                TraceId,
+                SpanId,
+                ServiceName,
+                startsWith(ScopeName, 'llmledger') AS ours,
+                SpanAttributes AS a,
+                ${tenant_id} AS tenant_id,
+                coalesce(
+                    nullIf(a['user.id'], ''),
+                    nullIf(a['traceloop.association.properties.user_id'], ''),
+                    nullIf(a['langfuse.user.id'], ''),
+                    nullIf(a['gen_ai.user'], ''),
+                    nullIf(a['gen_ai.request.user'], ''),
+                    a['llm.user']
+                ) AS user_id,
+                coalesce(
+                    nullIf(a['session.id'], ''),
+                    nullIf(a['traceloop.association.properties.session_id'], ''),
+                    a['langfuse.session.id']
+                ) AS session_id,
+                a['gen_ai.conversation.id'] AS conversation_id,
+                coalesce(nullIf(a['llmledger.feature'], ''), a['traceloop.workflow.name']) AS feature,
+                ${provider} AS provider,
+                coalesce(
+                    nullIf(a['gen_ai.operation.name'], ''),
+                    nullIf(a['llm.request.type'], ''),
+                    transform(a['openinference.span.kind'], ['LLM', 'EMBEDDING'], ['chat', 'embeddings'], '')
+                ) AS operation_name,
+                transform(operation_name, ['completion', 'embedding'], ['text_completion', 'embeddings'], operation_name)
+                    AS operation,
+                coalesce(nullIf(a['gen_ai.request.model'], ''), a['llm.model_name']) AS request_model,
+                coalesce(nullIf(a['gen_ai.response.model'], ''), request_model) AS response_model,
+                a['gen_ai.response.id'] AS response_id,
+                coalesce(
+                    toUInt64OrNull(a['gen_ai.usage.input_tokens']),
+                    toUInt64OrNull(a['gen_ai.usage.prompt_tokens']),
+                    toUInt64OrNull(a['llm.usage.prompt_tokens']),
+                    toUInt64OrNull(a['llm.token_count.prompt'])
+                ) AS input_tokens_or_null,
+                coalesce(
+                    toUInt64OrNull(a['gen_ai.usage.output_tokens']),
+                    toUInt64OrNull(a['gen_ai.usage.completion_tokens']),
+                    toUInt64OrNull(a['llm.usage.completion_tokens']),
+                    toUInt64OrNull(a['llm.token_count.completion'])
+                ) AS output_tokens_or_null,
+                input_tokens_or_null IS NOT NULL OR output_tokens_or_null IS NOT NULL AS has_usage,
+                ifNull(input_tokens_or_null, 0) AS input_tokens,
+                ifNull(output_tokens_or_null, 0) AS output_tokens,
+                ifNull(coalesce(
+                    toUInt64OrNull(a['gen_ai.usage.cache_read.input_tokens']),
+                    toUInt64OrNull(a['gen_ai.usage.cache_read_input_tokens']),
+                    toUInt64OrNull(a['gen_ai.usage.cached_tokens']),
+                    toUInt64OrNull(a['llm.token_count.prompt_details.cache_read'])
+                ), 0) AS cached_input_tokens,
+                ifNull(coalesce(
+                    toUInt64OrNull(a['gen_ai.usage.cache_creation.input_tokens']),
+                    toUInt64OrNull(a['gen_ai.usage.cache_creation_input_tokens']),
+                    toUInt64OrNull(a['gen_ai.usage.cache_write.input_tokens']),
+                    toUInt64OrNull(a['llm.token_count.prompt_details.cache_write'])
+                ), 0) AS cache_write_input_tokens,
+                ifNull(coalesce(
+                    toUInt64OrNull(a['gen_ai.usage.reasoning.output_tokens']),
+                    toUInt64OrNull(a['gen_ai.usage.reasoning_tokens']),
+                    toUInt64OrNull(a['llm.token_count.completion_details.reasoning'])
+                ), 0) AS reasoning_tokens,
+                toDecimal128OrNull(coalesce(
+                    nullIf(a['gen_ai.usage.cost'], ''),
+                    nullIf(a['gen_ai.usage.cost.amount'], ''),
+                    nullIf(a['operation.cost'], ''),
+                    nullIf(a['llm.cost.total'], '')
+                ), 12) AS reported_cost,
+                upper(coalesce(nullIf(a['gen_ai.usage.cost.currency'], ''), 'USD')) AS reported_currency,
+                -- llmledger's spans say which price book priced them (its 0 is a price: a
+                -- custom free model); a provider's own report is a price too. Anything else
+                -- that reports 0 for a call with tokens does not know the price.
+                a['llmledger.cost.source'] != '' OR a['gen_ai.usage.cost.source'] = 'provider' AS reported_is_priced,
+                coalesce(nullIf(a['llmledger.cost.source'], ''), nullIf(a['gen_ai.usage.cost.source'], ''), 'reported')
+                    AS reported_source,
+                a['llmledger.usage.estimated'] = 'true' AS tokens_estimated,
+                a['llmledger.fallback'] = 'true' AS is_fallback,
+                toUInt16OrZero(a['llmledger.fallback.attempt']) AS fallback_attempt,
+                a['error.type'] AS error_type_attribute,
+                StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND error_type_attribute = '' AS success,
+                Duration AS duration_ns,
+                toFloat64OrNull(a['gen_ai.response.time_to_first_chunk']) AS first_chunk_seconds,
+                toFloat64OrNull(a['gen_ai.server.time_to_first_token']) AS first_token_seconds,
+                a['gen_ai.request.stream'] = 'true' OR a['gen_ai.is_streaming'] = 'true' OR a['llm.is_streaming'] = 'true'
+                    AS stream
+            FROM ${db}.otel_traces
+        )
+        WHERE operation IN ('chat', 'text_completion', 'embeddings', 'generate_content')
+          AND (request_model != '' OR response_model != '' OR has_usage)
+    )
 ) AS s
 LEFT ANY JOIN ${current_prices} AS p ON ${price_match}
