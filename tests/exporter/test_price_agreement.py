@@ -214,7 +214,9 @@ def test_span_cost_equals_view_cost(
     priced_store: StoreConfig, store_client: Client, generated: list[Call]
 ) -> None:
     db = priced_store.database
+    # Each example's calls are new: forget the calls (and the index they are found by).
     run_command(store_client, f"TRUNCATE TABLE `{db}`.llm_call_rows")
+    run_command(store_client, f"TRUNCATE TABLE `{db}`.llm_call_index")
     recorder = Recorder({"service.name": "agreement"}, "llmledger.instrumentation")
     expected: dict[str, tuple[Decimal | None, str]] = {}
     for index, call in enumerate(generated):
