@@ -5,13 +5,18 @@ Usage::
     git archive main | tar -x -C /tmp/llmledger-main
     .venv/bin/python bench/bench_view_pair.py /tmp/llmledger-main --batch 20000 --rounds 8
     .venv/bin/python bench/bench_view_pair.py /tmp/llmledger-main --batch 10 --rounds 30 --without-cost
+    .venv/bin/python bench/bench_view_pair.py /tmp/llmledger-main --batch 1000 --rounds 12 --seed 1000000
 
 Database ``before`` gets its schema (and, ``--without-cost``, its prices through ``llmledger
 prices sync``) from the other version's code, run in a child process with that tree's
 ``src`` folders first on ``PYTHONPATH``; database ``after`` from this tree's. Both live in one
 embedded store, and this process then writes the same kind of spans (``bench_writer.make_spans``,
 unique response ids) to each in turn, alternating which goes first: load from elsewhere on a
-shared machine falls on both alike. Prints the median CPU time (``process_time``: chDB runs
+shared machine falls on both alike. With ``--seed N`` each database first gets N other calls
+(50,000 per insert, untimed, their merges left to finish): a busy store, whose last 15
+minutes hold N calls, as the inserts that follow meet it; merges are then stopped, so the
+figures are the inserts' own cost (the seed's parts would otherwise merge at random moments
+of the timed inserts, and their CPU time would land on whichever insert ran then). Prints the median CPU time (``process_time``: chDB runs
 in this process, its merges included) per insert and per span, and their ratio. The first
 round warms up and is not counted.
 """
@@ -35,7 +40,11 @@ from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.store import open_store
 from llmledger.exporter.cli import main
 config = StoreConfig(url=sys.argv[1], database=sys.argv[2])
-apply_migrations(open_store(config, use_database=False, write=True), config)
+try:
+    client = open_store(config, use_database=False, write=True)
+except TypeError:  # versions before the store server: no `write`
+    client = open_store(config, use_database=False)
+apply_migrations(client, config)
 if sys.argv[3] == "prices":
     sys.exit(main(["prices", "sync", "--url", config.url, "--database", config.database]))
 """
@@ -52,6 +61,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="timed inserts per database")
     parser.add_argument(
         "--without-cost", action="store_true", help="spans the store prices from model_prices"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="calls written to each database before timing (a busy store)"
     )
     args = parser.parse_args()
 
@@ -73,8 +85,18 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
     client = open_store(StoreConfig(url=url), use_database=False, write=True)
-    spans = make_spans(args.batch * (args.rounds + 1), with_cost=not args.without_cost)
     writers = {database: SpanWriter(client, database) for database in ("before", "after")}
+    for first in range(0, args.seed, 50_000):
+        seed = make_spans(min(50_000, args.seed - first), with_cost=not args.without_cost, first=first)
+        for database, writer in writers.items():
+            rows = SpanRows()
+            rows.add_sdk_spans(seed)
+            writer.write(rows, dedup_token=f"seed-{database}-{first}")
+    while args.seed and int(client.command("SELECT count() FROM system.merges")):
+        time.sleep(0.5)
+    if args.seed:  # the seed's parts would merge at random moments of the timed inserts
+        client.command("SYSTEM STOP MERGES")
+    spans = make_spans(args.batch * (args.rounds + 1), with_cost=not args.without_cost, first=args.seed)
     cpu: dict[str, list[float]] = {database: [] for database in writers}
     for index in range(args.rounds + 1):
         chunk = spans[index * args.batch : (index + 1) * args.batch]
@@ -87,7 +109,8 @@ def main() -> int:
                 cpu[database].append(time.process_time() - started)
     before, after = statistics.median(cpu["before"]), statistics.median(cpu["after"])
     print(
-        f"{'without' if args.without_cost else 'with'} cost, {args.batch} spans x {args.rounds} inserts each: "
+        f"{'without' if args.without_cost else 'with'} cost, {args.batch} spans x {args.rounds} inserts each"
+        f"{f' after {args.seed} calls' if args.seed else ''}: "
         f"before {before * 1e3:.1f} ms/insert ({before / args.batch * 1e6:.1f} us/span), "
         f"after {after * 1e3:.1f} ms/insert ({after / args.batch * 1e6:.1f} us/span), after/before {after / before:.3f}"
     )

@@ -73,7 +73,8 @@ _COST_ATTRIBUTES = (
 )
 
 
-def make_spans(count: int, *, with_cost: bool = True) -> list[ReadableSpan]:
+def make_spans(count: int, *, with_cost: bool = True, first: int = 0) -> list[ReadableSpan]:
+    """``count`` chat spans; response ids count from ``first`` (distinct calls across calls of this)."""
     memory = InMemorySpanExporter()
     provider = TracerProvider(
         resource=Resource.create({"service.name": "crm", "deployment.environment": "prod"})
@@ -86,7 +87,7 @@ def make_spans(count: int, *, with_cost: bool = True) -> list[ReadableSpan]:
             "gen_ai.provider.name": "openai",
             "gen_ai.request.model": "gpt-4o-mini",
             "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-            "gen_ai.response.id": f"chatcmpl-{i:012d}",
+            "gen_ai.response.id": f"chatcmpl-{first + i:012d}",
             "gen_ai.response.finish_reasons": ("stop",),
             "gen_ai.request.stream": i % 4 == 0,
             "gen_ai.usage.input_tokens": 800 + i % 997,
@@ -222,7 +223,7 @@ def main() -> int:
     def forget_calls() -> None:
         # The same spans are written on every repetition: empty the per-call table first, so
         # every write meets calls the store has not seen (as in production) and not replays,
-        # which the billed-once views (llm_call_rows, migration 0012) turn into no changes.
+        # which the billed-once views (migration 0012) turn into no changes.
         tables = {
             name
             for (name,) in run_query(
@@ -231,10 +232,10 @@ def main() -> int:
                 parameters={"db": config.database},
             ).result_rows
         }
-        run_command(
-            client,
-            f"TRUNCATE TABLE `{config.database}`.`{'llm_call_rows' if 'llm_call_rows' in tables else 'llm_calls'}`",
-        )
+        # llm_call_index (0015) is what the views look calls up in.
+        for table in ("llm_call_index", "llm_call_rows") if "llm_call_rows" in tables else ("llm_calls",):
+            if table in tables:
+                run_command(client, f"TRUNCATE TABLE `{config.database}`.`{table}`")
         settle()
 
     def measured(
