@@ -16,9 +16,9 @@ shared machine falls on both alike. With ``--seed N`` each database first gets N
 (50,000 per insert, untimed, their merges left to finish): a busy store, whose last 15
 minutes hold N calls, as the inserts that follow meet it; merges are then stopped, so the
 figures are the inserts' own cost (the seed's parts would otherwise merge at random moments
-of the timed inserts, and their CPU time would land on whichever insert ran then). Prints the median CPU time (``process_time``: chDB runs
-in this process, its merges included) per insert and per span, and their ratio. The first
-round warms up and is not counted.
+of the timed inserts, and their CPU time would land on whichever insert ran then). Prints
+the median CPU time (``process_time``: chDB runs in this process, its merges included) per
+insert and per span, and their ratio. The first round warms up and is not counted.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from llmledger.exporter._internal.rows import SpanRows
+from llmledger.exporter._internal.writer import SpanWriter
 
 SETUP = """
 import sys
@@ -48,6 +53,25 @@ apply_migrations(client, config)
 if sys.argv[3] == "prices":
     sys.exit(main(["prices", "sync", "--url", config.url, "--database", config.database]))
 """
+
+
+def interleaved_inserts(
+    writers: dict[str, SpanWriter], spans: list[ReadableSpan], batch: int, rounds: int
+) -> dict[str, list[float]]:
+    """CPU seconds of each timed insert, per writer: ``rounds + 1`` inserts of ``batch`` spans
+    to every writer in turn, the order reversed every other round (load from elsewhere falls
+    on all alike); the first round warms up and is not counted."""
+    cpu: dict[str, list[float]] = {name: [] for name in writers}
+    for index in range(rounds + 1):
+        chunk = spans[index * batch : (index + 1) * batch]
+        for name in list(writers) if index % 2 else reversed(list(writers)):
+            rows = SpanRows()
+            rows.add_sdk_spans(chunk)
+            started = time.process_time()
+            writers[name].write(rows, dedup_token=uuid.uuid4().hex)
+            if index:
+                cpu[name].append(time.process_time() - started)
+    return cpu
 
 
 def main() -> int:
@@ -71,9 +95,7 @@ def main() -> int:
     from bench_writer import make_spans
 
     from llmledger.exporter import StoreConfig
-    from llmledger.exporter._internal.rows import SpanRows
     from llmledger.exporter._internal.store import open_store
-    from llmledger.exporter._internal.writer import SpanWriter
 
     url = f"chdb://{tempfile.mkdtemp(prefix='llmledger-pair-')}"
     other = os.pathsep.join(str(args.other / part / "src") for part in ("instrumentation", "exporter"))
@@ -97,16 +119,7 @@ def main() -> int:
     if args.seed:  # the seed's parts would merge at random moments of the timed inserts
         client.command("SYSTEM STOP MERGES")
     spans = make_spans(args.batch * (args.rounds + 1), with_cost=not args.without_cost, first=args.seed)
-    cpu: dict[str, list[float]] = {database: [] for database in writers}
-    for index in range(args.rounds + 1):
-        chunk = spans[index * args.batch : (index + 1) * args.batch]
-        for database in ("before", "after") if index % 2 else ("after", "before"):
-            rows = SpanRows()
-            rows.add_sdk_spans(chunk)
-            started = time.process_time()
-            writers[database].write(rows, dedup_token=uuid.uuid4().hex)
-            if index:
-                cpu[database].append(time.process_time() - started)
+    cpu = interleaved_inserts(writers, spans, args.batch, args.rounds)
     before, after = statistics.median(cpu["before"]), statistics.median(cpu["after"])
     print(
         f"{'without' if args.without_cost else 'with'} cost, {args.batch} spans x {args.rounds} inserts each"

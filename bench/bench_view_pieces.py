@@ -24,8 +24,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 # Each step adds views to the one before; a name may be absent from older schemas.
@@ -49,11 +47,11 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_view_pair import interleaved_inserts
     from bench_writer import make_spans
 
     from llmledger.exporter import StoreConfig
     from llmledger.exporter._internal.migrations import apply_migrations
-    from llmledger.exporter._internal.rows import SpanRows
     from llmledger.exporter._internal.store import open_store
     from llmledger.exporter._internal.writer import SpanWriter
 
@@ -77,16 +75,7 @@ def main() -> int:
 
     spans = make_spans(args.batch * (args.rounds + 1), with_cost=True)
     writers = {database: SpanWriter(client, database) for database in databases}
-    cpu: dict[str, list[float]] = {database: [] for database in databases}
-    for index in range(args.rounds + 1):
-        chunk = spans[index * args.batch : (index + 1) * args.batch]
-        for database in databases if index % 2 else reversed(databases):
-            rows = SpanRows()
-            rows.add_sdk_spans(chunk)
-            started = time.process_time()
-            writers[database].write(rows, dedup_token=uuid.uuid4().hex)
-            if index:
-                cpu[database].append(time.process_time() - started)
+    cpu = interleaved_inserts(writers, spans, args.batch, args.rounds)
 
     print(f"{args.batch} spans per insert, {args.rounds} inserts per step, CPU ms per insert (median)")
     before = 0.0
