@@ -27,10 +27,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
 from llmledger.instrumentation._internal import apis
-from llmledger.instrumentation._internal.call import LLMCall, Telemetry
+from llmledger.instrumentation._internal.call import LLMCall
 from llmledger.instrumentation._internal.config import InstrumentationConfig
 from llmledger.instrumentation._internal.provider import endpoint_for
 from llmledger.instrumentation._internal.stream import StreamProxy
+from llmledger.instrumentation._internal.telemetry import Telemetry
 
 
 def _chunks() -> list[ChatCompletionChunk]:

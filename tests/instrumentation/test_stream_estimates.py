@@ -19,6 +19,7 @@ import tiktoken
 from llmledger.instrumentation import UsageTotals, usage_totals, wait_for_pending_calls
 from llmledger.instrumentation._internal import call as call_module
 from llmledger.instrumentation._internal import estimate
+from llmledger.instrumentation._internal import finish as finish_module
 from llmledger.instrumentation._internal import instrumentor as instrumentor_module
 from llmledger.instrumentation._internal.estimate import TokenCounter
 
@@ -196,7 +197,7 @@ def test_stream_without_usage_gets_estimated_counts(
 def cold_counter(monkeypatch: pytest.MonkeyPatch) -> TokenCounter:
     """A process that has not loaded any encoding yet."""
     counter = TokenCounter()
-    for module in (estimate, call_module, instrumentor_module):
+    for module in (estimate, call_module, finish_module, instrumentor_module):
         monkeypatch.setattr(module, "TOKEN_COUNTER", counter)
     return counter
 

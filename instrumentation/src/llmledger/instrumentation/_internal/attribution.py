@@ -19,13 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import baggage, context
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 
 from llmledger.instrumentation._internal import attributes as A
+
+if TYPE_CHECKING:
+    from llmledger.instrumentation._internal.finish import CallOutcome
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -319,38 +322,28 @@ class UsageTotals:
     pending_calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(
-        self,
-        *,
-        failed: bool,
-        input_tokens: int | None,
-        cached_input_tokens: int,
-        output_tokens: int | None,
-        cache_write_input_tokens: int = 0,
-        reasoning_tokens: int,
-        cost: Decimal | None,
-        priced: bool,
-        estimated: bool,
-        held: bool = False,
-    ) -> None:
+    def add(self, outcome: CallOutcome) -> None:
+        """Count one finished call in."""
+        usage = outcome.usage
         with self._lock:
-            self.pending_calls -= held
+            self.pending_calls -= outcome.held
             self.calls += 1
-            self.errors += failed
-            self.input_tokens += input_tokens or 0
-            self.cached_input_tokens += cached_input_tokens
-            self.cache_write_input_tokens += cache_write_input_tokens
-            self.output_tokens += output_tokens or 0
-            self.reasoning_tokens += reasoning_tokens
-            if cost is not None:
-                self.cost_usd += cost
+            self.errors += outcome.error_type is not None
+            if usage is not None:
+                self.input_tokens += usage.input_tokens or 0
+                self.cached_input_tokens += usage.cached_input_tokens
+                self.cache_write_input_tokens += usage.cache_write_tokens
+                self.output_tokens += usage.output_tokens or 0
+                self.reasoning_tokens += usage.reasoning_tokens
+                self.estimated_calls += usage.estimated
+            if outcome.cost is not None:
+                self.cost_usd += outcome.cost.total
                 self.priced_calls += 1
-            elif priced:
+            elif outcome.priced:
                 self.unpriced_calls += 1
-            self.estimated_calls += estimated
 
     def hold(self) -> None:
-        """A call ended and waits for its estimate; ``add(..., held=True)`` follows."""
+        """A call ended and waits for its estimate; ``add`` of its held outcome follows."""
         with self._lock:
             self.pending_calls += 1
 

@@ -16,7 +16,6 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper  # pyright: ignore[reportUnknownVariableType]
 
 from llmledger.instrumentation._internal import apis
-from llmledger.instrumentation._internal.call import Telemetry
 from llmledger.instrumentation._internal.config import InstrumentationConfig
 from llmledger.instrumentation._internal.errors import internal_error
 from llmledger.instrumentation._internal.estimate import TOKEN_COUNTER
@@ -27,6 +26,7 @@ from llmledger.instrumentation._internal.patch import (
     sync_retrieve_wrapper,
     sync_wrapper,
 )
+from llmledger.instrumentation._internal.telemetry import Telemetry
 from llmledger.instrumentation.package import _instruments  # pyright: ignore[reportPrivateUsage]
 from llmledger.instrumentation.version import __version__
 

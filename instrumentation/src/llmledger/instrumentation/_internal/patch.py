@@ -16,7 +16,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from llmledger.instrumentation._internal import guard
 from llmledger.instrumentation._internal.apis import RESPONSES, ApiSpec
 from llmledger.instrumentation._internal.attribution import current_attribution
-from llmledger.instrumentation._internal.call import LLMCall, Telemetry
+from llmledger.instrumentation._internal.call import LLMCall
 from llmledger.instrumentation._internal.errors import internal_error
 from llmledger.instrumentation._internal.provider import Endpoint, endpoint_for
 from llmledger.instrumentation._internal.stream import (
@@ -25,6 +25,7 @@ from llmledger.instrumentation._internal.stream import (
     apply_body,
     wrap_stream,
 )
+from llmledger.instrumentation._internal.telemetry import Telemetry
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
