@@ -14,8 +14,7 @@ from llmledger.exporter import StoreConfig
 from llmledger.exporter._internal.prices import write_prices
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.writer import SpanWriter
-from llmledger.instrumentation._internal.price_file import parse_price_file
-from llmledger.instrumentation.pricing import PriceBook, PriceRow
+from llmledger.instrumentation.pricing import PriceBook, PriceRow, parse_price_file
 
 OPENLLMETRY_CHAT: dict[str, Any] = {
     "llm.request.type": "chat",

@@ -30,9 +30,13 @@ from llmledger.exporter._internal.prices import write_prices
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import run_command, run_query
 from llmledger.exporter._internal.writer import SpanWriter
-from llmledger.instrumentation._internal.call import cost_attributes
-from llmledger.instrumentation._internal.price_file import parse_price_file
-from llmledger.instrumentation.pricing import PriceBook, PriceRow, TokenUsage
+from llmledger.instrumentation.pricing import (
+    PriceBook,
+    PriceRow,
+    TokenUsage,
+    cost_attributes,
+    parse_price_file,
+)
 
 from .conftest import Recorder
 

@@ -72,8 +72,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from llmledger.instrumentation._internal.config import InstrumentationConfig
-    from llmledger.instrumentation.pricing import PriceFileError, refused_price_file
+    from llmledger.instrumentation.pricing import (
+        PriceFileError,
+        azure_deployments_from_env,
+        refused_price_file,
+    )
 
     config = store_config(args)
     try:
@@ -81,7 +84,7 @@ def _sync(args: argparse.Namespace) -> int:
         book = price_book(
             args.price_file,
             genai_prices=not args.no_genai_prices,
-            azure_deployments=InstrumentationConfig.from_env().azure_deployments,
+            azure_deployments=azure_deployments_from_env(),
         )
     except PriceFileError as exc:  # every problem listed; nothing is written
         print(refused_price_file(exc) + " (nothing was written)", file=sys.stderr)

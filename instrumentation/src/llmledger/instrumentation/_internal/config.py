@@ -56,14 +56,7 @@ class InstrumentationConfig:
             problems.append(f"{name}={raw!r} is not a boolean (use true or false)")
             return default
 
-        deployments: dict[str, str] = {}
-        raw_deployments = env.get("LLMLEDGER_AZURE_DEPLOYMENTS", "")
-        for item in filter(None, (p.strip() for p in raw_deployments.split(","))):
-            name, sep, model = item.partition("=")
-            if not sep or not name.strip() or not model.strip():
-                problems.append(f"LLMLEDGER_AZURE_DEPLOYMENTS: {item!r} is not deployment=model")
-                continue
-            deployments[name.strip()] = model.strip()
+        deployments = azure_deployments(env, problems)
 
         estimate_wait_s = cls.estimate_wait_s
         raw_wait = env.get("LLMLEDGER_ESTIMATE_WAIT")
@@ -90,3 +83,17 @@ class InstrumentationConfig:
         if problems:
             logger.warning("llmledger: ignoring invalid settings (defaults used): %s", "; ".join(problems))
         return config
+
+
+def azure_deployments(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """Azure deployment → model from ``LLMLEDGER_AZURE_DEPLOYMENTS``; what is not ``deployment=model``
+    is left out and described in ``problems``."""
+    deployments: dict[str, str] = {}
+    raw = env.get("LLMLEDGER_AZURE_DEPLOYMENTS", "")
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        name, sep, model = item.partition("=")
+        if not sep or not name.strip() or not model.strip():
+            problems.append(f"LLMLEDGER_AZURE_DEPLOYMENTS: {item!r} is not deployment=model")
+            continue
+        deployments[name.strip()] = model.strip()
+    return deployments
