@@ -273,6 +273,26 @@ def test_config_from_env_reports_every_problem(caplog: pytest.LogCaptureFixture)
     assert "'broken' is not deployment=model" in caplog.text
 
 
+def test_azure_deployments_read_by_the_public_api_as_the_app_reads_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``llmledger prices sync`` maps deployments through this; it must agree with the app's config."""
+    from llmledger.instrumentation.pricing import azure_deployments_from_env
+
+    env = {
+        "LLMLEDGER_AZURE_DEPLOYMENTS": " prod = gpt-4o ,broken,, mini=gpt-4o-mini",
+        "LLMLEDGER_CONSOLE": "maybe",
+    }
+    with caplog.at_level(logging.WARNING, logger="llmledger.instrumentation"):
+        deployments = azure_deployments_from_env(env)
+    assert deployments == {"prod": "gpt-4o", "mini": "gpt-4o-mini"}
+    assert deployments == dict(InstrumentationConfig.from_env(env).azure_deployments)
+    # Only its own setting is reported: the CLI has no business with the app's console flag.
+    assert [r.getMessage() for r in caplog.records][0] == (
+        "llmledger: ignoring invalid settings: LLMLEDGER_AZURE_DEPLOYMENTS: 'broken' is not deployment=model"
+    )
+
+
 @pytest.mark.usefixtures("instrumented")
 def test_span_is_current_during_the_http_call(fake: FakeOpenAI, telemetry: Telemetry) -> None:
     seen: list[str] = []
