@@ -286,11 +286,11 @@ def test_azure_deployments_read_by_the_public_api_as_the_app_reads_them(
     with caplog.at_level(logging.WARNING, logger="llmledger.instrumentation"):
         deployments = azure_deployments_from_env(env)
     assert deployments == {"prod": "gpt-4o", "mini": "gpt-4o-mini"}
-    assert deployments == dict(InstrumentationConfig.from_env(env).azure_deployments)
     # Only its own setting is reported: the CLI has no business with the app's console flag.
-    assert [r.getMessage() for r in caplog.records][0] == (
+    assert [r.getMessage() for r in caplog.records] == [
         "llmledger: ignoring invalid settings: LLMLEDGER_AZURE_DEPLOYMENTS: 'broken' is not deployment=model"
-    )
+    ]
+    assert deployments == dict(InstrumentationConfig.from_env(env).azure_deployments)
 
 
 @pytest.mark.usefixtures("instrumented")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionTokensDetails, PromptTokensDetails
 from openai.types.responses import Response
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 from pydantic import BaseModel
 
 from llmledger.instrumentation._internal import apis, errors
@@ -447,7 +447,11 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any]
             for metric in scope.metrics:
                 for point in metric.data.data_points:
                     # A histogram's sum, a counter's value.
-                    value = getattr(point, "sum", None) if hasattr(point, "bucket_counts") else point.value
+                    value = (
+                        point.sum
+                        if isinstance(point, HistogramDataPoint)
+                        else cast(NumberDataPoint, point).value
+                    )
                     out.setdefault(metric.name, []).append((dict(point.attributes or {}), value))
     return out
 
