@@ -58,8 +58,8 @@ def request_attributes(
     if endpoint.port is not None:
         attrs[A.SERVER_PORT] = endpoint.port
     attrs[A.REQUEST_STREAM] = kwargs.get("stream") is True
-    model = request_model(kwargs)
-    if model is not None:
+    model = kwargs.get("model")
+    if isinstance(model, str):
         attrs[A.REQUEST_MODEL] = model
     api.add_request_attributes(kwargs, attrs)
     conversation = kwargs.get("conversation")
