@@ -6,12 +6,14 @@ value is written exactly as the Collector's ``clickhouse`` exporter writes it (h
 ``Client``/``Error`` enum names, attributes through :mod:`.stringify`), so rows are the
 same bytes whichever path carried the span.
 
-SDK spans are converted a batch at a time, column by column (:class:`SpanColumns`): one
-attribute across all spans is one list with one type, which :func:`.stringify_column`
-converts without a Python call per value, and the loops stay in C (``map``, slicing,
-``itertools``). OTLP requests are converted span by span into row tuples. Either form
-gives the same :meth:`SpanRows.rows` and the same :class:`SpanColumns` for the Native
-insert body (:mod:`.native_block`).
+Both become :class:`SpanColumns`, and every attribute value is rendered by one renderer,
+:mod:`.stringify` (an OTLP ``AnyValue`` as the Python value an SDK attribute would hold). SDK
+spans are converted a batch at a time, column by column: one attribute across all spans is
+one list with one type, which :func:`.stringify_column` converts without a Python call per
+value, and the loops stay in C (``map``, slicing, ``itertools``). An OTLP request is read span
+by span (each protobuf field read is a Python-level call, whichever order they are read in;
+a span's fields together measured fastest) and turned into columns once. The columns are
+what the Native insert body is encoded from (:mod:`.native_block`).
 """
 
 from __future__ import annotations
@@ -354,14 +356,14 @@ class SpanColumns(NamedTuple):
 class SpanRows:
     """Rows for ``otel_traces`` (see :data:`OTEL_TRACES_COLUMNS`), collected batch by batch.
 
-    SDK spans are kept as :class:`SpanColumns` (converted a column at a time), OTLP spans as
-    row tuples; :meth:`rows`, :attr:`columns` and :meth:`span_columns` give either form.
+    SDK spans and OTLP requests alike are kept as :class:`SpanColumns` (converted a column
+    at a time); :meth:`rows` and :attr:`columns` give them row by row or column by column.
     """
 
     __slots__ = ("_count", "_memo", "_parts")
 
     def __init__(self) -> None:
-        self._parts: list[SpanColumns | list[tuple[Any, ...]]] = []
+        self._parts: list[SpanColumns] = []
         self._count = 0
         # One batch's int and float strings, shared by its add_sdk_spans calls (the direct
         # exporter adds 512-span exports until an insert's worth): token counts repeat.
@@ -380,16 +382,11 @@ class SpanRows:
 
     def rows(self) -> list[tuple[Any, ...]]:
         """The data row by row."""
-        return list(
-            chain.from_iterable(part if isinstance(part, list) else part.rows() for part in self._parts)
-        )
+        return list(chain.from_iterable(part.rows() for part in self._parts))
 
     def span_columns(self) -> SpanColumns:
         """Every row, column by column: what the Native insert body is built from."""
-        return SpanColumns.concat(
-            [part if isinstance(part, SpanColumns) else SpanColumns.from_rows(part) for part in self._parts]
-            or [SpanColumns.from_rows([])]
-        )
+        return SpanColumns.concat(self._parts or [SpanColumns.from_rows([])])
 
     def dedup_token(self) -> str:
         """A deterministic insert_deduplication_token: the same spans in the same order give the same token.
@@ -399,11 +396,9 @@ class SpanRows:
         """
         digest = hashlib.blake2b(digest_size=16)
         for part in self._parts:
-            if isinstance(part, SpanColumns):
-                ids = chain.from_iterable(zip(part.trace_ids, part.span_ids, strict=True))
-            else:
-                ids = chain.from_iterable(map(itemgetter(1, 2), part))
-            digest.update("".join(ids).encode())
+            digest.update(
+                "".join(chain.from_iterable(zip(part.trace_ids, part.span_ids, strict=True))).encode()
+            )
         return f"llmledger-{len(self)}-{digest.hexdigest()}"
 
     def add_sdk_spans(self, spans: Iterable[ReadableSpan]) -> None:
@@ -415,43 +410,10 @@ class SpanRows:
 
     def add_otlp(self, request: ExportTraceServiceRequest) -> None:
         """Append the spans of an OTLP ``ExportTraceServiceRequest``."""
-        if not self._parts or not isinstance(self._parts[-1], list):
-            self._parts.append([])
-        rows = self._parts[-1]
-        assert isinstance(rows, list)
-        before = len(rows)
-        append = rows.append
-        for resource_spans in request.resource_spans:
-            resource = _otlp_attributes(resource_spans.resource.attributes)
-            service = resource.get("service.name", "")
-            for scope_spans in resource_spans.scope_spans:
-                scope_name = scope_spans.scope.name
-                scope_version = scope_spans.scope.version
-                for span in scope_spans.spans:
-                    start = span.start_time_unix_nano
-                    end = span.end_time_unix_nano
-                    kind = span.kind
-                    code = span.status.code
-                    append((
-                        start if start < _INT64_LIMIT else start - _UINT64_RANGE,
-                        _hex_id(span.trace_id),
-                        _hex_id(span.span_id),
-                        _hex_id(span.parent_span_id),
-                        span.trace_state,
-                        span.name,
-                        _OTLP_KIND[kind] if 0 <= kind < len(_OTLP_KIND) else "",
-                        service,
-                        resource,
-                        scope_name,
-                        scope_version,
-                        _otlp_attributes(span.attributes),
-                        end - start if end > start else 0,
-                        _OTLP_STATUS[code] if 0 <= code < len(_OTLP_STATUS) else "",
-                        span.status.message,
-                        *(_otlp_events(span.events) if span.events else _NO_EVENTS),
-                        *(_otlp_links(span.links) if span.links else _NO_LINKS),
-                    ))  # fmt: skip
-        self._count += len(rows) - before
+        columns = _otlp_columns(request)
+        if columns is not None:
+            self._parts.append(columns)
+            self._count += len(columns.timestamps)
 
 
 # -- SDK spans, a batch at a time -------------------------------------------------------
@@ -608,7 +570,7 @@ def _plain_dict(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 def _resource_columns(resources: Sequence[Any]) -> tuple[list[str], AttributeMaps]:
     # A batch has one resource or a few: convert each once, by identity.
     distinct = list({id(resource): resource for resource in resources}.values())
-    converted = [_sdk_attributes(resource.attributes) for resource in distinct]
+    converted = [_rendered(resource.attributes) for resource in distinct]
     shapes = [tuple(attributes) for attributes in converted]
     services = [attributes.get("service.name", "") for attributes in converted]
     values = [list(attributes.values()) for attributes in converted]
@@ -656,7 +618,8 @@ def _nested_columns(sequences: Sequence[Any], convert: Any, empty: tuple[tuple[(
     return columns
 
 
-def _sdk_attributes(attributes: Mapping[str, Any] | None) -> dict[str, str]:
+def _rendered(attributes: Mapping[str, Any] | None) -> dict[str, str]:
+    """Attribute values as the stored strings: the one renderer for resources, events and links of either source."""
     if not attributes:
         return {}
     # BoundedAttributes iterates through the Mapping ABC (a Python call per key); its
@@ -676,7 +639,7 @@ def _sdk_events(events: Sequence[Event]) -> tuple[list[int], list[str], list[dic
     return (
         [event.timestamp for event in events],
         [event.name for event in events],
-        [_sdk_attributes(event.attributes) for event in events],
+        [_rendered(event.attributes) for event in events],
     )
 
 
@@ -685,7 +648,7 @@ def _sdk_links(links: Sequence[Link]) -> tuple[list[str], list[str], list[str], 
         [_hex_trace_id(link.context.trace_id) for link in links],
         [_hex_span_id(link.context.span_id) for link in links],
         [link.context.trace_state.to_header() if link.context.trace_state else "" for link in links],
-        [_sdk_attributes(link.attributes) for link in links],
+        [_rendered(link.attributes) for link in links],
     )
 
 
@@ -697,10 +660,57 @@ def _hex_span_id(span_id: int) -> str:
     return format(span_id, "016x") if span_id else ""
 
 
-# -- OTLP requests, span by span ---------------------------------------------------------
+# -- OTLP requests ---------------------------------------------------------------------
+#
+# A request is decoded into what the SDK path reads from its spans, and its attribute
+# values go through the same renderer (``stringify``; an OTLP value is rendered as the SDK
+# value it decodes to, see ``stringify_any_value``). Reading a protobuf field costs a
+# Python-level call whichever way it is read, and reading each span's fields together
+# measured faster than a field across the spans (the SDK path's way): the spans are read
+# row by row, then turned into columns once.
+
+
+def _otlp_columns(request: ExportTraceServiceRequest) -> SpanColumns | None:
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    for resource_spans in request.resource_spans:
+        resource = _otlp_attributes(resource_spans.resource.attributes)
+        service = resource.get("service.name", "")
+        for scope_spans in resource_spans.scope_spans:
+            scope_name = scope_spans.scope.name
+            scope_version = scope_spans.scope.version
+            for span in scope_spans.spans:
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                kind = span.kind
+                code = span.status.code
+                append((
+                    start if start < _INT64_LIMIT else start - _UINT64_RANGE,
+                    _hex_id(span.trace_id),
+                    _hex_id(span.span_id),
+                    _hex_id(span.parent_span_id),
+                    span.trace_state,
+                    span.name,
+                    _OTLP_KIND[kind] if 0 <= kind < len(_OTLP_KIND) else "",
+                    service,
+                    resource,
+                    scope_name,
+                    scope_version,
+                    _otlp_attributes(span.attributes),
+                    end - start if end > start else 0,
+                    _OTLP_STATUS[code] if 0 <= code < len(_OTLP_STATUS) else "",
+                    span.status.message,
+                    *(_otlp_events(span.events) if span.events else _NO_EVENTS),
+                    *(_otlp_links(span.links) if span.links else _NO_LINKS),
+                ))  # fmt: skip
+    return SpanColumns.from_rows(rows) if rows else None
 
 
 def _otlp_attributes(attributes: Iterable[KeyValue]) -> dict[str, str]:
+    """An OTLP attribute list as stored: each value decoded to its SDK-style value and rendered (``stringify``).
+
+    A repeated key keeps its last value (as a dict of the SDK's would).
+    """
     out: dict[str, str] = {}
     for kv in attributes:
         value = kv.value
@@ -716,8 +726,7 @@ def _hex_id(raw: bytes) -> str:
     return raw.hex() if raw.strip(b"\x00") else ""
 
 
-def _otlp_events(events: Iterable[OtlpSpan.Event]) -> tuple[list[int], list[str], list[dict[str, str]]]:
-    events = list(events)
+def _otlp_events(events: Sequence[OtlpSpan.Event]) -> tuple[list[int], list[str], list[dict[str, str]]]:
     return (
         [signed_nanos(event.time_unix_nano) for event in events],
         [event.name for event in events],
@@ -726,9 +735,8 @@ def _otlp_events(events: Iterable[OtlpSpan.Event]) -> tuple[list[int], list[str]
 
 
 def _otlp_links(
-    links: Iterable[OtlpSpan.Link],
+    links: Sequence[OtlpSpan.Link],
 ) -> tuple[list[str], list[str], list[str], list[dict[str, str]]]:
-    links = list(links)
     return (
         [_hex_id(link.trace_id) for link in links],
         [_hex_id(link.span_id) for link in links],

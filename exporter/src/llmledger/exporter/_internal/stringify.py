@@ -8,9 +8,11 @@ decimal, doubles in the ES6 / Go ``encoding/json`` number format (``0.000435``,
 exactly means a span lands with the same bytes whichever writer carried it, so the
 ``llm_calls`` view parses both alike.
 
-Three entry points: :func:`stringify` for one OpenTelemetry SDK attribute value,
-:func:`stringify_column` for many (one attribute across a batch of spans, where the
-loop stays in C), and :func:`stringify_any_value` for OTLP protobuf ``AnyValue`` messages.
+One renderer, two entry points: :func:`stringify` for one attribute value, and
+:func:`stringify_column` for many (one attribute across a batch of spans, where the loop
+stays in C). OTLP protobuf ``AnyValue`` messages are first decoded to the Python value an
+SDK attribute would hold (:func:`any_value_raw`), so SDK spans and OTLP requests are
+rendered by the same code (:func:`stringify_any_value` is the two steps).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, Final
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-__all__ = ["BY_TYPE", "go_float", "stringify", "stringify_any_value", "stringify_column"]
+__all__ = ["BY_TYPE", "any_value_raw", "go_float", "stringify", "stringify_any_value", "stringify_column"]
 
 # Go's json encoder escapes these on top of what Python's does (HTML safety, JS line breaks).
 _GO_EXTRA_ESCAPES: Final = {
@@ -247,37 +250,55 @@ def _sequences(values: list[tuple[Any, ...]]) -> list[str]:
     return list(map(table.__getitem__, values))
 
 
-def _any_value_raw(value: AnyValue) -> Any:
-    """pdata's ``AsRaw`` of an OTLP ``AnyValue``."""
-    which = value.WhichOneof("value")
-    if which == "string_value":
-        return value.string_value
-    if which == "bool_value":
-        return value.bool_value
-    if which == "int_value":
-        return value.int_value
-    if which == "double_value":
-        return value.double_value
-    if which == "bytes_value":
-        return value.bytes_value
-    if which == "array_value":
-        return [_any_value_raw(item) for item in value.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _any_value_raw(kv.value) for kv in value.kvlist_value.values}
+def _array_raw(value: AnyValue) -> tuple[Any, ...]:
+    # A tuple, as the SDK holds a sequence attribute (stringify_column shares equal ones).
+    return tuple(map(any_value_raw, value.array_value.values))
+
+
+def _kvlist_raw(value: AnyValue) -> dict[str, Any]:
+    return {kv.key: any_value_raw(kv.value) for kv in value.kvlist_value.values}
+
+
+def _no_value(value: AnyValue) -> None:
     return None
 
 
+# The set member's name -> its value; a dict lookup rather than a chain of comparisons.
+_RAW_BY_MEMBER: Final[dict[str | None, Callable[[AnyValue], Any]]] = {
+    "string_value": attrgetter("string_value"),
+    "bool_value": attrgetter("bool_value"),
+    "int_value": attrgetter("int_value"),
+    "double_value": attrgetter("double_value"),
+    "bytes_value": attrgetter("bytes_value"),
+    "array_value": _array_raw,
+    "kvlist_value": _kvlist_raw,
+}
+
+
+def any_value_raw(value: AnyValue) -> Any:
+    """pdata's ``AsRaw`` of an OTLP ``AnyValue``: the Python value an SDK attribute would hold.
+
+    OTLP values are decoded to these and rendered by :func:`stringify`, as SDK values are:
+    one renderer, whichever source a value came from.
+    """
+    return _RAW_BY_MEMBER.get(value.WhichOneof("value"), _no_value)(value)
+
+
+# A scalar member -> the renderer of the Python type it holds (BY_TYPE's, so an OTLP value and
+# the same SDK value print alike): one dict lookup where decoding then dispatching costs two calls.
+_RENDER_BY_MEMBER: Final = {
+    "int_value": BY_TYPE[int],
+    "double_value": BY_TYPE[float],
+    "bool_value": BY_TYPE[bool],
+    "bytes_value": BY_TYPE[bytes],
+    "string_value": BY_TYPE[str],
+}
+
+
 def stringify_any_value(value: AnyValue) -> str:
-    """An OTLP protobuf ``AnyValue`` as the Collector's exporter stores it."""
-    which = value.WhichOneof("value")
-    if which == "string_value":
-        return value.string_value
-    if which == "int_value":
-        return str(value.int_value)
-    if which == "bool_value":
-        return "true" if value.bool_value else "false"
-    if which == "double_value":
-        return go_float(value.double_value)
-    if which is None:
-        return ""
-    return stringify(_any_value_raw(value))
+    """An OTLP protobuf ``AnyValue`` as the Collector's exporter stores it: ``stringify(any_value_raw(value))``."""
+    member = value.WhichOneof("value")
+    render = _RENDER_BY_MEMBER.get(member)  # pyright: ignore[reportArgumentType]
+    if render is not None:
+        return render(getattr(value, member))  # pyright: ignore[reportArgumentType]
+    return stringify(any_value_raw(value))
