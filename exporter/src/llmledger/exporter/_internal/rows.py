@@ -292,7 +292,9 @@ def _group_by_key_tuples(
 
 
 # ResourceAttributes and SpanAttributes: the columns SpanColumns keeps as AttributeMaps.
-_MAP_COLUMNS: Final = (8, 11)
+_RESOURCE: Final = 8
+_SPAN_ATTRIBUTES: Final = 11
+_MAP_COLUMNS: Final = (_RESOURCE, _SPAN_ATTRIBUTES)
 
 
 class SpanColumns(NamedTuple):
@@ -619,7 +621,7 @@ def _nested_columns(sequences: Sequence[Any], convert: Any, empty: tuple[tuple[(
 
 
 def _rendered(attributes: Mapping[str, Any] | None) -> dict[str, str]:
-    """Attribute values as the stored strings: the one renderer for resources, events and links of either source."""
+    """An SDK attribute map (a resource's, an event's, a link's) as stored, through stringify's renderers."""
     if not attributes:
         return {}
     # BoundedAttributes iterates through the Mapping ABC (a Python call per key); its
@@ -673,9 +675,14 @@ def _hex_span_id(span_id: int) -> str:
 def _otlp_columns(request: ExportTraceServiceRequest) -> SpanColumns | None:
     rows: list[tuple[Any, ...]] = []
     append = rows.append
-    for resource_spans in request.resource_spans:
+    # Each resource is rendered once and its spans hold its number, as the SDK path's do.
+    resource_keys: list[tuple[str, ...]] = []
+    resource_values: list[list[str]] = []
+    for number, resource_spans in enumerate(request.resource_spans):
         resource = _otlp_attributes(resource_spans.resource.attributes)
         service = resource.get("service.name", "")
+        resource_keys.append(tuple(resource))
+        resource_values.append(list(resource.values()))
         for scope_spans in resource_spans.scope_spans:
             scope_name = scope_spans.scope.name
             scope_version = scope_spans.scope.version
@@ -693,7 +700,7 @@ def _otlp_columns(request: ExportTraceServiceRequest) -> SpanColumns | None:
                     span.name,
                     _OTLP_KIND[kind] if 0 <= kind < len(_OTLP_KIND) else "",
                     service,
-                    resource,
+                    number,
                     scope_name,
                     scope_version,
                     _otlp_attributes(span.attributes),
@@ -703,7 +710,12 @@ def _otlp_columns(request: ExportTraceServiceRequest) -> SpanColumns | None:
                     *(_otlp_events(span.events) if span.events else _NO_EVENTS),
                     *(_otlp_links(span.links) if span.links else _NO_LINKS),
                 ))  # fmt: skip
-    return SpanColumns.from_rows(rows) if rows else None
+    if not rows:
+        return None
+    columns: list[Any] = list(zip(*rows, strict=True))
+    columns[_RESOURCE] = AttributeMaps(resource_keys, list(columns[_RESOURCE]), shape_values=resource_values)
+    columns[_SPAN_ATTRIBUTES] = AttributeMaps.from_dicts(columns[_SPAN_ATTRIBUTES])
+    return SpanColumns._make(columns)
 
 
 def _otlp_attributes(attributes: Iterable[KeyValue]) -> dict[str, str]:
