@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from llmledger.exporter._internal.collector.native_insert import _UNSUPPORTED, insert_statement
+from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS
 from llmledger.exporter._internal.writer import ATTRIBUTE_INDEXES
 from tests.store_checks import OTEL_TRACES_INDEXES
 
@@ -68,3 +71,14 @@ def test_native_insert_rows_equal_span_rows(tmp_path: Path) -> None:
         "empty value": "native",
         "array element with two members": "refused",
     }
+
+
+def test_the_statement_writes_the_columns_span_rows_writes() -> None:
+    # The SQL file lists its columns itself: a column SpanRows gained and the file did not
+    # would be left to its default by every native insert.
+    statement = insert_statement("llm-ledger")
+    header = re.search(r"INSERT INTO `llm-ledger`\.`otel_traces` \((.*?)\)\nWITH", statement, re.S)
+    assert header is not None
+    assert re.findall(r"`([^`]+)`", header.group(1)) == [name for name, _ in OTEL_TRACES_COLUMNS]
+    # The refusal the drain recognises is the one the statement raises.
+    assert f"throwIf(NOT ok, '{_UNSUPPORTED}')" in statement
