@@ -18,6 +18,7 @@ from string import Template
 from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.identifiers import quote_identifier
 from llmledger.exporter._internal.store import open_store, read_only_settings, run_command, run_query
 
 __all__ = [
@@ -72,10 +73,8 @@ def parse_limit(text: str) -> Decimal:
     return value
 
 
-def _db(name: str) -> str:
-    if not name or not all(c.isalnum() or c == "_" for c in name):
-        raise ValueError(f"invalid database name {name!r}")
-    return f"`{name}`"
+def _budgets_table(database: str) -> str:
+    return f"{quote_identifier(database, 'database name')}.budgets"
 
 
 def set_budget(
@@ -96,7 +95,7 @@ def set_budget(
         raise ValueError("a budget needs a tenant")
     run_command(
         client,
-        f"INSERT INTO {_db(database)}.budgets (tenant_id, user_id, period, limit_usd, enforcement, updated_at) "
+        f"INSERT INTO {_budgets_table(database)} (tenant_id, user_id, period, limit_usd, enforcement, updated_at) "
         "VALUES ({tenant:String}, {user:String}, {period:String}, {limit:Decimal(38, 12)}, {enforcement:String}, now64(3))",
         parameters={
             "tenant": tenant,
@@ -112,14 +111,14 @@ def remove_budget(client: Client, database: str, *, tenant: str, user: str = "",
     """Remove one budget; returns how many there were (0 or 1)."""
     found = run_query(
         client,
-        f"SELECT count() FROM {_db(database)}.budgets FINAL "
+        f"SELECT count() FROM {_budgets_table(database)} FINAL "
         "WHERE tenant_id = {tenant:String} AND user_id = {user:String} AND period = {period:String}",
         parameters={"tenant": tenant, "user": user, "period": period},
     ).result_rows[0][0]
     if found:
         run_command(
             client,
-            f"ALTER TABLE {_db(database)}.budgets DELETE "
+            f"ALTER TABLE {_budgets_table(database)} DELETE "
             "WHERE tenant_id = {tenant:String} AND user_id = {user:String} AND period = {period:String}",
             parameters={"tenant": tenant, "user": user, "period": period},
             settings={"mutations_sync": 2},
@@ -130,7 +129,7 @@ def remove_budget(client: Client, database: str, *, tenant: str, user: str = "",
 def budget_status(client: Client, database: str, now: datetime | None = None) -> list[BudgetStatus]:
     sql = Template(
         resources.files("llmledger.exporter._internal").joinpath("queries", "budget_status.sql").read_text()
-    ).substitute(db=_db(database))
+    ).substitute(db=quote_identifier(database, "database name"))
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None, microsecond=0)
     result = run_query(client, sql, parameters={"now": when}, settings=read_only_settings(client))
     out: list[BudgetStatus] = []

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
+
+from llmledger.exporter._internal.identifiers import identifier_problem
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -32,7 +33,6 @@ ENV_CALLS_TTL_DAYS: Final = "LLMLEDGER_CALLS_TTL_DAYS"
 ENV_ROLLUP_TTL_DAYS: Final = "LLMLEDGER_ROLLUP_TTL_DAYS"
 
 DEFAULT_DATABASE: Final = "llmledger"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SCHEMES: Final = ("http", "https", "chdb")
 
 
@@ -126,12 +126,12 @@ class StoreConfig:
             )
         elif parts.scheme != "chdb" and not parts.hostname:
             problems.append(f"server URL {self.url!r} has no host")
-        if not _IDENTIFIER.match(self.database):
-            problems.append(
-                f"database name {self.database!r} must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"
-            )
-        if self.cluster is not None and not _IDENTIFIER.match(self.cluster):
-            problems.append(f"cluster name {self.cluster!r} must be a plain identifier")
+        for problem in (
+            identifier_problem(self.database, "database name"),
+            None if self.cluster is None else identifier_problem(self.cluster, "cluster name"),
+        ):
+            if problem is not None:
+                problems.append(problem)
         if self.cluster is not None and parts.scheme == "chdb":
             problems.append("cluster mode needs a ClickHouse server; the embedded store is a single node")
         for name in ("spans_ttl_days", "calls_ttl_days", "rollup_ttl_days"):

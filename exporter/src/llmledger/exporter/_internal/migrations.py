@@ -31,6 +31,7 @@ from typing import Final
 from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.identifiers import quote_identifier
 from llmledger.exporter._internal.store import run_command, run_query
 from llmledger.instrumentation.pricing import PROVIDER_ALIASES, PROVIDER_IDS
 
@@ -146,7 +147,7 @@ def _sql_file(folder: str, name: str) -> str:
 def shared_sql(database: str) -> dict[str, str]:
     """Every shared expression (``${NAME}``) and view (``${view_NAME}``), rendered for ``database``."""
     values = {
-        "db": _quote(database),
+        "db": quote_identifier(database, "database name"),
         "provider_alias_names": _string_array(list(PROVIDER_ALIASES)),
         "provider_alias_targets": _string_array(list(PROVIDER_ALIASES.values())),
         "price_provider_names": _string_array(list(PROVIDER_IDS)),
@@ -175,14 +176,11 @@ class ViewDefinition:
     select: str
 
     def statements(self, config: StoreConfig) -> list[str]:
-        db, on_cluster = (
-            _quote(config.database),
-            f"ON CLUSTER {_quote(config.cluster)}" if config.cluster else "",
-        )
+        db, on_cluster = _database(config), _on_cluster(config)
+        view, target = quote_identifier(self.name, "view name"), quote_identifier(self.target, "table name")
         return [
-            f"DROP VIEW IF EXISTS {db}.{_quote(self.name)} {on_cluster}",
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{_quote(self.name)} {on_cluster} "
-            f"TO {db}.{_quote(self.target)} AS {self.select}",
+            f"DROP VIEW IF EXISTS {db}.{view} {on_cluster}",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view} {on_cluster} TO {db}.{target} AS {self.select}",
         ]
 
     def checksum(self, config: StoreConfig) -> str:
@@ -220,8 +218,8 @@ def _substitutions(config: StoreConfig) -> dict[str, str]:
     replicated = config.cluster is not None
     return {
         **shared_sql(config.database),
-        "db": _quote(config.database),
-        "on_cluster": f"ON CLUSTER {_quote(config.cluster)}" if config.cluster else "",
+        "db": _database(config),
+        "on_cluster": _on_cluster(config),
         "merge_tree": _engine("MergeTree", replicated) + "()",
         "replacing_merge_tree": _engine("ReplacingMergeTree", replicated),
         "aggregating_merge_tree": _engine("AggregatingMergeTree", replicated) + "()",
@@ -240,10 +238,12 @@ def _substitutions(config: StoreConfig) -> dict[str, str]:
     }
 
 
-def _quote(identifier: str | None) -> str:
-    if identifier is None or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", identifier):
-        raise ValueError(f"not a plain identifier: {identifier!r}")
-    return f"`{identifier}`"
+def _database(config: StoreConfig) -> str:
+    return quote_identifier(config.database, "database name")
+
+
+def _on_cluster(config: StoreConfig) -> str:
+    return f"ON CLUSTER {quote_identifier(config.cluster, 'cluster name')}" if config.cluster else ""
 
 
 def _split_statements(sql: str) -> list[str]:
@@ -269,7 +269,7 @@ def _applied(client: Client, config: StoreConfig) -> dict[int, tuple[str, dateti
     rows = run_query(
         client,
         f"SELECT version, argMax(checksum, applied_at), max(applied_at) "
-        f"FROM {_quote(config.database)}.{LEDGER_TABLE} GROUP BY version",
+        f"FROM {_database(config)}.{LEDGER_TABLE} GROUP BY version",
     ).result_rows
     return {int(v): (str(c), a) for v, c, a in rows if isinstance(v, int) and isinstance(a, datetime)}
 
@@ -320,7 +320,7 @@ def _apply_migrations(client: Client, config: StoreConfig, target: int | None) -
             )
         run_command(
             client,
-            f"INSERT INTO {_quote(config.database)}.{LEDGER_TABLE} (version, name, checksum, applied_at) "
+            f"INSERT INTO {_database(config)}.{LEDGER_TABLE} (version, name, checksum, applied_at) "
             "VALUES ({version:UInt32}, {name:String}, {checksum:String}, {applied_at:DateTime64(3)})",
             parameters={
                 "version": migration.version,
@@ -343,7 +343,7 @@ def _reconcile_views(client: Client, config: StoreConfig) -> None:
     dropped and created again (not changed with MODIFY QUERY, which broke the deduplication
     of retried batches; see 0007). Like migrations, this runs with the store idle.
     """
-    db, on_cluster = _quote(config.database), f"ON CLUSTER {_quote(config.cluster)}" if config.cluster else ""
+    db, on_cluster = _database(config), _on_cluster(config)
     run_command(
         client,
         f"""CREATE TABLE IF NOT EXISTS {db}.{VIEWS_TABLE} {on_cluster} (

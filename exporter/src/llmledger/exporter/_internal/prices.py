@@ -20,6 +20,7 @@ from typing import Final
 
 from clickhouse_connect.driver.client import Client
 
+from llmledger.exporter._internal.identifiers import quote_identifier
 from llmledger.exporter._internal.store import run_command
 from llmledger.instrumentation.pricing import PriceBook, PriceRow, load_price_file
 
@@ -131,8 +132,8 @@ def write_prices(
                 _SOURCES.get(row.source, row.source),
             )
         )
-    db = f"`{database}`"
-    on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
+    db = quote_identifier(database, "database name")
+    on_cluster = f" ON CLUSTER {quote_identifier(cluster, 'cluster name')}" if cluster else ""
     run_command(client, f"TRUNCATE TABLE IF EXISTS {db}.model_prices_next{on_cluster}")
     if data:
         client.insert(

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
+from llmledger.exporter._internal.identifiers import quote_identifier
 from llmledger.exporter._internal.money import UNATTRIBUTED
 from llmledger.exporter._internal.store import read_only_settings, run_query
 
@@ -192,7 +193,7 @@ def run_report(client: Client | QueryRunner, database: str, query: ReportQuery) 
     time_dims = [d for d in query.group_by if d in ("day", "hour")]
     order = ", ".join([*time_dims, "cost_usd DESC", *(d for d in query.group_by if d not in time_dims)])
     sql = _template("report_calls.sql" if use_calls else "report_rollup.sql").substitute(
-        db=_identifier(database), dims=dims, order=order
+        db=quote_identifier(database, "database name"), dims=dims, order=order
     )
     since = query.since or datetime(1970, 1, 1, tzinfo=UTC)
     until = query.until or datetime(2200, 1, 1, tzinfo=UTC)
@@ -211,9 +212,3 @@ def run_report(client: Client | QueryRunner, database: str, query: ReportQuery) 
         },
     )
     return ReportResult(columns, rows, "llm_calls" if use_calls else "llm_usage_hourly")
-
-
-def _identifier(name: str) -> str:
-    if not name or not all(c.isalnum() or c == "_" for c in name):
-        raise ValueError(f"invalid database name {name!r}")
-    return f"`{name}`"

@@ -13,10 +13,11 @@ settings, which Grafana's ClickHouse data source does on every query.
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
-from clickhouse_connect.driver.binding import format_str, quote_identifier
+from clickhouse_connect.driver.binding import format_str
+
+from llmledger.exporter._internal.identifiers import quote_identifier
 
 __all__ = ["TENANT_TABLES", "tenant_access_statements"]
 
@@ -36,31 +37,27 @@ TENANT_TABLES: Final[dict[str, str]] = {
 }
 _SHARED_TABLES: Final = ("model_prices",)
 _VIEWS: Final = ("llm_calls",)
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 def tenant_access_statements(
     database: str, tenant: str, user: str, password: str, cluster: str | None = None
 ) -> list[str]:
     """The statements creating (or updating) ``user`` with read access to ``tenant``'s rows only."""
-    for label, name in (("database", database), ("user", user), ("cluster", cluster)):
-        if name is not None and not _IDENTIFIER.match(name):
-            raise ValueError(f"{label} {name!r} must be a plain identifier")
+    db = quote_identifier(database, "database name")
+    who = quote_identifier(user, "user name")
+    on_cluster = f" ON CLUSTER {quote_identifier(cluster, 'cluster name')}" if cluster is not None else ""
     if not tenant:
         raise ValueError("tenant must not be empty")
-    db = quote_identifier(database)
-    who = quote_identifier(user)
-    on_cluster = f" ON CLUSTER {quote_identifier(cluster)}" if cluster else ""
     literal = format_str(tenant)
     identified = f"IDENTIFIED WITH sha256_password BY {format_str(password)} SETTINGS readonly = 2"
-    policy = quote_identifier(f"llmledger_tenant_{user}")
+    policy = quote_identifier(f"llmledger_tenant_{user}", "row policy name")
     statements = [
         f"CREATE USER IF NOT EXISTS {who}{on_cluster} {identified}",
         f"ALTER USER {who}{on_cluster} {identified}",
         f"REVOKE{on_cluster} ALL ON *.* FROM {who}",
     ]
     for table, condition in TENANT_TABLES.items():
-        target = f"{db}.{quote_identifier(table)}"
+        target = f"{db}.{quote_identifier(table, 'table name')}"
         statements += [
             f"CREATE ROW POLICY IF NOT EXISTS llmledger_all_rows{on_cluster} ON {target} "
             "AS PERMISSIVE USING 1 TO ALL",
@@ -69,6 +66,7 @@ def tenant_access_statements(
             f"GRANT{on_cluster} SELECT ON {target} TO {who}",
         ]
     statements += [
-        f"GRANT{on_cluster} SELECT ON {db}.{quote_identifier(t)} TO {who}" for t in (*_SHARED_TABLES, *_VIEWS)
+        f"GRANT{on_cluster} SELECT ON {db}.{quote_identifier(t, 'table name')} TO {who}"
+        for t in (*_SHARED_TABLES, *_VIEWS)
     ]
     return statements

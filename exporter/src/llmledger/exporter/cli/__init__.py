@@ -16,6 +16,7 @@ from typing import Final
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from llmledger.exporter._internal.config import ConfigError
+from llmledger.exporter._internal.identifiers import IdentifierError
 from llmledger.exporter._internal.store import StoreError
 from llmledger.exporter.cli import _budget, _collector, _demo, _prices, _report, _schema, _sql, _tenant_user
 from llmledger.exporter.version import __version__
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, IdentifierError, StoreError) as exc:
         print(f"llmledger: {exc}", file=sys.stderr)
         return 2
     except ClickHouseError as exc:  # the query or statement failed in ClickHouse: its message says why

@@ -38,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, overload
 from urllib.parse import parse_qsl, urlsplit
 
+from llmledger.exporter._internal.identifiers import is_plain_identifier, quote_identifier
 from llmledger.exporter._internal.store_owner import ADMIN_USER, READONLY_USER
 
 from .chunked import ChunkedBodyError, ChunkedTooLargeError, read_chunked
@@ -102,7 +103,6 @@ _STREAMABLE: Final = frozenset(
 _STATELESS: Final = frozenset({"SELECT", "WITH", "INSERT", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"})
 _IDLE_PER_KEY: Final = 8
 _IDLE_KEYS: Final = 32
-_IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_CODE: Final = re.compile(r"Code: (\d+)\.")
 _ERROR_NAME: Final = re.compile(r"\(([A-Z_]+)\)\s*$")
 
@@ -757,7 +757,7 @@ class _Handler(BaseHTTPRequestHandler):
             k: v for k, v in params.items() if k not in _TRANSPORT_PARAMS and not k.startswith("param_")
         }
         for name in settings:
-            if not _IDENTIFIER.match(name):
+            if not is_plain_identifier(name):
                 raise EngineError(f"Unknown setting '{name}'", 115, "UNKNOWN_SETTING")
         if params.get("decompress") in ("1", "true"):
             raise EngineError(
@@ -779,7 +779,7 @@ class _Handler(BaseHTTPRequestHandler):
             readonly = wanted if not readonly else min(max(wanted, 1), 2)
         bind = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
         database = params.get("database")
-        if database is not None and not _IDENTIFIER.match(database):
+        if database is not None and not is_plain_identifier(database):
             raise EngineError(f"Database {database} does not exist", 81, "UNKNOWN_DATABASE")
         session_id = params.get("session_id")
         if session_id:
@@ -838,7 +838,7 @@ class _Handler(BaseHTTPRequestHandler):
                 connection = server.connect()
                 try:
                     if database:
-                        connection.query(f"USE `{database}`", "TabSeparated")
+                        connection.query(f"USE {quote_identifier(database)}", "TabSeparated")
                     for name, value in settings.items():
                         connection.query(f"SET {name} = {_quote(value)}", "TabSeparated")
                     if one_shot:
@@ -887,7 +887,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 previous = dict(line.split("\t", 1) for line in rows.splitlines() if "\t" in line)
             if database:
-                connection.query(f"USE `{database}`", "TabSeparated")
+                connection.query(f"USE {quote_identifier(database)}", "TabSeparated")
             for name, value in settings.items():
                 connection.query(f"SET {name} = {_quote(value)}", "TabSeparated")
         except Exception as exc:

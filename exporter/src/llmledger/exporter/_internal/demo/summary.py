@@ -13,6 +13,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from llmledger.exporter._internal.identifiers import quote_identifier
 from llmledger.exporter._internal.report import QueryRunner
 
 __all__ = ["APP_SCOPE", "INSTRUMENTATION_SCOPE", "describe_app", "describe_spans", "legend", "spans_by_scope"]
@@ -55,7 +56,7 @@ def spans_by_scope(runner: QueryRunner, database: str) -> dict[str, int]:
     """How many spans the store holds per instrumentation scope."""
     sql = Template(
         resources.files("llmledger.exporter._internal").joinpath("queries", "demo_spans.sql").read_text()
-    ).substitute(db=f"`{database}`")  # StoreConfig admits only plain identifiers
+    ).substitute(db=quote_identifier(database, "database name"))
     _, rows = runner(sql, {})
     return {str(scope): int(count) for scope, count in rows}
 
