@@ -32,6 +32,12 @@ def seed_tiktoken_cache(cache_dir: Path) -> None:
             target.write_bytes(gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes()))
 
 
+@pytest.fixture
+def internal_errors_contained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test whose subject is the containment: internal errors are contained, as in production."""
+    monkeypatch.setenv("LLMLEDGER_RAISE_INTERNAL_ERRORS", "0")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiktoken_offline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("tiktoken-cache")

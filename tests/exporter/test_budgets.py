@@ -169,10 +169,13 @@ def test_hard_budget_refuses_calls_in_the_app(
 def test_failed_refresh_keeps_last_figures(caplog: pytest.LogCaptureFixture) -> None:
     from datetime import UTC, datetime
 
+    from clickhouse_connect.driver.exceptions import OperationalError
+
     from llmledger.exporter._internal.budgets import BudgetStatus
 
     over = BudgetStatus("acme", "", "daily", "hard", Decimal(1), datetime.now(UTC), Decimal(2))
-    answers: list[Any] = [[over], RuntimeError("store unreachable")]
+    # What clickhouse-connect raises for a store that does not answer.
+    answers: list[Any] = [[over], OperationalError("store unreachable")]
 
     def fetch() -> list[BudgetStatus]:
         answer = answers.pop(0)

@@ -18,8 +18,15 @@ from string import Template
 from clickhouse_connect.driver.client import Client
 
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.errors import OUTSIDE_FAILURES, contain
 from llmledger.exporter._internal.identifiers import quote_identifier
-from llmledger.exporter._internal.store import open_store, read_only_settings, run_command, run_query
+from llmledger.exporter._internal.store import (
+    StoreError,
+    open_store,
+    read_only_settings,
+    run_command,
+    run_query,
+)
 
 __all__ = [
     "PERIODS",
@@ -216,6 +223,7 @@ class BudgetGuard:
         try:
             statuses = self._fetch()
         except Exception as exc:
+            contain("the budget guard refreshing its figures", exc, (*OUTSIDE_FAILURES, StoreError))
             if not self._failing:
                 _logger.warning(
                     "llmledger: budget figures could not be refreshed (keeping the last ones): %s", exc

@@ -31,7 +31,8 @@ from clickhouse_connect.driver.client import Client
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
-from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.config import ConfigError, StoreConfig
+from llmledger.exporter._internal.errors import OUTSIDE_FAILURES, contain, contained
 from llmledger.exporter._internal.metric_rows import MetricRows
 from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.store import StoreError, open_store
@@ -41,6 +42,8 @@ __all__ = ["ClickHouseMetricExporter"]
 _logger = logging.getLogger(__name__)
 
 REOPEN_AFTER_S: Final = 30.0
+# What an export survives: the store down, locked or misnamed in the environment.
+_STORE_FAILURES: Final = (*OUTSIDE_FAILURES, StoreError, ConfigError)
 
 
 class ClickHouseMetricExporter(MetricExporter):
@@ -103,6 +106,7 @@ class ClickHouseMetricExporter(MetricExporter):
             with self._lock:
                 rows.write(self._open(), self._database, token)
         except Exception as exc:
+            contain("the metric exporter writing a collection", exc, _STORE_FAILURES)
             if not self._failing:
                 self._failing = True
                 _logger.error(
@@ -127,8 +131,6 @@ class ClickHouseMetricExporter(MetricExporter):
         with self._lock:
             self._shut_down = True
             if self._client is not None:
-                try:
+                with contained("the metric exporter closing the store"):
                     self._client.close()
-                except Exception:
-                    _logger.debug("closing the llmledger store failed", exc_info=True)
                 self._client = None

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmledger.exporter._internal.collector.config import default_data_dir
 from llmledger.exporter._internal.collector.dead_letters import DeadLetter, DeadLetterFile
-from llmledger.exporter._internal.collector.pieces import SHAPES, refusal_reason
+from llmledger.exporter._internal.collector.pieces import INSERT_FAILURES, SHAPES, refusal_reason
+from llmledger.exporter._internal.errors import contain
 from llmledger.exporter._internal.log_rows import LogRows
 from llmledger.exporter._internal.metric_rows import MetricRows
 from llmledger.exporter._internal.rows import SpanRows
@@ -105,6 +107,7 @@ def _as_json(entry: DeadLetter) -> object:
     try:
         return json_format.MessageToDict(shape.parse(entry.payload))
     except Exception as exc:  # the request did not parse: that may be why it is here
+        contain("llmledger dead-letters showing an entry", exc, (DecodeError, ValueError))
         return {"unparseable": f"{type(exc).__name__}: {exc}", "bytes": len(entry.payload)}
 
 
@@ -148,6 +151,7 @@ def _replay(args: argparse.Namespace, dead_letters: DeadLetterFile, entries: lis
             try:
                 _write(client, config.database, entry)
             except Exception as exc:
+                contain("llmledger dead-letters replaying an entry", exc, INSERT_FAILURES)
                 reason = refusal_reason(exc)
                 if reason is None:
                     raise  # the store's trouble, not the entry's: stop and say so

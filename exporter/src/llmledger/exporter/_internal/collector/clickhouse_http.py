@@ -17,7 +17,6 @@ Two users: :data:`ADMIN_USER` may write; :data:`READONLY_USER` runs with ``reado
 
 from __future__ import annotations
 
-import contextlib
 import email.policy
 import gzip
 import hmac
@@ -38,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, overload
 from urllib.parse import parse_qsl, urlsplit
 
+from llmledger.exporter._internal.errors import OUTSIDE_FAILURES, contain, contained
 from llmledger.exporter._internal.identifiers import is_plain_identifier, quote_identifier
 from llmledger.exporter._internal.store_owner import ADMIN_USER, READONLY_USER
 
@@ -193,6 +193,11 @@ class EngineError(Exception):
         return _STATUS_BY_NAME.get(self.name, 500)
 
 
+# What a chDB call raises for the query's or the engine's sake (chDB's errors are RuntimeErrors,
+# a bad bound value a ValueError); anything else reaching an engine call's handler is ours.
+_ENGINE_FAILURES: Final = (*OUTSIDE_FAILURES, RuntimeError, ValueError, EngineError)
+
+
 # -- the statement: what to run, which format, where INSERT data starts ---------------------
 
 
@@ -313,6 +318,8 @@ class _TooLargeForOneShot(Exception):
 
 
 def _engine_error(exc: Exception) -> EngineError:
+    """The ClickHouse error to answer for what a chDB call raised (llmledger's own bugs aside)."""
+    contain("the ClickHouse HTTP interface's engine call", exc, _ENGINE_FAILURES)
     return exc if isinstance(exc, EngineError) else EngineError(str(exc))
 
 
@@ -390,7 +397,7 @@ class ClickHouseHttpServer(ThreadingHTTPServer):
                 connections.extend(idle)
             self._idle.clear()
         for connection in connections:
-            with contextlib.suppress(Exception):
+            with contained("the ClickHouse HTTP interface letting a chDB connection go", _ENGINE_FAILURES):
                 connection.close()
 
     def connect(self) -> Any:
@@ -442,7 +449,7 @@ class ClickHouseHttpServer(ThreadingHTTPServer):
             while len(self._idle) > _IDLE_KEYS:
                 closing.extend(self._idle.popitem(last=False)[1])
         for old in closing:
-            with contextlib.suppress(Exception):
+            with contained("the ClickHouse HTTP interface letting a chDB connection go", _ENGINE_FAILURES):
                 old.close()
 
     def authenticate(self, name: str, password: str) -> _User:
@@ -477,7 +484,7 @@ class ClickHouseHttpServer(ThreadingHTTPServer):
             session.timeout = timeout
             session.expires = now + timeout
         for old in expired:
-            with contextlib.suppress(Exception):
+            with contained("the ClickHouse HTTP interface letting a chDB connection go", _ENGINE_FAILURES):
                 old.connection.close()
         return session
 
@@ -897,12 +904,14 @@ class _Handler(BaseHTTPRequestHandler):
         except EngineError:
             # A session keeps its connection: a throwaway query takes up what the failed one left
             # on it (see _execute), so the session's next answer is its own.
-            with contextlib.suppress(Exception):
+            with contained("the ClickHouse HTTP interface letting a chDB connection go", _ENGINE_FAILURES):
                 connection.query("SELECT 1", "TabSeparated")
             raise
         finally:
             for name, value in previous.items():
-                with contextlib.suppress(Exception):
+                with contained(
+                    "the ClickHouse HTTP interface letting a chDB connection go", _ENGINE_FAILURES
+                ):
                     connection.query(f"SET {name} = {_quote(value)}", "TabSeparated")
 
     def _run(
@@ -987,7 +996,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _engine_error(exc) from exc
         if first is None:
             # No rows: nothing to send, as a server sends nothing for an empty result in these formats.
-            with contextlib.suppress(Exception):
+            with contained("the ClickHouse HTTP interface letting a chDB connection go", _ENGINE_FAILURES):
                 stream.close()
             headers["X-ClickHouse-Format"] = fmt
             headers["X-ClickHouse-Summary"] = _summary(0, 0, started)
@@ -1005,7 +1014,7 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = stream.fetch()
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-            with contextlib.suppress(Exception):
+            with contained("the ClickHouse HTTP interface letting a chDB connection go", _ENGINE_FAILURES):
                 stream.close()
             return
         except Exception as exc:
@@ -1014,7 +1023,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(text), text))
             self.close_connection = True
         finally:
-            with contextlib.suppress(Exception):
+            with contained("the ClickHouse HTTP interface letting a chDB connection go", _ENGINE_FAILURES):
                 stream.close()
         self.wfile.write(b"0\r\n\r\n")
 
@@ -1039,7 +1048,8 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
 def _rows_read(result: Any) -> int:
     try:
         return int(result.rows_read())
-    except Exception:
+    except Exception as exc:
+        contain("the ClickHouse HTTP interface's rows_read", exc, _ENGINE_FAILURES)
         return 0
 
 

@@ -24,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.errors import OUTSIDE_FAILURES, contain, contained
 from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import StoreError, open_store, run_query
@@ -32,7 +33,7 @@ from llmledger.exporter._internal.writer import SpanWriter
 from .dead_letters import DeadLetterFile
 from .metrics import CollectorMetrics
 from .native_insert import NativeInsert
-from .pieces import TRACE_REQUESTS, Piece, refusal_reason, unexplained_error
+from .pieces import INSERT_FAILURES, TRACE_REQUESTS, Piece, refusal_reason, unexplained_error
 from .pieces import RefusedError as _RefusedError
 from .pieces import SuspectError as _SuspectError
 from .piecewise import PiecewiseWriter
@@ -111,10 +112,8 @@ class SpoolDrain:
             self._thread.join(timeout + 5)
         with self._store_lock:
             if self._client is not None:
-                try:
+                with contained("the drain closing the store"):
                     self._client.close()
-                except Exception:
-                    _logger.debug("closing the store failed", exc_info=True)
                 self._client = None
                 self._writer = None
                 self._drop_native()
@@ -140,6 +139,7 @@ class SpoolDrain:
         try:
             self._open()
         except Exception as exc:
+            contain("the drain opening the store", exc, (*OUTSIDE_FAILURES, StoreError))
             self._failed(exc, 0)
             return time.monotonic() + delay, min(delay * 2, self._retry_max)
         if self._failing_since is not None:
@@ -238,6 +238,7 @@ class SpoolDrain:
                     finally:
                         self.inserting_since = None
             except Exception as exc:
+                contain("the traces drain's insert", exc, INSERT_FAILURES)
                 reason = refusal_reason(exc)
                 if reason is not None:
                     self._metrics.add("store_errors")
@@ -292,7 +293,8 @@ class SpoolDrain:
             return False
         try:
             self.with_store(lambda client, _: run_query(client, "SELECT 1"))
-        except Exception:
+        except Exception as exc:
+            contain("the drain asking whether the store answers", exc, (*OUTSIDE_FAILURES, StoreError))
             return False  # the store does not answer: its own trouble, not the span's
         return True
 
@@ -315,10 +317,8 @@ class SpoolDrain:
             return
         with self._store_lock:
             if self._client is not None:
-                try:
+                with contained("the drain closing the store"):
                     self._client.close()
-                except Exception:
-                    _logger.debug("closing the store failed", exc_info=True)
             self._client = None
             self._writer = None
             self._drop_native()

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Final
 
+from llmledger.exporter._internal.errors import internal_error
+
 from .chunked import ChunkedBodyError, ChunkedTooLargeError, read_chunked
 from .ingest import RETRY_AFTER_SECONDS, Ingest, Outcome, RefusedError
 from .otlp import (
@@ -140,11 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._post()
         except (OSError, ssl.SSLError):
             raise  # the connection broke: nothing to answer
-        except Exception:
-            # Our bug, not the sender's: logged with its traceback, answered, never silent.
-            _logger.exception("internal error handling %s from %s", self.path, self.client_address[0])
+        except Exception as exc:
+            # Our bug, not the sender's: answered, and logged with its traceback (raised under our tests).
             self.close_connection = True
-            self._send_status(500, _INTERNAL, "internal error in the collector (logged)", True)
+            try:
+                self._send_status(500, _INTERNAL, "internal error in the collector (logged)", True)
+            finally:
+                internal_error(f"the collector's OTLP/HTTP receiver ({self.path})", exc)
 
     def _post(self) -> None:
         path = self._path()

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from llmledger.exporter._internal.errors import contain
+
 __all__ = ["CollectorMetrics"]
 
 _COUNTERS: Final = {
@@ -89,7 +91,8 @@ class CollectorMetrics:
             metric = f"llmledger_collector_{name}"
             try:
                 value = float(read())
-            except Exception:  # a gauge that cannot be read is shown as missing, not fatal
+            except Exception as exc:  # a gauge that cannot be read is shown as missing, not fatal
+                contain(f"the collector's {metric} gauge", exc)
                 value = float("nan")
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}", f"{metric} {value:g}"]
         return "\n".join(lines) + "\n"

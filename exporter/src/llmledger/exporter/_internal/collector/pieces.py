@@ -43,9 +43,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from llmledger.exporter._internal.errors import OUTSIDE_FAILURES
 from llmledger.exporter._internal.rows import signed_nanos
+from llmledger.exporter._internal.store import StoreError
 
 __all__ = [
+    "INSERT_FAILURES",
     "LOG_REQUESTS",
     "MAX_DAYS_PER_INSERT",
     "METRIC_REQUESTS",
@@ -123,6 +126,11 @@ _CONDITION_CODES: Final = frozenset(
 _TOO_MANY_PARTS: Final = 252
 _PARTITIONS_MESSAGE: Final = "partitions for single insert block"
 _CODE: Final = re.compile(r"Code: (\d+)\.")
+# What inserting spooled requests lives through: the store's, the network's and the disk's
+# failures, and a request whose content cannot become rows (bytes that do not parse, a value
+# out of range; refusal_reason says which). A TypeError, KeyError, IndexError or
+# AttributeError there is llmledger's own bug: contained the same way, but raised under our tests.
+INSERT_FAILURES: Final = (*OUTSIDE_FAILURES, StoreError, DecodeError, ValueError, OverflowError)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from llmledger.exporter._internal.errors import contain
 from llmledger.exporter._internal.log_rows import LogRows
 from llmledger.exporter._internal.metric_rows import MetricRows
 
@@ -35,6 +36,7 @@ from .drain import SpoolDrain, UnexplainedFailures
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
 from .pieces import (
+    INSERT_FAILURES,
     LOG_REQUESTS,
     METRIC_REQUESTS,
     Piece,
@@ -177,6 +179,7 @@ class SignalDrain:
                     rows = self._rows(piece)
                 written = self._store.with_store(partial(rows.write, dedup_token=piece.dedup_token))
             except Exception as exc:
+                contain(f"the {self.signal.value} drain's insert", exc, INSERT_FAILURES)
                 reason = refusal_reason(exc)
                 if reason is not None:
                     self._metrics.add("store_errors")
