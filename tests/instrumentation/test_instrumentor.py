@@ -293,6 +293,42 @@ def test_azure_deployments_read_by_the_public_api_as_the_app_reads_them(
     assert deployments == dict(InstrumentationConfig.from_env(env).azure_deployments)
 
 
+def test_settings_given_in_code_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeOpenAI,
+    telemetry: Telemetry,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LLMLEDGER_CONSOLE", "false")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    instrumentor = LLMLedgerInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, console=True
+    )
+    try:
+        fake.json("/chat/completions", P.chat_completion())
+        Api("sync", fake).call(lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+    finally:
+        instrumentor.uninstrument()
+    assert capsys.readouterr().err.startswith("[llmledger] chat gpt-4o-mini")  # the argument's
+    assert "gen_ai.input.messages" in (telemetry.only_span().attributes or {})  # the environment's
+
+
+def test_a_config_object_takes_named_settings_on_top() -> None:
+    env = {"LLMLEDGER_STREAM_USAGE": "false", "LLMLEDGER_CONSOLE": "true"}
+    config = InstrumentationConfig.from_env(env, console=False, estimate_wait_s=2.0)
+    assert (config.stream_usage, config.console, config.estimate_wait_s) == (False, False, 2.0)
+    assert InstrumentationConfig.from_env({}) == InstrumentationConfig()  # the defaults, in one place
+    with pytest.raises(TypeError):
+        InstrumentationConfig.from_env({}, no_such_setting=True)
+
+
+def test_the_public_config_is_the_one_instrument_reads() -> None:
+    import llmledger.instrumentation as public
+
+    assert public.InstrumentationConfig is InstrumentationConfig
+
+
 @pytest.mark.usefixtures("instrumented")
 def test_span_is_current_during_the_http_call(fake: FakeOpenAI, telemetry: Telemetry) -> None:
     seen: list[str] = []

@@ -340,6 +340,22 @@ def test_buffer_settings_default_to_one_directory_per_service_under_the_data_hom
     assert (sized.directory, sized.max_bytes) == (Path("/b"), 16 * 1024 * 1024)
 
 
+def test_buffer_settings_given_in_code_win_over_the_environment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"LLMLEDGER_OTLP_BUFFER_MAX_BYTES": "lots", "LLMLEDGER_OTLP_BUFFER_MAX_AGE_SECONDS": "60"}
+    with caplog.at_level(logging.WARNING, logger="llmledger.instrumentation"):
+        settings_ = BufferSettings.from_env(env, directory=tmp_path, max_bytes=4096)
+    assert (settings_.directory, settings_.max_bytes, settings_.max_age_seconds) == (tmp_path, 4096, 60.0)
+    # The invalid variable is still named, once, though the argument replaced it.
+    assert caplog.text.count("LLMLEDGER_OTLP_BUFFER_MAX_BYTES='lots' is not a size") == 1
+    exporter = BufferedOTLPSpanExporter(buffer_dir=str(tmp_path / "b"), max_bytes=8192, environ=env)
+    try:
+        assert exporter.buffer_directory == tmp_path / "b"
+    finally:
+        exporter.shutdown()
+
+
 def test_the_entry_point_names_the_exporter() -> None:
     from importlib.metadata import entry_points
 

@@ -12,11 +12,13 @@ from llmledger.instrumentation._internal.attribution import (
     propagate_context,
     usage_totals,
 )
+from llmledger.instrumentation._internal.config import InstrumentationConfig
 from llmledger.instrumentation._internal.guard import add_call_guard
 from llmledger.instrumentation._internal.instrumentor import LLMLedgerInstrumentor, wait_for_pending_calls
 from llmledger.instrumentation.version import __version__
 
 __all__ = [
+    "InstrumentationConfig",
     "LLMLedgerInstrumentor",
     "UsageTotals",
     "__version__",

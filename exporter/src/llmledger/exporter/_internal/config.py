@@ -1,8 +1,9 @@
 """The one typed store configuration: where spans land and how the schema is laid out.
 
-Built from the environment (``LLMLEDGER_CLICKHOUSE_URL`` …) and overridden by CLI flags,
+Resolved here and nowhere else, lowest to highest: the defaults, a settings file's values
+(the collector's TOML file), the environment (``LLMLEDGER_CLICKHOUSE_URL`` …), then flags;
 then validated once with every problem reported together, the way the Collector's
-``clickhouseexporter`` validates its config.
+``clickhouseexporter`` validates its config. docs/configuration.md says the same for users.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ ENV_CLUSTER: Final = "LLMLEDGER_CLICKHOUSE_CLUSTER"
 ENV_SPANS_TTL_DAYS: Final = "LLMLEDGER_SPANS_TTL_DAYS"
 ENV_CALLS_TTL_DAYS: Final = "LLMLEDGER_CALLS_TTL_DAYS"
 ENV_ROLLUP_TTL_DAYS: Final = "LLMLEDGER_ROLLUP_TTL_DAYS"
+
+_ENV_BY_FIELD: Final = {
+    "url": ENV_CLICKHOUSE_URL,
+    "database": ENV_DATABASE,
+    "cluster": ENV_CLUSTER,
+    "spans_ttl_days": ENV_SPANS_TTL_DAYS,
+    "calls_ttl_days": ENV_CALLS_TTL_DAYS,
+    "rollup_ttl_days": ENV_ROLLUP_TTL_DAYS,
+}
 
 DEFAULT_DATABASE: Final = "llmledger"
 _SCHEMES: Final = ("http", "https", "chdb")
@@ -69,9 +79,24 @@ class StoreConfig:
     rollup_ttl_days: int = 0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> StoreConfig:
-        """Build from the environment, then apply non-``None`` overrides (CLI flags) and validate."""
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        file: Mapping[str, object] | None = None,
+        **overrides: object,
+    ) -> StoreConfig:
+        """Resolve and validate: defaults < ``file`` (a settings file's values, by field name) <
+        the environment < non-``None`` ``overrides`` (flags)."""
         env = os.environ if env is None else env
+        # A file's value counts where the environment sets nothing, and then as a flag would.
+        from_file = {
+            name: value for name, value in (file or {}).items() if not env.get(_ENV_BY_FIELD.get(name, ""))
+        }
+        overrides = {
+            **from_file,
+            **{k: v for k, v in overrides.items() if v is not None or k not in from_file},
+        }
         problems: list[str] = []
         url = env.get(ENV_CLICKHOUSE_URL) or f"chdb://{default_store_path(env)}"
         values: dict[str, object] = {
@@ -93,6 +118,7 @@ class StoreConfig:
         for name, value in overrides.items():
             if value is not None:
                 values[name] = value
+        # A URL given above the environment brings its database unless one is named beside it.
         if "url" in overrides and overrides["url"] is not None and "database" not in overrides:
             values["database"] = _database_from_url(str(overrides["url"])) or values["database"]
         config = cls(**values)  # type: ignore[arg-type]

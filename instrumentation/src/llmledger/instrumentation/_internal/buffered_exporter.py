@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import random
-import re
 import threading
 import time
 import weakref
@@ -41,6 +40,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from llmledger.instrumentation._internal.config import BufferSettings
 from llmledger.instrumentation._internal.errors import internal_error
 from llmledger.instrumentation._internal.otlp_buffer import (
     DATA,
@@ -69,62 +69,11 @@ __all__ = ["BufferSettings", "BufferStats", "BufferedOTLPSpanExporter"]
 
 _logger = logging.getLogger("llmledger.instrumentation.otlp_buffer")
 
-_DEFAULT_MAX_BYTES: Final = 128 * 1024 * 1024
-_DEFAULT_MAX_AGE: Final = 7 * 24 * 3600.0
 _RETRY_INITIAL: Final = 1.0
 _RETRY_MAX: Final = 30.0
 # Once everything in this process's file is delivered, the file is emptied when it has grown
 # past this: small enough to stay in the page cache, large enough to truncate rarely.
 _RESET_BYTES: Final = 1024 * 1024
-_SIZE: Final = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
-_UNITS: Final = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-
-
-@dataclass(frozen=True, slots=True)
-class BufferSettings:
-    """Where the buffer lives and how large and old it may grow (``LLMLEDGER_OTLP_BUFFER_*``)."""
-
-    directory: Path
-    max_bytes: int = _DEFAULT_MAX_BYTES
-    max_age_seconds: float = _DEFAULT_MAX_AGE
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BufferSettings:
-        problems: list[str] = []
-        directory = env.get("LLMLEDGER_OTLP_BUFFER_DIR", "").strip()
-        if directory:
-            path = Path(directory).expanduser()
-        else:
-            data_home = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-            service = env.get("OTEL_SERVICE_NAME", "").strip() or "unknown_service"
-            # One directory per service: processes of the same app adopt each other's leftovers,
-            # other apps (other endpoints, other tokens) never do.
-            path = (
-                Path(data_home) / "llmledger" / "otlp-buffer" / re.sub(r"[^A-Za-z0-9._-]", "_", service)[:100]
-            )
-        max_bytes = _DEFAULT_MAX_BYTES
-        if raw := env.get("LLMLEDGER_OTLP_BUFFER_MAX_BYTES", "").strip():
-            match = _SIZE.match(raw)
-            if match and int(match.group(1)) > 0:
-                max_bytes = int(match.group(1)) * _UNITS[match.group(2)]
-            else:
-                problems.append(
-                    f"LLMLEDGER_OTLP_BUFFER_MAX_BYTES={raw!r} is not a size (bytes, KiB, MiB, GiB)"
-                )
-        max_age = _DEFAULT_MAX_AGE
-        if raw := env.get("LLMLEDGER_OTLP_BUFFER_MAX_AGE_SECONDS", "").strip():
-            try:
-                max_age = float(raw)
-                if max_age <= 0:
-                    raise ValueError(raw)
-            except ValueError:
-                problems.append(f"LLMLEDGER_OTLP_BUFFER_MAX_AGE_SECONDS={raw!r} is not a positive number")
-                max_age = _DEFAULT_MAX_AGE
-        if problems:
-            _logger.warning(
-                "llmledger_otlp: ignoring invalid settings (defaults used): %s", "; ".join(problems)
-            )
-        return cls(path, max_bytes, max_age)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +114,9 @@ class BufferedOTLPSpanExporter(SpanExporter):
     ) -> None:
         env = os.environ if environ is None else environ
         self._settings = OtlpSettings.from_env(env)
-        buffer = BufferSettings.from_env(env)
-        self._buffer = BufferSettings(
-            Path(buffer_dir) if buffer_dir is not None else buffer.directory,
-            max_bytes if max_bytes is not None else buffer.max_bytes,
-            max_age_seconds if max_age_seconds is not None else buffer.max_age_seconds,
-        )
+        directory = None if buffer_dir is None else Path(buffer_dir)
+        given = {"directory": directory, "max_bytes": max_bytes, "max_age_seconds": max_age_seconds}
+        self._buffer = BufferSettings.from_env(env, **{k: v for k, v in given.items() if v is not None})
         self._sender: Sender = open_sender(self._settings)
         meter = metrics.get_meter("llmledger.instrumentation.otlp_buffer")
         self._buffered_counter = meter.create_counter(

@@ -1,24 +1,95 @@
-"""The instrumentation's settings: one typed object read from the environment at ``instrument()``.
+"""The instrumentation's settings, read one way: the environment, then what code passes.
 
-Every variable is documented in ``docs/configuration.md``. Invalid values are reported
-together, as one warning, and the default is used: instrumentation never refuses to start.
+Two objects hold them: :class:`InstrumentationConfig` (what the instrumentor records for each
+call) and :class:`BufferSettings` (the ``llmledger_otlp`` exporter's disk buffer). Each is
+built by its ``from_env``: the variables first, then the keyword arguments code passes —
+``LLMLedgerInstrumentor().instrument(console=True)``, ``BufferedOTLPSpanExporter(max_bytes=...)``
+— which win. An invalid variable is named in one warning per object and its default used:
+the instrumentation never refuses to start inside an app. Every variable is documented in
+docs/configuration.md, precedence included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+__all__ = ["BufferSettings", "InstrumentationConfig", "azure_deployments"]
 
 logger = logging.getLogger("llmledger.instrumentation")
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+_SIZE: Final = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_UNITS: Final = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+class _Variables:
+    """The environment as settings read it: each invalid value noted, its default used."""
+
+    def __init__(self, env: Mapping[str, str] | None) -> None:
+        self.env = os.environ if env is None else env
+        self.problems: list[str] = []
+
+    def text(self, name: str) -> str | None:
+        return self.env.get(name, "").strip() or None
+
+    def flag(
+        self, name: str, default: bool, *, on: frozenset[str] = _TRUE, off: frozenset[str] = _FALSE
+    ) -> bool:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        value = raw.strip().lower()
+        if value in on:
+            return True
+        if value in off:
+            return False
+        self.problems.append(f"{name}={raw!r} is not a boolean (use true or false)")
+        return default
+
+    def seconds(self, name: str, default: float, *, zero: bool) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if (value >= 0 if zero else value > 0) and value < float("inf"):
+            return value
+        self.problems.append(
+            f"{name}={raw!r} is not a number of seconds >= 0"
+            if zero
+            else f"{name}={raw!r} is not a positive number"
+        )
+        return default
+
+    def size(self, name: str, default: int) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        match = _SIZE.match(raw)
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1)) * _UNITS[match.group(2)]
+        self.problems.append(f"{name}={raw!r} is not a size (bytes, KiB, MiB, GiB)")
+        return default
+
+    def report(self, who: str) -> None:
+        if self.problems:
+            logger.warning("%s: ignoring invalid settings (defaults used): %s", who, "; ".join(self.problems))
 
 
 @dataclass(frozen=True, slots=True)
 class InstrumentationConfig:
+    """What the instrumentor records; ``from_env`` reads it, keyword arguments override."""
+
     capture_content: bool = False
     """Record prompts and completions (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``)."""
     stream_usage: bool = True
@@ -40,49 +111,30 @@ class InstrumentationConfig:
     """Flag a call that follows a failed call in the same parent span (``LLMLEDGER_AUTO_FALLBACK``)."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> InstrumentationConfig:
-        env = os.environ if environ is None else environ
-        problems: list[str] = []
-
-        def flag(name: str, default: bool) -> bool:
-            raw = env.get(name)
-            if raw is None:
-                return default
-            value = raw.strip().lower()
-            if value in _TRUE or value in {"span_only", "span_and_event", "event_only"}:
-                return True
-            if value in _FALSE or value == "no_content":
-                return False
-            problems.append(f"{name}={raw!r} is not a boolean (use true or false)")
-            return default
-
-        deployments = azure_deployments(env, problems)
-
-        estimate_wait_s = cls.estimate_wait_s
-        raw_wait = env.get("LLMLEDGER_ESTIMATE_WAIT")
-        if raw_wait is not None:
-            try:
-                estimate_wait_s = float(raw_wait)
-                if not 0 <= estimate_wait_s < float("inf"):
-                    raise ValueError(raw_wait)
-            except ValueError:
-                problems.append(f"LLMLEDGER_ESTIMATE_WAIT={raw_wait!r} is not a number of seconds >= 0")
-                estimate_wait_s = cls.estimate_wait_s
-
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> InstrumentationConfig:
+        """The environment's settings (``os.environ`` unless ``environ``), then ``overrides`` from code."""
+        variables = _Variables(environ)
+        defaults = cls()
+        deployments = azure_deployments(variables.env, variables.problems)
         config = cls(
-            capture_content=flag("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", False),
-            stream_usage=flag("LLMLEDGER_STREAM_USAGE", True),
-            estimate_tokens=flag("LLMLEDGER_ESTIMATE_TOKENS", True),
-            metrics_tenant=flag("LLMLEDGER_METRICS_TENANT", False),
-            console=flag("LLMLEDGER_CONSOLE", False),
-            price_file=env.get("LLMLEDGER_PRICE_FILE") or None,
+            # The semantic conventions' capture modes count as on, `no_content` as off.
+            capture_content=variables.flag(
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+                defaults.capture_content,
+                on=_TRUE | {"span_only", "span_and_event", "event_only"},
+                off=_FALSE | {"no_content"},
+            ),
+            stream_usage=variables.flag("LLMLEDGER_STREAM_USAGE", defaults.stream_usage),
+            estimate_tokens=variables.flag("LLMLEDGER_ESTIMATE_TOKENS", defaults.estimate_tokens),
+            metrics_tenant=variables.flag("LLMLEDGER_METRICS_TENANT", defaults.metrics_tenant),
+            console=variables.flag("LLMLEDGER_CONSOLE", defaults.console),
+            price_file=variables.env.get("LLMLEDGER_PRICE_FILE") or None,
             azure_deployments=deployments,
-            auto_fallback=flag("LLMLEDGER_AUTO_FALLBACK", True),
-            estimate_wait_s=estimate_wait_s,
+            auto_fallback=variables.flag("LLMLEDGER_AUTO_FALLBACK", defaults.auto_fallback),
+            estimate_wait_s=variables.seconds("LLMLEDGER_ESTIMATE_WAIT", defaults.estimate_wait_s, zero=True),
         )
-        if problems:
-            logger.warning("llmledger: ignoring invalid settings (defaults used): %s", "; ".join(problems))
-        return config
+        variables.report("llmledger")
+        return dataclasses.replace(config, **overrides) if overrides else config  # pyright: ignore[reportArgumentType]
 
 
 def azure_deployments(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
@@ -97,3 +149,39 @@ def azure_deployments(env: Mapping[str, str], problems: list[str]) -> dict[str, 
             continue
         deployments[name.strip()] = model.strip()
     return deployments
+
+
+_DEFAULT_MAX_BYTES: Final = 128 * 1024 * 1024
+_DEFAULT_MAX_AGE: Final = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BufferSettings:
+    """Where the ``llmledger_otlp`` buffer lives and how large and old it may grow (``LLMLEDGER_OTLP_BUFFER_*``)."""
+
+    directory: Path
+    max_bytes: int = _DEFAULT_MAX_BYTES
+    max_age_seconds: float = _DEFAULT_MAX_AGE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> BufferSettings:
+        """The environment's settings (``os.environ`` unless ``env``), then ``overrides`` from code."""
+        variables = _Variables(env)
+        directory = variables.text("LLMLEDGER_OTLP_BUFFER_DIR")
+        if directory:
+            path = Path(directory).expanduser()
+        else:
+            data_home = variables.env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+            service = variables.text("OTEL_SERVICE_NAME") or "unknown_service"
+            # One directory per service: processes of the same app adopt each other's leftovers,
+            # other apps (other endpoints, other tokens) never do.
+            path = (
+                Path(data_home) / "llmledger" / "otlp-buffer" / re.sub(r"[^A-Za-z0-9._-]", "_", service)[:100]
+            )
+        settings = cls(
+            path,
+            variables.size("LLMLEDGER_OTLP_BUFFER_MAX_BYTES", _DEFAULT_MAX_BYTES),
+            variables.seconds("LLMLEDGER_OTLP_BUFFER_MAX_AGE_SECONDS", _DEFAULT_MAX_AGE, zero=False),
+        )
+        variables.report("llmledger_otlp")
+        return dataclasses.replace(settings, **overrides) if overrides else settings  # pyright: ignore[reportArgumentType]

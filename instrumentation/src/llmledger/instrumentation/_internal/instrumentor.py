@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import importlib
 import logging
 import time
@@ -98,7 +99,9 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
     Loaded by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor``
     entry point ``llmledger``, or by hand::
 
-        LLMLedgerInstrumentor().instrument(tracer_provider=..., meter_provider=...)
+        LLMLedgerInstrumentor().instrument(tracer_provider=..., meter_provider=..., console=True)
+
+    Any :class:`InstrumentationConfig` field may be passed by name; it wins over its variable.
     """
 
     _telemetry: Telemetry | None = None
@@ -116,9 +119,13 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
             internal_error("instrument", exc)
 
     def _instrument_unsafe(self, **kwargs: Any) -> None:
+        # Settings given here win over the environment's (docs/configuration.md, precedence).
+        settings = {name: kwargs[name] for name in _SETTING_NAMES if name in kwargs}
         config = kwargs.get("config")
-        if not isinstance(config, InstrumentationConfig):
-            config = InstrumentationConfig.from_env()
+        if isinstance(config, InstrumentationConfig):
+            config = dataclasses.replace(config, **settings)
+        else:
+            config = InstrumentationConfig.from_env(**settings)
         tracer_provider = kwargs.get("tracer_provider") or trace_api.get_tracer_provider()
         meter_provider = kwargs.get("meter_provider") or metrics_api.get_meter_provider()
         tracer = trace_api.get_tracer(
@@ -183,6 +190,7 @@ class LLMLedgerInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedB
 
 
 _MISSING = object()
+_SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(InstrumentationConfig))
 PRELOADED_ENCODING = "o200k_base"
 
 
