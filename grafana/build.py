@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from llmledger.exporter._internal.attribute_names import quoted_name
 from llmledger.exporter._internal.migrations import dashboard_price_sql
 
 DATASOURCE_TYPE: Final = "grafana-clickhouse-datasource"
@@ -429,6 +430,7 @@ ORDER BY calls DESC, model
 # merged per model, and the quantile interpolated within its bucket (as Prometheus's
 # histogram_quantile). Metric attributes carry no feature, and a tenant only where the app
 # enables it, so the model is the one filter.
+_MODEL_ATTRIBUTE: Final = f"Attributes[{quoted_name('gen_ai.request.model')}]"
 SDK_LATENCY_BY_MODEL: Final = f"""
 {RANGE}
 SELECT
@@ -447,7 +449,7 @@ FROM (
     SELECT model, any(series_bounds) AS bounds, sumForEach(added) AS buckets
     FROM (
         SELECT
-            Attributes['gen_ai.request.model'] AS model,
+            {_MODEL_ATTRIBUTE} AS model,
             any(ExplicitBounds) AS series_bounds,
             if(any(AggregationTemporality) = 1,
                sumForEachIf(BucketCounts, TimeUnix >= range_start),
@@ -456,9 +458,9 @@ FROM (
                         arrayResize(argMaxIf(BucketCounts, TimeUnix, TimeUnix < range_start),
                                     length(any(BucketCounts)), 0))) AS added
         FROM otel_metrics_histogram
-        WHERE MetricName = 'gen_ai.client.operation.duration'
+        WHERE MetricName = {quoted_name("gen_ai.client.operation.duration")}
           AND TimeUnix >= range_start - INTERVAL 1 HOUR AND TimeUnix <= range_end
-          AND {_all_filter("Attributes['gen_ai.request.model']", "model")}
+          AND {_all_filter(_MODEL_ATTRIBUTE, "model")}
         GROUP BY ServiceName, ResourceAttributes, Attributes, StartTimeUnix
     )
     GROUP BY model

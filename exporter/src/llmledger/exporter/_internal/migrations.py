@@ -30,6 +30,7 @@ from typing import Final
 
 from clickhouse_connect.driver.client import Client
 
+from llmledger.exporter._internal.attribute_names import render_attribute_names
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.identifiers import quote_identifier
 from llmledger.exporter._internal.store import run_command, run_query
@@ -141,7 +142,9 @@ def _string_array(values: list[str]) -> str:
 
 def _sql_file(folder: str, name: str) -> str:
     text = resources.files("llmledger.exporter._internal").joinpath("schema", folder, name).read_text()
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--")).strip()
+    sql = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--")).strip()
+    # Attribute names first: `${attr:...}` is not a string.Template placeholder.
+    return render_attribute_names(sql, f"schema/{folder}/{name}")
 
 
 def shared_sql(database: str) -> dict[str, str]:

@@ -3,17 +3,17 @@
 -- llm.system in OpenInference). The aliases are data (llmledger.instrumentation.pricing).
 transform(
     lower(coalesce(
-        nullIf(a['gen_ai.provider.name'], ''),
-        nullIf(a['gen_ai.system'], ''),
-        nullIf(a['llm.provider'], ''),
-        a['llm.system']
+        nullIf(a[${attr:gen_ai.provider.name}], ''),
+        nullIf(a[${attr:gen_ai.system}], ''),
+        nullIf(a[${attr:llm.provider}], ''),
+        a[${attr:llm.system}]
     )),
     ${provider_alias_names},
     ${provider_alias_targets},
     lower(coalesce(
-        nullIf(a['gen_ai.provider.name'], ''),
-        nullIf(a['gen_ai.system'], ''),
-        nullIf(a['llm.provider'], ''),
-        a['llm.system']
+        nullIf(a[${attr:gen_ai.provider.name}], ''),
+        nullIf(a[${attr:gen_ai.system}], ''),
+        nullIf(a[${attr:llm.provider}], ''),
+        a[${attr:llm.system}]
     ))
 )

@@ -65,8 +65,8 @@ FROM (
     SELECT
         *,
         if(use_reported, '', lower(coalesce(
-            nullIf(a['openai.response.service_tier'], ''),
-            a['gen_ai.openai.response.service_tier']
+            nullIf(a[${attr:openai.response.service_tier}], ''),
+            a[${attr:gen_ai.openai.response.service_tier}]
         ))) AS service_tier,
         toDate(Timestamp, 'UTC') AS call_day,
         toUInt32(toUnixTimestamp(Timestamp, 'UTC') % 86400) AS call_second,
@@ -112,85 +112,85 @@ FROM (
                 SpanAttributes AS a,
                 ${tenant_id} AS tenant_id,
                 coalesce(
-                    nullIf(a['user.id'], ''),
-                    nullIf(a['traceloop.association.properties.user_id'], ''),
-                    nullIf(a['langfuse.user.id'], ''),
-                    nullIf(a['gen_ai.user'], ''),
-                    nullIf(a['gen_ai.request.user'], ''),
-                    a['llm.user']
+                    nullIf(a[${attr:user.id}], ''),
+                    nullIf(a[${attr:traceloop.association.properties.user_id}], ''),
+                    nullIf(a[${attr:langfuse.user.id}], ''),
+                    nullIf(a[${attr:gen_ai.user}], ''),
+                    nullIf(a[${attr:gen_ai.request.user}], ''),
+                    a[${attr:llm.user}]
                 ) AS user_id,
                 coalesce(
-                    nullIf(a['session.id'], ''),
-                    nullIf(a['traceloop.association.properties.session_id'], ''),
-                    a['langfuse.session.id']
+                    nullIf(a[${attr:session.id}], ''),
+                    nullIf(a[${attr:traceloop.association.properties.session_id}], ''),
+                    a[${attr:langfuse.session.id}]
                 ) AS session_id,
-                a['gen_ai.conversation.id'] AS conversation_id,
-                coalesce(nullIf(a['llmledger.feature'], ''), a['traceloop.workflow.name']) AS feature,
+                a[${attr:gen_ai.conversation.id}] AS conversation_id,
+                coalesce(nullIf(a[${attr:llmledger.feature}], ''), a[${attr:traceloop.workflow.name}]) AS feature,
                 ${provider} AS provider,
                 coalesce(
-                    nullIf(a['gen_ai.operation.name'], ''),
-                    nullIf(a['llm.request.type'], ''),
-                    transform(a['openinference.span.kind'], ['LLM', 'EMBEDDING'], ['chat', 'embeddings'], '')
+                    nullIf(a[${attr:gen_ai.operation.name}], ''),
+                    nullIf(a[${attr:llm.request.type}], ''),
+                    transform(a[${attr:openinference.span.kind}], ['LLM', 'EMBEDDING'], ['chat', 'embeddings'], '')
                 ) AS operation_name,
                 transform(operation_name, ['completion', 'embedding'], ['text_completion', 'embeddings'], operation_name)
                     AS operation,
-                coalesce(nullIf(a['gen_ai.request.model'], ''), a['llm.model_name']) AS request_model,
-                coalesce(nullIf(a['gen_ai.response.model'], ''), request_model) AS response_model,
-                a['gen_ai.response.id'] AS response_id,
+                coalesce(nullIf(a[${attr:gen_ai.request.model}], ''), a[${attr:llm.model_name}]) AS request_model,
+                coalesce(nullIf(a[${attr:gen_ai.response.model}], ''), request_model) AS response_model,
+                a[${attr:gen_ai.response.id}] AS response_id,
                 coalesce(
-                    toUInt64OrNull(a['gen_ai.usage.input_tokens']),
-                    toUInt64OrNull(a['gen_ai.usage.prompt_tokens']),
-                    toUInt64OrNull(a['llm.usage.prompt_tokens']),
-                    toUInt64OrNull(a['llm.token_count.prompt'])
+                    toUInt64OrNull(a[${attr:gen_ai.usage.input_tokens}]),
+                    toUInt64OrNull(a[${attr:gen_ai.usage.prompt_tokens}]),
+                    toUInt64OrNull(a[${attr:llm.usage.prompt_tokens}]),
+                    toUInt64OrNull(a[${attr:llm.token_count.prompt}])
                 ) AS input_tokens_or_null,
                 coalesce(
-                    toUInt64OrNull(a['gen_ai.usage.output_tokens']),
-                    toUInt64OrNull(a['gen_ai.usage.completion_tokens']),
-                    toUInt64OrNull(a['llm.usage.completion_tokens']),
-                    toUInt64OrNull(a['llm.token_count.completion'])
+                    toUInt64OrNull(a[${attr:gen_ai.usage.output_tokens}]),
+                    toUInt64OrNull(a[${attr:gen_ai.usage.completion_tokens}]),
+                    toUInt64OrNull(a[${attr:llm.usage.completion_tokens}]),
+                    toUInt64OrNull(a[${attr:llm.token_count.completion}])
                 ) AS output_tokens_or_null,
                 input_tokens_or_null IS NOT NULL OR output_tokens_or_null IS NOT NULL AS has_usage,
                 ifNull(input_tokens_or_null, 0) AS input_tokens,
                 ifNull(output_tokens_or_null, 0) AS output_tokens,
                 ifNull(coalesce(
-                    toUInt64OrNull(a['gen_ai.usage.cache_read.input_tokens']),
-                    toUInt64OrNull(a['gen_ai.usage.cache_read_input_tokens']),
-                    toUInt64OrNull(a['gen_ai.usage.cached_tokens']),
-                    toUInt64OrNull(a['llm.token_count.prompt_details.cache_read'])
+                    toUInt64OrNull(a[${attr:gen_ai.usage.cache_read.input_tokens}]),
+                    toUInt64OrNull(a[${attr:gen_ai.usage.cache_read_input_tokens}]),
+                    toUInt64OrNull(a[${attr:gen_ai.usage.cached_tokens}]),
+                    toUInt64OrNull(a[${attr:llm.token_count.prompt_details.cache_read}])
                 ), 0) AS cached_input_tokens,
                 ifNull(coalesce(
-                    toUInt64OrNull(a['gen_ai.usage.cache_creation.input_tokens']),
-                    toUInt64OrNull(a['gen_ai.usage.cache_creation_input_tokens']),
-                    toUInt64OrNull(a['gen_ai.usage.cache_write.input_tokens']),
-                    toUInt64OrNull(a['llm.token_count.prompt_details.cache_write'])
+                    toUInt64OrNull(a[${attr:gen_ai.usage.cache_creation.input_tokens}]),
+                    toUInt64OrNull(a[${attr:gen_ai.usage.cache_creation_input_tokens}]),
+                    toUInt64OrNull(a[${attr:gen_ai.usage.cache_write.input_tokens}]),
+                    toUInt64OrNull(a[${attr:llm.token_count.prompt_details.cache_write}])
                 ), 0) AS cache_write_input_tokens,
                 ifNull(coalesce(
-                    toUInt64OrNull(a['gen_ai.usage.reasoning.output_tokens']),
-                    toUInt64OrNull(a['gen_ai.usage.reasoning_tokens']),
-                    toUInt64OrNull(a['llm.token_count.completion_details.reasoning'])
+                    toUInt64OrNull(a[${attr:gen_ai.usage.reasoning.output_tokens}]),
+                    toUInt64OrNull(a[${attr:gen_ai.usage.reasoning_tokens}]),
+                    toUInt64OrNull(a[${attr:llm.token_count.completion_details.reasoning}])
                 ), 0) AS reasoning_tokens,
                 toDecimal128OrNull(coalesce(
-                    nullIf(a['gen_ai.usage.cost'], ''),
-                    nullIf(a['gen_ai.usage.cost.amount'], ''),
-                    nullIf(a['operation.cost'], ''),
-                    nullIf(a['llm.cost.total'], '')
+                    nullIf(a[${attr:gen_ai.usage.cost}], ''),
+                    nullIf(a[${attr:gen_ai.usage.cost.amount}], ''),
+                    nullIf(a[${attr:operation.cost}], ''),
+                    nullIf(a[${attr:llm.cost.total}], '')
                 ), 12) AS reported_cost,
-                upper(coalesce(nullIf(a['gen_ai.usage.cost.currency'], ''), 'USD')) AS reported_currency,
+                upper(coalesce(nullIf(a[${attr:gen_ai.usage.cost.currency}], ''), 'USD')) AS reported_currency,
                 -- llmledger's spans say which price book priced them (its 0 is a price: a
                 -- custom free model); a provider's own report is a price too. Anything else
                 -- that reports 0 for a call with tokens does not know the price.
-                a['llmledger.cost.source'] != '' OR a['gen_ai.usage.cost.source'] = 'provider' AS reported_is_priced,
-                coalesce(nullIf(a['llmledger.cost.source'], ''), nullIf(a['gen_ai.usage.cost.source'], ''), 'reported')
+                a[${attr:llmledger.cost.source}] != '' OR a[${attr:gen_ai.usage.cost.source}] = 'provider' AS reported_is_priced,
+                coalesce(nullIf(a[${attr:llmledger.cost.source}], ''), nullIf(a[${attr:gen_ai.usage.cost.source}], ''), 'reported')
                     AS reported_source,
-                a['llmledger.usage.estimated'] = 'true' AS tokens_estimated,
-                a['llmledger.fallback'] = 'true' AS is_fallback,
-                toUInt16OrZero(a['llmledger.fallback.attempt']) AS fallback_attempt,
-                a['error.type'] AS error_type_attribute,
+                a[${attr:llmledger.usage.estimated}] = 'true' AS tokens_estimated,
+                a[${attr:llmledger.fallback}] = 'true' AS is_fallback,
+                toUInt16OrZero(a[${attr:llmledger.fallback.attempt}]) AS fallback_attempt,
+                a[${attr:error.type}] AS error_type_attribute,
                 StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND error_type_attribute = '' AS success,
                 Duration AS duration_ns,
-                toFloat64OrNull(a['gen_ai.response.time_to_first_chunk']) AS first_chunk_seconds,
-                toFloat64OrNull(a['gen_ai.server.time_to_first_token']) AS first_token_seconds,
-                a['gen_ai.request.stream'] = 'true' OR a['gen_ai.is_streaming'] = 'true' OR a['llm.is_streaming'] = 'true'
+                toFloat64OrNull(a[${attr:gen_ai.response.time_to_first_chunk}]) AS first_chunk_seconds,
+                toFloat64OrNull(a[${attr:gen_ai.server.time_to_first_token}]) AS first_token_seconds,
+                a[${attr:gen_ai.request.stream}] = 'true' OR a[${attr:gen_ai.is_streaming}] = 'true' OR a[${attr:llm.is_streaming}] = 'true'
                     AS stream
             FROM ${db}.otel_traces
         )

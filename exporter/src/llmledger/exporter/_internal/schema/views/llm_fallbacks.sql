@@ -5,11 +5,11 @@ SELECT
     Timestamp,
     TraceId,
     ${tenant_id} AS tenant_id,
-    SpanAttributes['llmledger.feature'] AS feature,
-    SpanAttributes['llmledger.fallback.from_model'] AS from_model,
-    SpanAttributes['llmledger.fallback.from_error'] AS from_error,
-    coalesce(nullIf(SpanAttributes['gen_ai.response.model'], ''), SpanAttributes['gen_ai.request.model']) AS to_model,
-    toUInt16OrZero(SpanAttributes['llmledger.fallback.attempt']) AS attempt,
-    StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND SpanAttributes['error.type'] = '' AS success
+    SpanAttributes[${attr:llmledger.feature}] AS feature,
+    SpanAttributes[${attr:llmledger.fallback.from_model}] AS from_model,
+    SpanAttributes[${attr:llmledger.fallback.from_error}] AS from_error,
+    coalesce(nullIf(SpanAttributes[${attr:gen_ai.response.model}], ''), SpanAttributes[${attr:gen_ai.request.model}]) AS to_model,
+    toUInt16OrZero(SpanAttributes[${attr:llmledger.fallback.attempt}]) AS attempt,
+    StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND SpanAttributes[${attr:error.type}] = '' AS success
 FROM ${db}.otel_traces
-WHERE SpanAttributes['llmledger.fallback'] = 'true'
+WHERE SpanAttributes[${attr:llmledger.fallback}] = 'true'
