@@ -382,7 +382,7 @@ def test_ttl_order_is_validated() -> None:
 
 def test_store_settings_resolve_defaults_then_file_then_environment_then_flags() -> None:
     file = {"url": "http://file:8123/filedb", "cluster": "c1", "spans_ttl_days": 7, "calls_ttl_days": 30}
-    from_file = StoreConfig.from_env({}, file=file)
+    from_file = StoreConfig.resolve({}, file)
     assert (from_file.url, from_file.database, from_file.cluster) == (
         "http://file:8123/filedb",
         "filedb",
@@ -390,14 +390,14 @@ def test_store_settings_resolve_defaults_then_file_then_environment_then_flags()
     )
     assert (from_file.spans_ttl_days, from_file.calls_ttl_days, from_file.rollup_ttl_days) == (7, 30, 0)
     env = {"LLMLEDGER_CLICKHOUSE_URL": "http://env:8123/envdb", "LLMLEDGER_CLICKHOUSE_CLUSTER": "c2"}
-    from_env = StoreConfig.from_env(env, file=file)
+    from_env = StoreConfig.resolve(env, file)
     assert (from_env.url, from_env.database, from_env.cluster) == ("http://env:8123/envdb", "envdb", "c2")
     assert from_env.spans_ttl_days == 7  # what the environment does not set, the file still does
     # Flags as the CLI passes them: None for a flag not given.
-    flagged = StoreConfig.from_env(env, file=file, url="http://flag:8123/flagdb", cluster=None)
+    flagged = StoreConfig.resolve(env, file, {"url": "http://flag:8123/flagdb", "cluster": None})
     assert (flagged.url, flagged.database, flagged.cluster) == ("http://flag:8123/flagdb", "flagdb", "c2")
     with pytest.raises(ConfigError, match="database name 'a b'"):
-        StoreConfig.from_env({}, file={"url": "chdb:///tmp/x", "database": "a b"})
+        StoreConfig.resolve({}, {"url": "chdb:///tmp/x", "database": "a b"})
 
 
 def test_default_store_is_in_the_users_data_dir(tmp_path) -> None:

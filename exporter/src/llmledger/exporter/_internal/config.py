@@ -79,15 +79,19 @@ class StoreConfig:
     rollup_ttl_days: int = 0
 
     @classmethod
-    def from_env(
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> StoreConfig:
+        """:meth:`resolve` without a settings file: the environment, then non-``None`` ``overrides`` (flags)."""
+        return cls.resolve(env, None, overrides)
+
+    @classmethod
+    def resolve(
         cls,
         env: Mapping[str, str] | None = None,
-        *,
         file: Mapping[str, object] | None = None,
-        **overrides: object,
+        flags: Mapping[str, object] | None = None,
     ) -> StoreConfig:
         """Resolve and validate: defaults < ``file`` (a settings file's values, by field name) <
-        the environment < non-``None`` ``overrides`` (flags)."""
+        the environment (``os.environ`` unless ``env``) < ``flags`` (``None`` meaning not given)."""
         env = os.environ if env is None else env
         # A file's value counts where the environment sets nothing, and then as a flag would.
         from_file = {
@@ -95,7 +99,7 @@ class StoreConfig:
         }
         overrides = {
             **from_file,
-            **{k: v for k, v in overrides.items() if v is not None or k not in from_file},
+            **{k: v for k, v in (flags or {}).items() if v is not None or k not in from_file},
         }
         problems: list[str] = []
         url = env.get(ENV_CLICKHOUSE_URL) or f"chdb://{default_store_path(env)}"
