@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -117,6 +118,40 @@ def make_request(
             else:
                 kv.value.string_value = str(value)
     return request.SerializeToString()
+
+
+def paced_sends(
+    port: int,
+    path: str,
+    body: Callable[[int], bytes],
+    worker: int,
+    senders: int,
+    interval: float,
+    start: float,
+    stop: threading.Event,
+    answered: Callable[[int, float], None],
+) -> None:
+    """One of ``senders`` load threads: POSTs ``body(index)`` (index ``worker``, then
+    ``worker + senders``, ...) to ``path`` until ``stop``, one request every ``interval``
+    seconds (0: each as soon as the last is answered), the senders' first requests spread
+    over one interval; ``answered(status, seconds)`` after each answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    next_at = start + worker * interval / senders
+    index = worker
+    while not stop.is_set():
+        if interval:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += interval
+        payload = body(index)
+        index += senders
+        began = time.monotonic()
+        connection.request("POST", path, payload, {"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        response.read()
+        answered(response.status, time.monotonic() - began)
+    connection.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -239,30 +274,19 @@ def measure(
     start = time.monotonic()
     per_sender_interval = args.batch * args.senders / args.rate if args.rate else 0.0
 
+    def acked(status: int, seconds: float) -> None:
+        with lock:
+            if status == 200:
+                ack_latencies.append(seconds)
+                sent_spans[0] += args.batch
+            else:
+                refused[0] += 1
+
     def send(worker: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=30)
-        next_at = start + worker * per_sender_interval / args.senders
-        index = worker
-        while not stop.is_set():
-            if per_sender_interval:
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                next_at += per_sender_interval
-            body = unique(payloads[index % len(payloads)])
-            index += args.senders
-            began = time.monotonic()
-            connection.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
-            response = connection.getresponse()
-            response.read()
-            elapsed = time.monotonic() - began
-            with lock:
-                if response.status == 200:
-                    ack_latencies.append(elapsed)
-                    sent_spans[0] += args.batch
-                else:
-                    refused[0] += 1
-        connection.close()
+        paced_sends(
+            collector.port, "/v1/traces", lambda index: unique(payloads[index % len(payloads)]),
+            worker, args.senders, per_sender_interval, start, stop, acked,
+        )  # fmt: skip
 
     def probe() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=30)
