@@ -114,7 +114,7 @@ def main() -> int:
             rows = SpanRows()
             rows.add_sdk_spans(seed)
             writer.write(rows, dedup_token=f"seed-{database}-{first}")
-    while args.seed and int(client.command("SELECT count() FROM system.merges")):
+    while args.seed and int(str(client.command("SELECT count() FROM system.merges"))):
         time.sleep(0.5)
     if args.seed:  # the seed's parts would merge at random moments of the timed inserts
         client.command("SYSTEM STOP MERGES")
