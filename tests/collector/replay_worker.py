@@ -13,8 +13,9 @@ from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from llmledger.exporter._internal.collector.drain import SpoolDrain
+from llmledger.exporter._internal.collector.config import CollectorConfig
 from llmledger.exporter._internal.collector.metrics import CollectorMetrics
+from llmledger.exporter._internal.collector.pipeline import traces_drain
 from llmledger.exporter._internal.collector.spool import DurableSpool, SpoolReader
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
@@ -30,7 +31,7 @@ def main(root: Path) -> None:
     spool_dir = root / "spool"
 
     def open_spool() -> tuple[DurableSpool, SpoolReader]:
-        writer = DurableSpool(spool_dir, max_bytes=64 << 20, segment_bytes=8 << 20)
+        writer = DurableSpool(spool_dir, max_bytes=64 << 20, segment_bytes=8 << 20, fsync="always")
         return writer, SpoolReader(spool_dir, wait=0)
 
     spool, reader = open_spool()
@@ -56,13 +57,8 @@ def main(root: Path) -> None:
     # replay takes the native path, the first insert took SpanRows: one block each, so the
     # tokens match all the same.
     spool, reader = open_spool()
-    drain = SpoolDrain(
-        reader,
-        config,
-        CollectorMetrics(),
-        dead_letter_dir=root / "dead-letters",
-        batch_max_spans=80,
-        native_insert_file=root / "native-batch.pb",
+    drain = traces_drain(
+        CollectorConfig(config, data_dir=root, batch_max_spans=80), reader, CollectorMetrics()
     )
     drain.start()
     deadline = time.monotonic() + 30

@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from llmledger.exporter._internal.collector.config import CollectorConfig
 from llmledger.exporter._internal.collector.dead_letters import DeadLetterFile
-from llmledger.exporter._internal.collector.drain import SpoolDrain
 from llmledger.exporter._internal.collector.metrics import CollectorMetrics
 from llmledger.exporter._internal.collector.otlp_signals import Signal, count_data_points, count_log_records
-from llmledger.exporter._internal.collector.signal_drain import SignalDrain
+from llmledger.exporter._internal.collector.pipeline import metrics_and_logs_drain, traces_drain
 from llmledger.exporter._internal.collector.spool import DurableSpool, SpoolReader
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
@@ -65,12 +65,11 @@ class Drains:
     """A signal's drain and the traces drain whose store connection it writes through, as in the collector."""
 
     def __init__(self, signal: Signal, root: Path, config: StoreConfig) -> None:
-        self._traces = SpoolReader(root / "spool", wait=0)
-        self.store = SpoolDrain(self._traces, config, CollectorMetrics(), dead_letter_dir=root / "dl")
-        self.reader = SpoolReader(root / f"spool-{signal.value}", wait=0)
-        self.drain = SignalDrain(
-            signal, self.reader, self.store, CollectorMetrics(), dead_letter_dir=root / "dl"
-        )
+        collector = CollectorConfig(config, data_dir=root, native_insert=False)
+        self._traces = SpoolReader(collector.spool_dir, wait=0)
+        self.store = traces_drain(collector, self._traces, CollectorMetrics())
+        self.reader = SpoolReader(collector.signal_spool_dir(signal), wait=0)
+        self.drain = metrics_and_logs_drain(collector, signal, self.reader, self.store, CollectorMetrics())
 
     def close(self) -> None:
         self.drain.stop(5)
@@ -85,8 +84,10 @@ def main(root: Path, signal: Signal) -> None:
     apply_migrations(client, config)
     table, check = CONSTRAINTS[signal]
     run_command(client, f"ALTER TABLE {config.database}.{table} ADD CONSTRAINT no_pills CHECK {check}")
-    DurableSpool(root / "spool", max_bytes=8 << 20, segment_bytes=1 << 20).close()
-    spool = DurableSpool(root / f"spool-{signal.value}", max_bytes=64 << 20, segment_bytes=8 << 20)
+    DurableSpool(root / "spool", max_bytes=8 << 20, segment_bytes=1 << 20, fsync="always").close()
+    spool = DurableSpool(
+        root / f"spool-{signal.value}", max_bytes=64 << 20, segment_bytes=8 << 20, fsync="always"
+    )
     spool_batch(spool, signal)
 
     # First run: every part written, the pill dead-lettered, then "the crash": no commit.
@@ -112,7 +113,7 @@ def main(root: Path, signal: Signal) -> None:
     client = open_store(config)
     stored = [row[0] for row in run_query(client, STORED[signal]).result_rows]
     client.close()
-    entries = DeadLetterFile(root / "dl").entries()
+    entries = DeadLetterFile(root / "dead-letters").entries()
     print(
         json.dumps(
             {

@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from llmledger.exporter._internal.collector.config import CollectorConfig
 from llmledger.exporter._internal.collector.dead_letters import DeadLetterFile
-from llmledger.exporter._internal.collector.drain import SpoolDrain
 from llmledger.exporter._internal.collector.metrics import CollectorMetrics
+from llmledger.exporter._internal.collector.pipeline import traces_drain
 from llmledger.exporter._internal.collector.spool import DurableSpool, SpoolReader
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
@@ -36,7 +37,7 @@ def main(root: Path) -> None:
         client, f"ALTER TABLE {config.database}.otel_traces ADD CONSTRAINT no_pills CHECK SpanName != 'pill'"
     )
 
-    spool = DurableSpool(spool_dir, max_bytes=64 << 20, segment_bytes=8 << 20)
+    spool = DurableSpool(spool_dir, max_bytes=64 << 20, segment_bytes=8 << 20, fsync="always")
     for seed in range(3):
         request = make_request(40, seed=seed, tenant=f"tenant-{seed}")
         if seed == 1:
@@ -45,7 +46,9 @@ def main(root: Path) -> None:
 
     # First run: every part written, the pill dead-lettered, then "the crash": no commit.
     reader = SpoolReader(spool_dir, wait=0)
-    first = SpoolDrain(reader, config, CollectorMetrics(), dead_letter_dir=root / "dead-letters")
+    first = traces_drain(
+        CollectorConfig(config, data_dir=root, native_insert=False), reader, CollectorMetrics()
+    )
     batch = reader.claim_batch(max_spans=1000, max_bytes=64 << 20)
     assert batch is not None
     totals = first._deliver(batch)  # pyright: ignore[reportPrivateUsage]  (delivered, never committed)
@@ -58,13 +61,7 @@ def main(root: Path) -> None:
 
     # Second run: the claim comes back with the same token and is replayed.
     reader = SpoolReader(spool_dir, wait=0)
-    second = SpoolDrain(
-        reader,
-        config,
-        CollectorMetrics(),
-        dead_letter_dir=root / "dead-letters",
-        native_insert_file=root / "n.pb",
-    )
+    second = traces_drain(CollectorConfig(config, data_dir=root), reader, CollectorMetrics())
     second.start()
     deadline = time.monotonic() + 30
     while reader.pending_bytes() and time.monotonic() < deadline:

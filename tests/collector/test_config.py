@@ -1,13 +1,29 @@
-"""Collector configuration: defaults < TOML file < environment < flags, every problem reported at once."""
+"""Collector configuration: one set of defaults < TOML file < environment < flags, every problem at once."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from llmledger.exporter._internal.collector import SETTINGS, CollectorConfig
+from llmledger.exporter._internal.collector.config import (
+    FsyncPolicy,
+    LogFormat,
+    LogLevel,
+    Setting,
+    default_data_dir,
+)
+from llmledger.exporter._internal.collector.messages import DrainStart, decode_command, encode
 from llmledger.exporter._internal.config import ConfigError
+from llmledger.exporter.cli import build_parser
+from llmledger.exporter.cli._collector import config_from_args
 
 
 def test_defaults_listen_on_loopback_with_a_durable_spool(tmp_path: Path) -> None:
@@ -101,16 +117,101 @@ def test_the_drain_process_gets_the_same_config_without_secrets(tmp_path: Path) 
         {"auth_token": "secret", "data_dir": str(tmp_path / "d"), "batch_max_spans": "500"},
         env={"XDG_DATA_HOME": str(tmp_path)},
     )
-    copy = CollectorConfig.from_json(config.to_json())
-    assert "secret" not in config.to_json()
-    assert copy.auth_token is None
-    assert (copy.data_dir, copy.batch_max_spans, copy.store) == (tmp_path / "d", 500, config.store)
+    line = encode(DrainStart(config))
+    assert "secret" not in line
+    start = decode_command(line)
+    assert isinstance(start, DrainStart)
+    assert start.config == dataclasses.replace(config, auth_token=None)
+    assert (start.config.data_dir, start.config.batch_max_spans) == (tmp_path / "d", 500)
 
 
-def test_every_setting_is_a_field_with_its_default() -> None:
-    defaults = CollectorConfig.__dataclass_fields__
+def test_every_field_but_the_store_is_a_setting_and_its_choices_are_its_type() -> None:
+    fields = {item.name for item in dataclasses.fields(CollectorConfig)}
+    assert fields - {"store"} == {setting.name for setting in SETTINGS}
+    choices = {setting.name: setting.choices for setting in SETTINGS if setting.kind == "choice"}
+    assert choices == {
+        "fsync": get_args(FsyncPolicy),
+        "log_format": get_args(LogFormat),
+        "log_level": get_args(LogLevel),
+    }
+
+
+def _written(setting: Setting) -> str:
+    """A default as a user would write it in a flag or a variable."""
+    value = setting.default
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # numbers as they are, strings quoted (TOML basic strings)
+
+
+def test_flags_variables_file_cli_and_drain_process_read_the_same_defaults(tmp_path: Path) -> None:
+    """One set of defaults: each source, given each default written out, builds the same configuration."""
+    env = {"XDG_DATA_HOME": str(tmp_path)}
+    defaults = CollectorConfig.build(env=env)
+    assert defaults == CollectorConfig(store=defaults.store, data_dir=default_data_dir(env))
+    given = [setting for setting in SETTINGS if setting.default is not None]
+    assert len(given) >= 20  # every setting but the unset ones and the computed data directory
+
+    # The CLI, with no flag given and with every default given as a flag.
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["collector"]), env=env) == defaults
+    argv = ["collector"]
+    for setting in given:
+        if setting.kind == "bool":
+            argv.append(setting.flag if setting.default else "--no-" + setting.flag[2:])
+        else:
+            argv += [setting.flag, _written(setting)]
+    assert config_from_args(parser.parse_args(argv), env=env) == defaults
+
+    # Flags as CollectorConfig.build takes them, the environment, and the TOML file.
+    assert CollectorConfig.build({setting.name: _written(setting) for setting in given}, env=env) == defaults
+    variables = {setting.env: _written(setting) for setting in given}
+    assert CollectorConfig.build(env={**env, **variables}) == defaults
+    config_file = tmp_path / "collector.toml"
+    config_file.write_text(
+        "[collector]\n" + "".join(f"{setting.name} = {_toml(setting.default)}\n" for setting in given)
+    )
+    assert CollectorConfig.build(env=env, config_file=config_file) == defaults
+
+    # The drain process, a fresh interpreter whose own environment says otherwise: it reads
+    # the configuration it is sent, not defaults (or variables) of its own.
+    child = subprocess.run(
+        [sys.executable, "-c", _ECHO_CONFIGURATION],
+        input=encode(DrainStart(defaults)) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LLMLEDGER_COLLECTOR_BATCH_MAX_SPANS": "7", "XDG_DATA_HOME": str(tmp_path / "x")},
+    )
+    echoed = decode_command(child.stdout)
+    assert isinstance(echoed, DrainStart)
+    assert echoed.config == defaults
+
+
+_ECHO_CONFIGURATION = """
+import sys
+from llmledger.exporter._internal.collector.drain_process import read_configuration
+from llmledger.exporter._internal.collector.messages import DrainStart, encode
+print(encode(DrainStart(read_configuration(sys.stdin))))
+"""
+
+
+def test_the_documented_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
+    """docs/collector.md's table says each default as the collector reads it."""
+    text = (Path(__file__).parents[2] / "docs" / "collector.md").read_text()
+    documented = {
+        cells[1].strip(" `"): cells[4].strip(" `")
+        for line in text.splitlines()
+        if line.startswith("| `") and len(cells := line.split("|")) > 5 and cells[2].strip().startswith("`--")
+    }
+    assert set(documented) == {setting.name for setting in SETTINGS}
+    env = {"XDG_DATA_HOME": str(tmp_path)}
     for setting in SETTINGS:
-        assert setting.name in defaults
-        field_default = defaults[setting.name].default
-        if setting.default is not None:
-            assert field_default == setting.default, setting.name
+        if setting.default is None:
+            continue  # unset (—), random per start, or the data directory (checked above)
+        read = CollectorConfig.build({setting.name: documented[setting.name]}, env=env)
+        assert getattr(read, setting.name) == setting.default, setting.name

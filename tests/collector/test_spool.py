@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmledger.exporter._internal.collector import spool as spool_module
 from llmledger.exporter._internal.collector.spool import (
     HEADER_SIZE,
     DurableSpool,
@@ -23,6 +22,14 @@ from llmledger.exporter._internal.collector.spool import (
     SpoolReader,
     frame_record,
     scan_records,
+)
+from llmledger.exporter._internal.collector.spool import writer as spool_writer
+from llmledger.exporter._internal.collector.spool.format import (
+    Checkpoint,
+    Claim,
+    pack_durable,
+    unpack_durable,
+    write_checkpoint,
 )
 
 
@@ -183,16 +190,16 @@ def test_a_failed_write_is_reported_and_leaves_no_partial_record(
     real_write = os.write
 
     def short_then_full(fd: int, data: bytes | memoryview) -> int:
-        monkeypatch.setattr(spool_module.os, "write", failing)
+        monkeypatch.setattr(spool_writer.os, "write", failing)
         return real_write(fd, bytes(data)[:10])
 
     def failing(fd: int, data: bytes | memoryview) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(spool_module.os, "write", short_then_full)
+    monkeypatch.setattr(spool_writer.os, "write", short_then_full)
     with pytest.raises(SpoolError, match="No space left"):
         spool.append(b"during", 1)
-    monkeypatch.setattr(spool_module.os, "write", real_write)
+    monkeypatch.setattr(spool_writer.os, "write", real_write)
     spool.append(b"after", 1)
     spool.close()
     assert drain_all(open_spool(tmp_path)) == [b"before", b"after"]
@@ -201,7 +208,7 @@ def test_a_failed_write_is_reported_and_leaves_no_partial_record(
 def test_one_writer_per_spool_directory(tmp_path: Path) -> None:
     spool = open_spool(tmp_path)
     with pytest.raises(SpoolError, match="in use by another collector"):
-        DurableSpool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+        DurableSpool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, fsync="always")
     with pytest.raises(SpoolError, match="in use by another collector"):
         SpoolReader(tmp_path, wait=0.1)
     spool.close()
@@ -438,3 +445,62 @@ def test_request_digests_survive_a_restart_bounded_and_a_torn_tail(
     assert all(d in again for d in digests[-8:])
     assert len(again) == min(8, len(digests))
     assert path.stat().st_size == 16 * len(again)
+
+
+# The bytes earlier versions wrote (computed with the spool module before it was split into
+# format, writer and reader): spools left on disk by them must read back unchanged.
+_RECORD_BEFORE = bytes.fromhex(
+    "4c4c535012000000030000007bf4ceeb9a0100008fb0c62d0c5cc6df6f746c702072657175657374206279746573"
+)
+_DURABLE_1_92_BEFORE = bytes.fromhex("01000000000000005c000000000000004d3c5a40")
+
+
+def test_the_bytes_on_disk_are_those_earlier_versions_wrote(tmp_path: Path) -> None:
+    assert frame_record(b"otlp request bytes", 3, 1_764_892_800_123) == _RECORD_BEFORE
+    assert pack_durable(1, 92) == _DURABLE_1_92_BEFORE
+    assert unpack_durable(_DURABLE_1_92_BEFORE) == (1, 92)
+    assert unpack_durable(_DURABLE_1_92_BEFORE[:-1] + b"\0") is None  # torn
+    claim = Claim(2, 56, 4, 28)
+    write_checkpoint(
+        tmp_path, Checkpoint("0123abcd", (2, 56), claim, (("dead_letter_spans", 1), ("written_spans", 40)))
+    )
+    assert (tmp_path / "checkpoint.json").read_text() == (
+        '{"spool_id": "0123abcd", "segment": 2, "offset": 56, "claim": [2, 56, 4, 28], '
+        '"totals": {"dead_letter_spans": 1, "written_spans": 40}}'
+    )
+    assert claim.token("0123abcd") == "llmledger-spool-0123abcd-2-56-4-28"
+    assert Claim(2, 56, 2, 128).token("0123abcd") == "llmledger-spool-0123abcd-2-56-128"
+
+
+def test_a_spool_left_by_an_earlier_version_is_drained_from_where_it_stopped(tmp_path: Path) -> None:
+    """A crash left a claim pending (three-number form) over the first of two records."""
+    (tmp_path / "segment-00000000000000000001.log").write_bytes(_RECORD_BEFORE * 2)
+    (tmp_path / "durable").write_bytes(_DURABLE_1_92_BEFORE)
+    (tmp_path / "checkpoint.json").write_text(
+        '{"spool_id": "0123abcd", "segment": 1, "offset": 0, "claim": [1, 0, 46], "totals": {"written_spans": 40}}'
+    )
+    writer = DurableSpool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, fsync="always")
+    reader = SpoolReader(tmp_path, wait=0)
+    try:
+        replayed = reader.claim_batch(max_spans=100, max_bytes=1 << 20)
+        assert replayed is not None
+        assert replayed.dedup_token == "llmledger-spool-0123abcd-1-0-46"  # the token it was inserted with
+        assert [(bytes(r.payload), r.span_count, r.appended_ms) for r in replayed.records] == [
+            (b"otlp request bytes", 3, 1_764_892_800_123)
+        ]
+        reader.commit(replayed, {"written_spans": 3})
+        rest = reader.claim_batch(max_spans=100, max_bytes=1 << 20)
+        assert rest is not None
+        assert (rest.segment, rest.start, rest.span_count) == (1, 46, 3)
+        reader.commit(rest, {"written_spans": 3})
+        writer.append(b"after the upgrade", 1)
+        new = reader.claim_batch(max_spans=100, max_bytes=1 << 20)
+        assert new is not None
+        assert [bytes(r.payload) for r in new.records] == [b"after the upgrade"]
+        assert new.segment == 2  # the writer went on in a segment of its own
+        reader.commit(new)
+        assert reader.totals == {"written_spans": 46}
+        assert not (tmp_path / "segment-00000000000000000001.log").exists()
+    finally:
+        writer.close()
+        reader.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from llmledger.exporter._internal.collector import SETTINGS, Collector, CollectorConfig, CollectorStartError
@@ -12,7 +13,7 @@ from llmledger.exporter._internal.collector.log_format import configure_logging
 from llmledger.exporter._internal.collector.spool import SpoolError
 from llmledger.exporter.cli import _dead_letters
 
-__all__ = ["register"]
+__all__ = ["config_from_args", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # pyright: ignore[reportPrivateUsage]
@@ -52,11 +53,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _dead_letters.register(parser.add_subparsers(title="maintenance", metavar="ACTION", required=False))
 
 
-def _run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CollectorConfig:
+    """The configuration the parsed flags give (flags left out default to ``None``: not given)."""
     flags = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
     flags["clickhouse_url"] = args.clickhouse_url
     flags["database"] = args.database
-    config = CollectorConfig.build(flags, config_file=args.config)
+    return CollectorConfig.build(flags, env=env, config_file=args.config)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
     configure_logging(config.log_format, config.log_level)
     try:
         return Collector(config).run()

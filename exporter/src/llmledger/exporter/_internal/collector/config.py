@@ -1,17 +1,22 @@
 """The collector's one typed configuration, from defaults, a TOML file, the environment and flags.
 
-Precedence, lowest to highest: built-in defaults, the TOML file (``--config`` or
-``LLMLEDGER_COLLECTOR_CONFIG``), environment variables (``LLMLEDGER_COLLECTOR_<NAME>``; the
-store keeps ``LLMLEDGER_CLICKHOUSE_URL``), then command-line flags. Every setting is a row
-of :data:`SETTINGS`, which also drives the CLI flags and the table in docs/collector.md.
-:meth:`CollectorConfig.build` reports every problem at once.
+Every setting is a field of :class:`CollectorConfig`, and its default is written there and
+nowhere else: :data:`SETTINGS` is read from those fields and gives each setting its file
+key, ``--flag`` and ``LLMLEDGER_COLLECTOR_<NAME>`` variable, so the CLI, the environment,
+the TOML file and the table in docs/collector.md all speak of the same settings. The drain
+process gets the built configuration whole (:class:`.messages.DrainStart`) and reads no
+default of its own.
+
+Precedence, lowest to highest: the defaults, the TOML file (``--config`` or
+``LLMLEDGER_COLLECTOR_CONFIG``), environment variables (the store keeps
+``LLMLEDGER_CLICKHOUSE_URL``), then command-line flags. :meth:`CollectorConfig.build`
+reports every problem at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import os
 import re
 import tomllib
@@ -23,8 +28,19 @@ from typing import Any, Final, Literal
 from llmledger.exporter._internal.config import ConfigError, StoreConfig, default_store_path
 
 from .otlp_signals import Signal
+from .spool import FsyncPolicy
 
-__all__ = ["ENV_CONFIG_FILE", "SETTINGS", "CollectorConfig", "Setting", "default_data_dir"]
+__all__ = [
+    "ENV_CONFIG_FILE",
+    "SETTINGS",
+    "CollectorConfig",
+    "FsyncPolicy",
+    "Kind",
+    "LogFormat",
+    "LogLevel",
+    "Setting",
+    "default_data_dir",
+]
 
 ENV_CONFIG_FILE: Final = "LLMLEDGER_COLLECTOR_CONFIG"
 _ENV_PREFIX: Final = "LLMLEDGER_COLLECTOR_"
@@ -40,17 +56,43 @@ _SIZE_UNITS: Final = {
 }
 
 Kind = Literal["str", "bool", "int", "size", "seconds", "path", "choice"]
+LogFormat = Literal["logfmt", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+_SETTING: Final = "llmledger.setting"
+
+
+@dataclass(frozen=True, slots=True)
+class _About:
+    """What a field's metadata says about it as a setting (its default is the field's own)."""
+
+    kind: Kind
+    help: str
+    choices: tuple[str, ...] = ()
+    default_text: str | None = None  # for a default computed at start (the data directory)
+
+
+def _about(
+    kind: Kind, help: str, *, choices: tuple[str, ...] = (), default_text: str | None = None
+) -> dict[str, _About]:
+    """A :class:`CollectorConfig` field's metadata that makes it a setting (the default stays the field's)."""
+    return {_SETTING: _About(kind, help, choices, default_text)}
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/llmledger/collector``, beside the default embedded store."""
+    return default_store_path(env).parent / "collector"
 
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One configuration setting: its name (file key; ``--flag-name``), kind, default and meaning."""
+    """One configuration setting, read from a :class:`CollectorConfig` field (see :data:`SETTINGS`)."""
 
     name: str
     kind: Kind
-    default: object
+    default: object  # ``None``: unset by default (or, for ``data_dir``, computed at start)
     help: str
     choices: tuple[str, ...] = ()
+    default_text: str | None = None
 
     @property
     def env(self) -> str:
@@ -60,104 +102,13 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def optional(self) -> bool:
+        """Whether the setting may be unset (``None``) in a built configuration."""
+        return self.default is None and self.default_text is None
 
-SETTINGS: Final[tuple[Setting, ...]] = (
-    Setting("grpc_endpoint", "str", "127.0.0.1:4317", "OTLP/gRPC listen address (host:port; empty disables)"),
-    Setting(
-        "http_endpoint",
-        "str",
-        "127.0.0.1:4318",
-        "OTLP/HTTP listen address (host:port), also /healthz, /readyz, /metrics; empty disables",
-    ),
-    Setting(
-        "data_dir", "path", None, "spool and state directory (default: $XDG_DATA_HOME/llmledger/collector)"
-    ),
-    Setting("spool_max_bytes", "size", 1 << 30, "spool bound; past it requests get 429 / RESOURCE_EXHAUSTED"),
-    Setting("spool_segment_bytes", "size", 32 << 20, "size at which the spool starts a new segment file"),
-    Setting(
-        "fsync",
-        "choice",
-        "always",
-        "always: ack after fsync (group commit); never: ack after the write (survives a crash, not power loss)",
-        ("always", "never"),
-    ),
-    Setting("max_request_bytes", "size", 8 << 20, "largest request body, after decompression"),
-    Setting(
-        "max_concurrent_requests",
-        "int",
-        32,
-        "requests decoded at once; more wait (HTTP) or are refused (gRPC)",
-    ),
-    Setting("batch_max_spans", "int", 100_000, "most spans per insert into the store"),
-    Setting("batch_max_bytes", "size", 128 << 20, "most spooled bytes per insert"),
-    Setting(
-        "batch_linger_seconds",
-        "seconds",
-        1.0,
-        "while less than a quarter of batch_max_bytes waits, an insert waits until the oldest waiting "
-        "request is this old (0: insert at once)",
-    ),
-    Setting(
-        "retry_initial_seconds", "seconds", 0.5, "first back-off after a failed insert (doubles, with jitter)"
-    ),
-    Setting("retry_max_seconds", "seconds", 30.0, "longest back-off between insert attempts"),
-    Setting(
-        "unexplained_error_seconds",
-        "seconds",
-        300.0,
-        "an insert error that names neither the data nor the store's state (see docs/collector.md): "
-        "how long one span may fail with it, while the store answers and takes nothing else, "
-        "before it goes to the dead-letter file",
-    ),
-    Setting("shutdown_timeout_seconds", "seconds", 15.0, "on SIGTERM, drain the spool for at most this long"),
-    Setting("auth_token", "str", None, "bearer token clients must send (Authorization: Bearer <token>)"),
-    Setting("auth_token_file", "path", None, "file holding the bearer token (instead of auth_token)"),
-    Setting("tls_cert_file", "path", None, "PEM certificate (chain) for TLS on both ports"),
-    Setting("tls_key_file", "path", None, "PEM private key for TLS"),
-    Setting("apply_schema", "bool", True, "apply pending schema migrations on start"),
-    Setting(
-        "native_insert",
-        "bool",
-        True,
-        "embedded store: the engine decodes spooled OTLP itself (faster); off: rows are built in Python",
-    ),
-    Setting(
-        "query_server",
-        "bool",
-        True,
-        "embedded store: serve it over ClickHouse's HTTP interface on clickhouse_http_endpoint, so the CLI, "
-        "Grafana and any ClickHouse client reach it while the collector owns it",
-    ),
-    Setting(
-        "clickhouse_http_endpoint",
-        "str",
-        "127.0.0.1:8123",
-        "embedded store: loopback address (host:port) of its ClickHouse HTTP interface",
-    ),
-    Setting(
-        "clickhouse_http_password",
-        "str",
-        None,
-        "password of the read-write user `llmledger` on the ClickHouse HTTP interface "
-        "(default: random per start, in <store>.owner.json)",
-    ),
-    Setting(
-        "clickhouse_http_readonly_password",
-        "str",
-        None,
-        "password of the read-only user `llmledger_readonly` (dashboards, reports; "
-        "default: random per start, in <store>.owner.json)",
-    ),
-    Setting("log_format", "choice", "logfmt", "structured log format", ("logfmt", "json")),
-    Setting("log_level", "choice", "info", "log level", ("debug", "info", "warning", "error")),
-)
-_BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
+
 _STORE_KEYS: Final = ("clickhouse_url", "database")
-
-
-def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_DATA_HOME/llmledger/collector``, beside the default embedded store."""
-    return default_store_path(env).parent / "collector"
 
 
 def _parse(setting: Setting, raw: object, source: str, problems: list[str]) -> object:
@@ -222,33 +173,130 @@ class CollectorConfig:
     """Every collector setting (see :data:`SETTINGS`), with the store it writes to."""
 
     store: StoreConfig
-    grpc_endpoint: str = "127.0.0.1:4317"
-    http_endpoint: str = "127.0.0.1:4318"
-    data_dir: Path = field(default_factory=default_data_dir)
-    spool_max_bytes: int = 1 << 30
-    spool_segment_bytes: int = 32 << 20
-    fsync: Literal["always", "never"] = "always"
-    max_request_bytes: int = 8 << 20
-    max_concurrent_requests: int = 32
-    batch_max_spans: int = 100_000
-    batch_max_bytes: int = 128 << 20
-    batch_linger_seconds: float = 1.0
-    retry_initial_seconds: float = 0.5
-    retry_max_seconds: float = 30.0
-    unexplained_error_seconds: float = 300.0
-    shutdown_timeout_seconds: float = 15.0
-    auth_token: str | None = None
-    auth_token_file: Path | None = None
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    apply_schema: bool = True
-    native_insert: bool = True
-    query_server: bool = True
-    clickhouse_http_endpoint: str = "127.0.0.1:8123"
-    clickhouse_http_password: str | None = None
-    clickhouse_http_readonly_password: str | None = None
-    log_format: Literal["logfmt", "json"] = "logfmt"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    grpc_endpoint: str = field(
+        default="127.0.0.1:4317",
+        metadata=_about("str", "OTLP/gRPC listen address (host:port; empty disables)"),
+    )
+    http_endpoint: str = field(
+        default="127.0.0.1:4318",
+        metadata=_about(
+            "str", "OTLP/HTTP listen address (host:port), also /healthz, /readyz, /metrics; empty disables"
+        ),
+    )
+    data_dir: Path = field(
+        default_factory=default_data_dir,
+        metadata=_about(
+            "path",
+            "spool and state directory (default: $XDG_DATA_HOME/llmledger/collector)",
+            default_text="$XDG_DATA_HOME/llmledger/collector",
+        ),
+    )
+    spool_max_bytes: int = field(
+        default=1 << 30, metadata=_about("size", "spool bound; past it requests get 429 / RESOURCE_EXHAUSTED")
+    )
+    spool_segment_bytes: int = field(
+        default=32 << 20, metadata=_about("size", "size at which the spool starts a new segment file")
+    )
+    fsync: FsyncPolicy = field(
+        default="always",
+        metadata=_about(
+            "choice",
+            "always: ack after fsync (group commit); never: ack after the write (survives a crash, not power loss)",
+            choices=("always", "never"),
+        ),
+    )
+    max_request_bytes: int = field(
+        default=8 << 20, metadata=_about("size", "largest request body, after decompression")
+    )
+    max_concurrent_requests: int = field(
+        default=32, metadata=_about("int", "requests decoded at once; more wait (HTTP) or are refused (gRPC)")
+    )
+    batch_max_spans: int = field(
+        default=100_000, metadata=_about("int", "most spans per insert into the store")
+    )
+    batch_max_bytes: int = field(default=128 << 20, metadata=_about("size", "most spooled bytes per insert"))
+    batch_linger_seconds: float = field(
+        default=1.0,
+        metadata=_about(
+            "seconds",
+            "while less than a quarter of batch_max_bytes waits, an insert waits until the oldest waiting "
+            "request is this old (0: insert at once)",
+        ),
+    )
+    retry_initial_seconds: float = field(
+        default=0.5, metadata=_about("seconds", "first back-off after a failed insert (doubles, with jitter)")
+    )
+    retry_max_seconds: float = field(
+        default=30.0, metadata=_about("seconds", "longest back-off between insert attempts")
+    )
+    unexplained_error_seconds: float = field(
+        default=300.0,
+        metadata=_about(
+            "seconds",
+            "an insert error that names neither the data nor the store's state (see docs/collector.md): "
+            "how long one span may fail with it, while the store answers and takes nothing else, "
+            "before it goes to the dead-letter file",
+        ),
+    )
+    shutdown_timeout_seconds: float = field(
+        default=15.0, metadata=_about("seconds", "on SIGTERM, drain the spool for at most this long")
+    )
+    auth_token: str | None = field(
+        default=None, metadata=_about("str", "bearer token clients must send (Authorization: Bearer <token>)")
+    )
+    auth_token_file: Path | None = field(
+        default=None, metadata=_about("path", "file holding the bearer token (instead of auth_token)")
+    )
+    tls_cert_file: Path | None = field(
+        default=None, metadata=_about("path", "PEM certificate (chain) for TLS on both ports")
+    )
+    tls_key_file: Path | None = field(default=None, metadata=_about("path", "PEM private key for TLS"))
+    apply_schema: bool = field(
+        default=True, metadata=_about("bool", "apply pending schema migrations on start")
+    )
+    native_insert: bool = field(
+        default=True,
+        metadata=_about(
+            "bool",
+            "embedded store: the engine decodes spooled OTLP itself (faster); off: rows are built in Python",
+        ),
+    )
+    query_server: bool = field(
+        default=True,
+        metadata=_about(
+            "bool",
+            "embedded store: serve it over ClickHouse's HTTP interface on clickhouse_http_endpoint, so the CLI, "
+            "Grafana and any ClickHouse client reach it while the collector owns it",
+        ),
+    )
+    clickhouse_http_endpoint: str = field(
+        default="127.0.0.1:8123",
+        metadata=_about(
+            "str", "embedded store: loopback address (host:port) of its ClickHouse HTTP interface"
+        ),
+    )
+    clickhouse_http_password: str | None = field(
+        default=None,
+        metadata=_about(
+            "str",
+            "password of the read-write user `llmledger` on the ClickHouse HTTP interface "
+            "(default: random per start, in <store>.owner.json)",
+        ),
+    )
+    clickhouse_http_readonly_password: str | None = field(
+        default=None,
+        metadata=_about(
+            "str",
+            "password of the read-only user `llmledger_readonly` (dashboards, reports; "
+            "default: random per start, in <store>.owner.json)",
+        ),
+    )
+    log_format: LogFormat = field(
+        default="logfmt", metadata=_about("choice", "structured log format", choices=("logfmt", "json"))
+    )
+    log_level: LogLevel = field(
+        default="info", metadata=_about("choice", "log level", choices=("debug", "info", "warning", "error"))
+    )
 
     @classmethod
     def build(
@@ -388,37 +436,31 @@ class CollectorConfig:
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
 
+    @property
+    def dead_letter_dir(self) -> Path:
+        """Where what the store refuses for its content is kept (every signal's)."""
+        return self.data_dir / "dead-letters"
+
     def signal_spool_dir(self, signal: Signal) -> Path:
         """Each signal's spool (traces: :attr:`spool_dir`)."""
         return self.data_dir / signal.spool_name
 
-    def to_json(self) -> str:
-        """The configuration as JSON, for the drain process over its private pipe.
 
-        The clients' bearer token is left out (the drain does not need it); the store's
-        HTTP passwords go along, since the drain serves that interface.
-        """
-        values: dict[str, object] = {}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if item.name in ("auth_token", "auth_token_file"):
-                value = None
-            elif item.name == "store":
-                value = dataclasses.asdict(value)
-            elif isinstance(value, Path):
-                value = str(value)
-            values[item.name] = value
-        return json.dumps(values)
+def _settings() -> tuple[Setting, ...]:
+    settings: list[Setting] = []
+    for item in dataclasses.fields(CollectorConfig):
+        about = item.metadata.get(_SETTING)
+        if isinstance(about, _About):
+            default = None if item.default is dataclasses.MISSING else item.default
+            settings.append(
+                Setting(item.name, about.kind, default, about.help, about.choices, about.default_text)
+            )
+    return tuple(settings)
 
-    @classmethod
-    def from_json(cls, text: str) -> CollectorConfig:
-        """The inverse of :meth:`to_json`."""
-        values: dict[str, Any] = json.loads(text)
-        values["store"] = StoreConfig(**values["store"])
-        for item in dataclasses.fields(cls):
-            if item.name in values and (item.type == "Path" or item.type == "Path | None"):
-                values[item.name] = None if values[item.name] is None else Path(values[item.name])
-        return cls(**values)
+
+SETTINGS: Final[tuple[Setting, ...]] = _settings()
+"""Every setting, in the order of :class:`CollectorConfig`'s fields, with the default written there."""
+_BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
 
 
 def _read_file(path: Path, problems: list[str]) -> dict[str, Any]:

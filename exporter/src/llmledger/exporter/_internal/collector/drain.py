@@ -51,7 +51,11 @@ _SPLITS_FILE = "splits.json"
 
 
 class SpoolDrain:
-    """A thread that moves spooled requests into the store (see the module doc)."""
+    """A thread that moves spooled requests into the store (see the module doc).
+
+    Built from the collector's configuration by :func:`.pipeline.traces_drain`: the settings
+    have no defaults here, so the drain process runs with exactly the ones it was given.
+    """
 
     def __init__(
         self,
@@ -60,14 +64,14 @@ class SpoolDrain:
         metrics: CollectorMetrics,
         *,
         dead_letter_dir: Path,
-        batch_max_spans: int = 100_000,
-        batch_max_bytes: int = 128 << 20,
-        retry_initial_seconds: float = 0.5,
-        retry_max_seconds: float = 30.0,
-        unexplained_error_seconds: float = 300.0,
-        batch_linger_seconds: float = 1.0,
-        apply_schema: bool = True,
-        native_insert_file: Path | None = None,
+        batch_max_spans: int,
+        batch_max_bytes: int,
+        retry_initial_seconds: float,
+        retry_max_seconds: float,
+        unexplained_error_seconds: float,
+        batch_linger_seconds: float,
+        apply_schema: bool,
+        native_insert_file: Path | None,
     ) -> None:
         self._spool = spool
         self._store = store

@@ -1,15 +1,20 @@
-"""The drain in a process of its own: the store, the spool reader and the query server live here.
+"""The drain process: stages 3 to 5 of the pipeline (:mod:`.pipeline`), in a process of its own.
 
 The receiving process acknowledges requests only after the spool has them; this process
-turns spooled requests into rows and inserts them. Row building is long pure-Python work
-and the store's client holds the GIL in stretches of tens of milliseconds, so keeping it
-out of the receiving process is what keeps acknowledgement latency low.
+claims spooled batches and inserts them, owns the store and, for an embedded store,
+serves it over ClickHouse's HTTP interface. Building rows and the store's client hold the
+GIL in stretches of tens of milliseconds, so keeping them out of the receiving process is
+what keeps acknowledgement latency low.
 
-Protocol with the parent, one JSON object per line: the parent writes the configuration
-on stdin, then ``{"stop": seconds}`` to ask for a graceful stop (drain for at most that
-long); this process writes a status object on stdout every ``STATUS_INTERVAL`` seconds
-and once more on exit. End of stdin means the parent is gone: stop at once (on Linux the
-kernel also kills this process when the parent dies, via ``PR_SET_PDEATHSIG``).
+The two talk in typed messages, one JSON line each (:mod:`.messages`): the receiving
+process writes :class:`.messages.DrainStart` (the configuration) on stdin, later a
+:class:`.messages.StopRequest`; this process writes a :class:`.messages.DrainStatus` on
+stdout every ``STATUS_INTERVAL`` seconds and, on exit, a last status and a
+:class:`.messages.DrainExited`. End of stdin means the parent is gone: stop at once (on
+Linux the kernel also kills this process when the parent dies, via ``PR_SET_PDEATHSIG``).
+
+:class:`DrainProcess` is the receiving process's end: it starts this process, keeps its
+latest status, and restarts from the counters it had.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import logging
 import os
 import signal
@@ -26,19 +30,28 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, Any, Final
+from collections.abc import Iterable, Mapping
+from typing import IO, Final
 
 from .clickhouse_http import ClickHouseHttpServer
 from .config import CollectorConfig
 from .drain import SpoolDrain
 from .log_format import configure_logging
+from .messages import (
+    DrainExited,
+    DrainStart,
+    DrainStatus,
+    MessageError,
+    Report,
+    StopRequest,
+    decode_command,
+    decode_report,
+    encode,
+)
 from .metrics import CollectorMetrics
-from .otlp_signals import Signal
-from .signal_drain import SignalDrain
-from .spool import SpoolReader
+from .pipeline import drain, report_status
 
-__all__ = ["DrainProcess", "main"]
+__all__ = ["DrainProcess", "main", "read_configuration"]
 
 _logger = logging.getLogger("llmledger.collector.drain")
 
@@ -49,6 +62,7 @@ _CHILD_MAIN: Final = (
     "import sys; from llmledger.exporter._internal.collector.drain_process import main; sys.exit(main())"
 )
 _PR_SET_PDEATHSIG: Final = 1
+_SHOWN: Final = 200  # characters of an unreadable line that a log line quotes
 
 
 def _die_with_parent(parent: int) -> None:
@@ -60,47 +74,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _status(
-    drain: SpoolDrain,
-    reader: SpoolReader,
-    signals: Sequence[SignalDrain],
-    metrics: CollectorMetrics,
-    query: ClickHouseHttpServer | None,
-    query_error: str | None = None,
-) -> dict[str, Any]:
-    # Spool figures cover every signal's spool; errors name the signal they come from.
-    readers = [reader, *(other.reader for other in signals)]
-    fatal = [f"{other.signal.value}: {other.fatal_error}" for other in signals if other.fatal_error]
-    if drain.fatal_error is not None:
-        fatal.insert(0, str(drain.fatal_error))
-    errors = [f"{other.signal.value}: {other.last_error}" for other in signals if other.last_error]
-    if drain.last_error:
-        errors.insert(0, drain.last_error)
-    inserting_since = drain.inserting_since
-    return {
-        "counters": metrics.snapshot(),
-        # Committed with the spool's cursor: the parent counts these from them, exactly,
-        # whatever drain process died before it could report (see DrainProcess.counters).
-        "durable_counters": _merged(r.totals for r in readers),
-        "durable_counters_at_open": _merged(r.totals_at_open for r in readers),
-        "insert_seconds": 0.0 if inserting_since is None else time.monotonic() - inserting_since,
-        "spool_damaged_bytes": sum(r.skipped_bytes for r in readers),
-        "pending_bytes": sum(r.pending_bytes() for r in readers),
-        "lag_seconds": max(r.lag_seconds if r.has_data() else 0.0 for r in readers),
-        "store_up": drain.store_connected and not any(other.last_error for other in signals),
-        "last_error": "; ".join(errors) or None,
-        "fatal_error": "; ".join(fatal) or None,
-        "query_port": None if query is None else query.port,
-        "query_error": query_error,
-    }
-
-
-def _merged(totals: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    # Each signal's spool commits counters of its own names ("written_spans", "written_data_points" …).
-    merged: dict[str, int] = {}
-    for one in totals:
-        merged.update(one)
-    return merged
+# -- the drain process -----------------------------------------------------------------------
 
 
 def main() -> int:
@@ -115,90 +89,79 @@ def main() -> int:
     os.nice(DRAIN_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    config = CollectorConfig.from_json(sys.stdin.readline())
-    configure_logging(config.log_format, config.log_level)
     out = sys.stdout
+    try:
+        config = read_configuration(sys.stdin)
+    except MessageError as exc:
+        # The parent and this process disagree on the protocol (two versions installed at
+        # once?): said in the exit message, which the parent logs, and the exit code.
+        _send(out, DrainExited(drained=False, error=f"no configuration from the collector process: {exc}"))
+        return 2
+    configure_logging(config.log_format, config.log_level)
     try:
         return _serve(config, out)
     except Exception as exc:
-        # Said in the status line too, so the parent's "drain process exited" line names it.
+        # Said in the exit message too, so the parent's "drain process exited" line names it.
         _logger.exception("the drain process stopped")
-        _send(out, {"fatal_error": f"{type(exc).__name__}: {exc}", "exited": True})
+        _send(out, DrainExited(drained=False, error=f"{type(exc).__name__}: {exc}"))
         return 1
+
+
+def read_configuration(commands: IO[str]) -> CollectorConfig:
+    """The configuration, the parent's first message; :class:`.messages.MessageError` for anything else."""
+    start = decode_command(commands.readline())
+    if not isinstance(start, DrainStart):
+        raise MessageError(f"the first message is a {type(start).__name__}, not the configuration")
+    return start.config
 
 
 def _serve(config: CollectorConfig, out: IO[str]) -> int:
     """Drain every spool and serve the store until the parent says stop; the exit code."""
     metrics = CollectorMetrics()
-    reader = SpoolReader(config.spool_dir)
-    drain = SpoolDrain(
-        reader,
-        config.store,
-        metrics,
-        dead_letter_dir=config.data_dir / "dead-letters",
-        batch_max_spans=config.batch_max_spans,
-        batch_max_bytes=config.batch_max_bytes,
-        retry_initial_seconds=config.retry_initial_seconds,
-        retry_max_seconds=config.retry_max_seconds,
-        unexplained_error_seconds=config.unexplained_error_seconds,
-        batch_linger_seconds=config.batch_linger_seconds,
-        apply_schema=config.apply_schema,
-        native_insert_file=config.data_dir / "native-batch.pb" if config.native_insert else None,
-    )
-    signals = [
-        SignalDrain(
-            kind,
-            SpoolReader(config.signal_spool_dir(kind)),
-            drain,
-            metrics,
-            dead_letter_dir=config.data_dir / "dead-letters",
-            batch_max_items=config.batch_max_spans,
-            batch_max_bytes=config.batch_max_bytes,
-            retry_initial_seconds=config.retry_initial_seconds,
-            retry_max_seconds=config.retry_max_seconds,
-            batch_linger_seconds=config.batch_linger_seconds,
-        )
-        for kind in (Signal.METRICS, Signal.LOGS)
-    ]
-    drain.start()
-    for signal_drain in signals:
-        signal_drain.start()
-    query, query_error = _start_query_server(config, drain, metrics)
-    stop_after: list[float] = []
-
-    def read_commands() -> None:
-        for line in sys.stdin:
-            try:
-                command = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(command, dict) and "stop" in command:
-                stop_after.append(float(command["stop"]))  # pyright: ignore[reportUnknownArgumentType]
-                return
-        stop_after.append(0.0)  # the parent is gone
-
-    threading.Thread(target=read_commands, name="llmledger-drain-commands", daemon=True).start()
+    drains = drain(config, metrics)
+    drains.start()
+    query, query_error = _start_query_server(config, drains.traces, metrics)
+    query_port = None if query is None else query.port
+    stop = _StopListener(sys.stdin)
     code = 0
-    while not stop_after:
-        _send(out, _status(drain, reader, signals, metrics, query, query_error))
-        if drain.fatal_error is not None or any(other.fatal_error for other in signals):
+    while not stop.requested.is_set():
+        _send(out, report_status(drains, metrics, query_port, query_error))
+        if drains.failed:
             code = 1
             break
-        time.sleep(STATUS_INTERVAL)
-    # The metrics and logs drains write through the traces drain's connection: stop them first.
-    deadline = time.monotonic() + (stop_after[0] if stop_after else 0.0)
-    drained = all([other.stop(max(0.0, deadline - time.monotonic())) for other in signals])
-    drained = drain.stop(max(0.0, deadline - time.monotonic())) and drained
+        stop.requested.wait(STATUS_INTERVAL)
+    drained = drains.stop(stop.seconds)
     if query is not None:
         query.stop()
-    status = _status(drain, reader, signals, metrics, query, query_error)
-    status["exited"] = True
-    status["drained"] = drained
-    _send(out, status)
-    reader.close()
-    for signal_drain in signals:
-        signal_drain.reader.close()
+    _send(out, report_status(drains, metrics, query_port, query_error))
+    _send(out, DrainExited(drained=drained))
+    drains.close()
     return code
+
+
+class _StopListener:
+    """The parent's commands, read on a thread: a :class:`.messages.StopRequest`, or the end of stdin."""
+
+    def __init__(self, commands: Iterable[str]) -> None:
+        self.requested = threading.Event()
+        self.seconds = 0.0  # how long to drain once stopped (the parent gone: not at all)
+        self._commands = commands
+        threading.Thread(target=self._read, name="llmledger-drain-commands", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._commands:
+            try:
+                command = decode_command(line)
+            except MessageError as exc:
+                _logger.error(
+                    "ignored an unreadable command from the collector process (%s): %.200r", exc, line
+                )
+                continue
+            if isinstance(command, StopRequest):
+                self.seconds = command.seconds
+                break
+            _logger.error("ignored an unexpected %s from the collector process", type(command).__name__)
+        self.requested.set()
 
 
 def _start_query_server(
@@ -232,31 +195,42 @@ def _start_query_server(
     return query, None
 
 
-def _send(out: IO[str], status: Mapping[str, Any]) -> None:
+def _send(out: IO[str], message: Report) -> None:
     try:
-        out.write(json.dumps(status) + "\n")
+        out.write(encode(message) + "\n")
         out.flush()
     except (BrokenPipeError, ValueError):
         pass
 
 
+# -- the receiving process's end -------------------------------------------------------------
+
+
 class DrainProcess:
-    """The parent's handle on the drain process: start it, read its status, stop it."""
+    """The receiving process's handle on the drain process: start it, read its status, stop it."""
 
     def __init__(self, config: CollectorConfig, store_socket: socket.socket | None = None) -> None:
         self._config = config
         self._store_socket = store_socket
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
-        self.status: dict[str, Any] = {}
+        self.status: DrainStatus | None = None  # the latest; ``None`` until this process's first
+        self.exited: DrainExited | None = None
         self.restarts = 0
         self._carried: dict[str, int] = {}
         # The spool's committed totals when this collector's first drain process opened it,
         # and the latest totals seen: their difference is exact across drain restarts.
-        self._durable_base: dict[str, int] | None = None
-        self._durable: dict[str, int] = {}
+        self._durable_base: Mapping[str, int] | None = None
+        self._durable: Mapping[str, int] = {}
         self.started_at = time.monotonic()
         self.status_at = self.started_at  # when the last status line arrived (liveness)
+
+    @property
+    def fatal_error(self) -> str | None:
+        """Why the drain process stopped, or the error one of its drains stopped on."""
+        if self.exited is not None and self.exited.error:
+            return self.exited.error
+        return None if self.status is None else self.status.fatal_error
 
     def counters(self) -> dict[str, int]:
         """The drain's counters, those of earlier (restarted) drain processes included.
@@ -265,7 +239,7 @@ class DrainProcess:
         dead-lettered) come from those totals, not from the last status a process sent
         before it died: a batch committed after that status would be missing otherwise.
         """
-        current: Mapping[str, int] = self.status.get("counters") or {}
+        current: Mapping[str, int] = {} if self.status is None else self.status.counters
         counters = {
             name: self._carried.get(name, 0) + current.get(name, 0) for name in {*self._carried, *current}
         }
@@ -276,7 +250,8 @@ class DrainProcess:
 
     def start(self) -> None:
         self._carried = self.counters()  # counters never go backwards across a restart
-        self.status = {}
+        self.status = None
+        self.exited = None
         self.started_at = self.status_at = time.monotonic()
         fds = () if self._store_socket is None else (self._store_socket.fileno(),)
         self._process = subprocess.Popen(  # noqa: S603  (our own module, our own interpreter)
@@ -288,23 +263,29 @@ class DrainProcess:
             bufsize=1,
         )
         assert self._process.stdin is not None
-        self._process.stdin.write(self._config.to_json() + "\n")
+        self._process.stdin.write(encode(DrainStart(self._config)) + "\n")
         self._process.stdin.flush()
-        self._reader = threading.Thread(target=self._read_status, args=(self._process,), daemon=True)
+        self._reader = threading.Thread(target=self._read_reports, args=(self._process,), daemon=True)
         self._reader.start()
 
-    def _read_status(self, process: subprocess.Popen[str]) -> None:
+    def _read_reports(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             try:
-                status = json.loads(line)
-                if self._durable_base is None and "durable_counters_at_open" in status:
-                    self._durable_base = dict(status["durable_counters_at_open"] or {})
-                self._durable = dict(status.get("durable_counters") or self._durable)
-                self.status = status
-                self.status_at = time.monotonic()
-            except (ValueError, AttributeError, TypeError):
-                _logger.debug("unreadable status line from the drain process: %r", line)
+                report = decode_report(line)
+            except MessageError as exc:
+                # Nothing but the drain writes there; the last good status stands, and a drain
+                # that stops reporting fails /healthz after STALLED_DRAIN_SECONDS.
+                _logger.warning("ignored an unreadable line from the drain process (%s): %.200r", exc, line)
+                continue
+            if isinstance(report, DrainExited):
+                self.exited = report
+                continue
+            if self._durable_base is None:
+                self._durable_base = report.durable_counters_at_open
+            self._durable = report.durable_counters
+            self.status = report
+            self.status_at = time.monotonic()
 
     @property
     def pid(self) -> int | None:
@@ -321,7 +302,7 @@ class DrainProcess:
             return True
         if process.poll() is None and process.stdin is not None:
             try:
-                process.stdin.write(json.dumps({"stop": timeout}) + "\n")
+                process.stdin.write(encode(StopRequest(timeout)) + "\n")
                 process.stdin.flush()
                 process.stdin.close()
             except (BrokenPipeError, OSError):
@@ -334,7 +315,7 @@ class DrainProcess:
             process.wait(10)
         if self._reader is not None:
             self._reader.join(5)
-        return bool(self.status.get("drained"))
+        return self.exited is not None and self.exited.drained
 
 
 if __name__ == "__main__":

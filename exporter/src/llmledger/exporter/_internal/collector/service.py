@@ -1,4 +1,4 @@
-"""The collector: receivers and spool in this process, the drain (and the store) in a child process.
+"""The collector's receiving process: stages 1 and 2 of the pipeline (:mod:`.pipeline`), and its lifecycle.
 
 Start: open the spool (recovering what a crash left), start the drain process (which opens
 the store, applies the schema and, for the embedded store, serves queries), then the two
@@ -23,6 +23,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import grpc
@@ -35,10 +36,10 @@ from .drain_process import DrainProcess
 from .grpc_receiver import start_grpc_server
 from .http_receiver import OtlpHttpServer
 from .ingest import Ingest
+from .messages import DrainStatus
 from .metrics import CollectorMetrics
-from .otlp_signals import Signal
-from .repeats import RecentRequests
-from .spool import DurableSpool, SpoolError
+from .pipeline import Spools, open_spools, receive
+from .spool import SpoolError
 
 __all__ = ["Collector", "CollectorStartError"]
 
@@ -87,8 +88,7 @@ class Collector:
         self.config = config
         self.metrics = CollectorMetrics()
         self._stop_requested = threading.Event()
-        self._spool: DurableSpool | None = None
-        self._signal_spools: dict[Signal, DurableSpool] = {}
+        self._spools: Spools | None = None
         self._drain: DrainProcess | None = None
         self._ingest: Ingest | None = None
         self._http: OtlpHttpServer | None = None
@@ -112,48 +112,22 @@ class Collector:
         """
         config = self.config
         problems = self._preflight()
-        spool: DurableSpool | None = None
         if not problems:
             try:
-                spool = DurableSpool(
-                    config.spool_dir,
-                    max_bytes=config.spool_max_bytes,
-                    segment_bytes=config.spool_segment_bytes,
-                    fsync=config.fsync,
-                )
-                # Metrics and logs: a spool each, same bound and policy (one signal filling its
-                # spool does not hold up the others).
-                self._signal_spools = {
-                    signal: DurableSpool(
-                        config.signal_spool_dir(signal),
-                        max_bytes=config.spool_max_bytes,
-                        segment_bytes=config.spool_segment_bytes,
-                        fsync=config.fsync,
-                    )
-                    for signal in (Signal.METRICS, Signal.LOGS)
-                }
+                self._spools = open_spools(config)
             except SpoolError as exc:
                 problems.append(str(exc))
-        if spool is not None:
-            self._spool = spool
-            self._ingest = Ingest(
-                spool,
-                self.metrics,
-                token=config.bearer_token(),
-                max_request_bytes=config.max_request_bytes,
-                max_concurrent_requests=config.max_concurrent_requests,
-                signal_spools=self._signal_spools,
-                recent=RecentRequests(path=config.data_dir / "recent-requests.bin"),
-            )
+        if self._spools is not None:
+            self._ingest = receive(config, self._spools, self.metrics)
             problems += self._bind(self._ingest)
         if problems:
             self._release()
             raise CollectorStartError(problems)
-        assert spool is not None
+        assert self._spools is not None
         config = self._advertise(config)
         self._drain = DrainProcess(config, self._store_socket)
         self._drain.start()
-        self._register_gauges(spool, self._drain)
+        self._register_gauges(self._spools, self._drain)
         self._serve_receivers()
         self._write_state()
         _logger.info(
@@ -310,12 +284,9 @@ class Collector:
         if self._store_socket is not None:
             self._store_socket.close()
             self._store_socket = None
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-        for other in self._signal_spools.values():
-            other.close()
-        self._signal_spools = {}
+        if self._spools is not None:
+            self._spools.close()
+            self._spools = None
         if self._ownership is not None:
             self._ownership.release()
             self._ownership = None
@@ -329,33 +300,36 @@ class Collector:
 
     # -- self-observability ----------------------------------------------------------------
 
-    def _register_gauges(self, spool: DurableSpool, drain: DrainProcess) -> None:
+    def _register_gauges(self, spools: Spools, drain: DrainProcess) -> None:
         metrics = self.metrics
 
-        def status(name: str) -> float:
-            # NaN until the drain process has reported (it is starting or restarting).
-            value = drain.status.get(name)
-            return float("nan") if value is None else float(value)
+        def status(read: Callable[[DrainStatus], float]) -> Callable[[], float]:
+            def value() -> float:
+                now = drain.status  # read once: a restart sets it to None meanwhile
+                # NaN until the drain process has reported (it is starting or restarting).
+                return float("nan") if now is None else float(read(now))
+
+            return value
 
         metrics.counter_from(
             "spool_damaged_bytes",
             "Spool bytes skipped as damaged (CRC mismatch), never delivered",
-            lambda: status("spool_damaged_bytes"),
+            status(lambda now: now.spool_damaged_bytes),
         )
         metrics.gauge(
             "spool_bytes",
             "Bytes of spool segment files on disk (every signal's spool)",
-            lambda: spool.total_bytes + sum(other.total_bytes for other in self._signal_spools.values()),
+            lambda: spools.total_bytes,
         )
         metrics.gauge(
-            "spool_pending_bytes", "Spooled bytes not yet in the store", lambda: status("pending_bytes")
+            "spool_pending_bytes", "Spooled bytes not yet in the store", status(lambda now: now.pending_bytes)
         )
         metrics.gauge(
             "spool_lag_seconds",
             "Age of the oldest spooled request not yet in the store",
-            lambda: status("lag_seconds"),
+            status(lambda now: now.lag_seconds),
         )
-        metrics.gauge("store_up", "1 when the last store write succeeded", lambda: status("store_up"))
+        metrics.gauge("store_up", "1 when the last store write succeeded", status(lambda now: now.store_up))
         metrics.gauge("drain_restarts", "Times the drain process was restarted", lambda: drain.restarts)
 
     def _spool_free_bytes(self) -> int | None:
@@ -373,13 +347,14 @@ class Collector:
         drain = self._drain
         if drain is None or drain.exit_code() is not None:
             return False, "the drain process is not running"
-        fatal = drain.status.get("fatal_error")
+        fatal = drain.fatal_error
         if fatal:
             return False, f"the drain stopped: {fatal}"
         silent = time.monotonic() - drain.status_at
         if silent > STALLED_DRAIN_SECONDS:
             return False, f"the drain process has not reported for {silent:.0f} s (frozen or stuck)"
-        inserting = float(drain.status.get("insert_seconds") or 0.0)
+        status = drain.status
+        inserting = 0.0 if status is None else status.insert_seconds
         if inserting > STUCK_INSERT_SECONDS:
             return False, f"a store insert has not returned for {inserting:.0f} s"
         return True, "ok"
@@ -388,8 +363,8 @@ class Collector:
         ingest = self._ingest
         if ingest is None or not ingest.accepting:
             return False, "not accepting spans (starting or shutting down)"
-        spool = self._spool
-        if spool is not None and not spool.has_room(self.config.max_request_bytes):
+        spools = self._spools
+        if spools is not None and not spools.traces.has_room(self.config.max_request_bytes):
             return False, "the spool is full; spans are refused until the store catches up"
         free = self._spool_free_bytes()
         if free is not None and free < self.config.max_request_bytes:
@@ -401,11 +376,12 @@ class Collector:
         drain = self._drain
         if not healthy or drain is None:
             return True, f"ready (spooling only: {detail})"
-        store = "store up" if drain.status.get("store_up") else "store not written yet or failing"
-        if drain.status.get("last_error"):
-            store += f": {drain.status['last_error']}"
-        if drain.status.get("query_error"):
-            store += f"; {drain.status['query_error']}"
+        status = drain.status
+        store = "store up" if status is not None and status.store_up else "store not written yet or failing"
+        if status is not None and status.last_error:
+            store += f": {status.last_error}"
+        if status is not None and status.query_error:
+            store += f"; {status.query_error}"
         return True, f"ready ({store})"
 
     # -- stopping --------------------------------------------------------------------------
@@ -425,12 +401,9 @@ class Collector:
         if self._drain is not None:
             remaining = max(0.0, self.config.shutdown_timeout_seconds - (time.monotonic() - started))
             drained = self._drain.stop(remaining)
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-        for other in self._signal_spools.values():
-            other.close()
-        self._signal_spools = {}
+        if self._spools is not None:
+            self._spools.close()
+            self._spools = None
         if self._store_socket is not None:
             self._store_socket.close()
             self._store_socket = None
@@ -462,7 +435,7 @@ class Collector:
             _logger.error(
                 "the drain process exited (code %s, %s); restarting it in %.0f s",
                 code,
-                drain.status.get("fatal_error") or "no error reported",
+                drain.fatal_error or "no error reported",
                 delay,
             )
             if time.monotonic() - drain.started_at > _RESTART_DELAY_RESET:

@@ -50,7 +50,10 @@ __all__ = ["SignalDrain"]
 
 
 class SignalDrain:
-    """A thread that moves one signal's spooled requests (metrics or logs) into the store."""
+    """A thread that moves one signal's spooled requests (metrics or logs) into the store.
+
+    Built from the collector's configuration by :func:`.pipeline.metrics_and_logs_drain`.
+    """
 
     def __init__(
         self,
@@ -60,11 +63,11 @@ class SignalDrain:
         metrics: CollectorMetrics,
         *,
         dead_letter_dir: Path,
-        batch_max_items: int = 100_000,
-        batch_max_bytes: int = 128 << 20,
-        retry_initial_seconds: float = 0.5,
-        retry_max_seconds: float = 30.0,
-        batch_linger_seconds: float = 1.0,
+        batch_max_items: int,
+        batch_max_bytes: int,
+        retry_initial_seconds: float,
+        retry_max_seconds: float,
+        batch_linger_seconds: float,
     ) -> None:
         if signal is Signal.TRACES:
             raise ValueError("traces are drained by SpoolDrain")
