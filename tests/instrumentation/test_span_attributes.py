@@ -255,6 +255,18 @@ def test_any_request_gives_valid_attributes(api: ApiSpec, kwargs: dict[str, Any]
     assert attrs["tenant.id"] == "t"
 
 
+@pytest.mark.parametrize(
+    ("seed", "recorded"), [(7, 7), (7.0, 7), (float("nan"), None), (float("inf"), None), (7.5, None)]
+)
+def test_a_seed_is_recorded_only_as_a_whole_number(seed: float, recorded: int | None) -> None:
+    # Found by the property test above: int(nan) and int(inf) raise.
+    attrs = request_attributes(
+        apis.CHAT_COMPLETIONS, OPENAI, {"model": "m", "seed": seed}, attribution={}, capture_content=False
+    )
+    assert attrs.get("gen_ai.request.seed") == recorded
+    assert type(attrs.get("gen_ai.request.seed")) is type(recorded)
+
+
 # --- result → attributes, from the SDK's own response types -------------------------------------
 
 

@@ -101,7 +101,9 @@ class ApiSpec:
         """Add the attributes the request kwargs imply to ``attrs`` (the hot path: one lookup per kwarg)."""
         for name, key, kind in self.numeric:
             value = kwargs.get(name)
-            if value is not None and (type(value) is int or type(value) is float):
+            # An integer setting (seed) takes a float only when it is a whole number: NaN or
+            # infinity cannot become one (the API refuses them; the span must not fail).
+            if type(value) is int or (type(value) is float and (kind is float or value.is_integer())):
                 attrs[key] = kind(value)
         tier = kwargs.get("service_tier")
         if type(tier) is str:
