@@ -122,6 +122,27 @@ def test_a_bug_is_contained_counted_and_logged_once_in_production(
     assert logged[0].exc_info is not None
 
 
+def test_each_distribution_counts_and_words_its_own_errors_under_one_switch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One implementation (llmledger.instrumentation.containment), two records: the exporter's
+    errors are its own, logged as errors; the instrumentation's, as warnings (the app went on)."""
+    from llmledger.instrumentation._internal import errors as instrumentation_errors
+
+    site = "a site both distributions name"
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(KeyError):  # the switch the suite sets holds for both
+            instrumentation_errors.internal_error(site, KeyError("under the tests"))
+        monkeypatch.setenv("LLMLEDGER_RAISE_INTERNAL_ERRORS", "0")
+        errors.internal_error(site, KeyError("the exporter's"))
+        errors.internal_error(site, KeyError("the exporter's again"))
+        instrumentation_errors.internal_error(site, KeyError("the instrumentation's again"))
+    assert errors.internal_error_counts()[site] == 2
+    assert instrumentation_errors.internal_error_counts()[site] == 2
+    logged = [(record.name, record.levelno) for record in caplog.records if site in record.getMessage()]
+    assert logged == [("llmledger.instrumentation", logging.WARNING), ("llmledger.exporter", logging.ERROR)]
+
+
 def test_a_site_names_the_failures_it_exists_for() -> None:
     errors.contain("a decoding site", ValueError("bad bytes"), (ValueError,))
     with pytest.raises(OSError, match="disk"):

@@ -8,21 +8,21 @@ network's, the disk's) and calls :func:`contain` first thing. What it names is h
 the site says. Anything else is a bug in llmledger: counted per site, logged once with its
 traceback, and contained in production — but re-raised under llmledger's own test suite
 (``LLMLEDGER_RAISE_INTERNAL_ERRORS=1``, the instrumentation's switch), so a test fails
-instead of the bug being swallowed. A test whose subject is the containment itself turns
+instead of the bug being swallowed: :mod:`llmledger.instrumentation.containment` is the
+mechanism, shared with the instrumentation; the counts here are the exporter's own. A test whose subject is the containment itself turns
 the switch off for its duration (the ``internal_errors_contained`` fixture).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from collections import Counter
 from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Final
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from llmledger.instrumentation.containment import InternalErrors
 
 __all__ = [
     "OUTSIDE_FAILURES",
@@ -37,14 +37,16 @@ _logger = logging.getLogger("llmledger.exporter")
 # The store (clickhouse-connect wraps the server's and chDB's errors alike), the network and
 # the disk (OSError covers connection resets, timeouts, a full or read-only disk).
 OUTSIDE_FAILURES: Final[tuple[type[BaseException], ...]] = (OSError, ClickHouseError)
-_SWITCH: Final = "LLMLEDGER_RAISE_INTERNAL_ERRORS"
 
-_lock = threading.Lock()
-_counts: Counter[str] = Counter()
-
-
-def _raise_internal() -> bool:
-    return os.environ.get(_SWITCH, "") not in ("", "0", "false")
+# The exporter's own counts and words; the mechanism (and the switch) is the instrumentation's.
+# An error, not a warning: here a contained bug can cost stored telemetry, not only a span.
+_errors = InternalErrors(
+    _logger,
+    logging.ERROR,
+    "llmledger: internal error in %s (contained; further errors here are counted, not logged)",
+)
+internal_error = _errors.record
+internal_error_counts = _errors.counts
 
 
 def contain(
@@ -64,24 +66,3 @@ def contained(site: str, expected: tuple[type[BaseException], ...] = OUTSIDE_FAI
     except Exception as exc:
         contain(site, exc, expected)
         _logger.debug("%s failed", site, exc_info=exc)
-
-
-def internal_error(site: str, exc: BaseException) -> None:
-    """A bug of llmledger's own at ``site``: counted, logged once, re-raised only under our tests."""
-    with _lock:
-        _counts[site] += 1
-        first = _counts[site] == 1
-    if first:
-        _logger.error(
-            "llmledger: internal error in %s (contained; further errors here are counted, not logged)",
-            site,
-            exc_info=exc,
-        )
-    if _raise_internal():
-        raise exc
-
-
-def internal_error_counts() -> dict[str, int]:
-    """How many internal errors each site has contained since start (for tests and health checks)."""
-    with _lock:
-        return dict(_counts)
