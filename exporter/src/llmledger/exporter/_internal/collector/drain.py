@@ -13,7 +13,6 @@ statement at a time.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -31,13 +30,14 @@ from llmledger.exporter._internal.store import StoreError, open_store, run_query
 from llmledger.exporter._internal.writer import SpanWriter
 
 from .dead_letters import DeadLetterFile
+from .drain_loop import DrainLoop
 from .metrics import CollectorMetrics
 from .native_insert import NativeInsert
 from .pieces import INSERT_FAILURES, TRACE_REQUESTS, Piece, refusal_reason, unexplained_error
 from .pieces import RefusedError as _RefusedError
 from .pieces import SuspectError as _SuspectError
 from .piecewise import PiecewiseWriter
-from .spool import SpoolBatch, SpoolError, SpoolReader
+from .spool import SpoolBatch, SpoolReader
 
 __all__ = ["SpoolDrain"]
 
@@ -50,7 +50,7 @@ _UNEXPLAINED_ATTEMPTS = 5
 _SPLITS_FILE = "splits.json"
 
 
-class SpoolDrain:
+class SpoolDrain(DrainLoop):
     """A thread that moves spooled requests into the store (see the module doc).
 
     Built from the collector's configuration by :func:`.pipeline.traces_drain`: the settings
@@ -73,18 +73,27 @@ class SpoolDrain:
         apply_schema: bool,
         native_insert_file: Path | None,
     ) -> None:
-        self._spool = spool
-        self._store = store
-        self._metrics = metrics
-        self._pieces = PiecewiseWriter(
-            TRACE_REQUESTS, DeadLetterFile(dead_letter_dir), dead_letter_dir / _SPLITS_FILE, metrics, _logger
+        super().__init__(
+            "the drain",
+            spool,
+            metrics,
+            PiecewiseWriter(
+                TRACE_REQUESTS,
+                DeadLetterFile(dead_letter_dir),
+                dead_letter_dir / _SPLITS_FILE,
+                metrics,
+                _logger,
+            ),
+            _logger,
+            thread_name="llmledger-drain",
+            batch_max_items=batch_max_spans,
+            batch_max_bytes=batch_max_bytes,
+            retry_initial_seconds=retry_initial_seconds,
+            retry_max_seconds=retry_max_seconds,
+            batch_linger_seconds=batch_linger_seconds,
         )
-        self._batch_max_spans = batch_max_spans
-        self._batch_max_bytes = batch_max_bytes
-        self._retry_initial = retry_initial_seconds
-        self._retry_max = retry_max_seconds
+        self._store = store
         self._unexplained_seconds = unexplained_error_seconds
-        self._linger = batch_linger_seconds
         self._apply_schema = apply_schema
         self._store_lock = threading.Lock()
         self._client: Client | None = None
@@ -92,36 +101,20 @@ class SpoolDrain:
         self._engine_opened = False
         self._native_file = native_insert_file if store.embedded else None
         self._native: NativeInsert | None = None
-        self._stop = threading.Event()
-        self._deadline: float | None = None
-        self._thread = threading.Thread(target=self._run, name="llmledger-drain", daemon=True)
-        self._failing_since: float | None = None
+        # When the store is next opened while no data waits, and the back-off after that.
+        self._next_open = 0.0
+        self._open_delay = retry_initial_seconds
         self.inserting_since: float | None = None  # when the insert under way began (liveness)
-        self.last_error: str | None = None
-        self.fatal_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
-
     def stop(self, timeout: float) -> bool:
-        """Finish: keep draining for up to ``timeout`` seconds; return whether the spool is empty.
-
-        What is left stays in the spool (a pending claim included) for the next start.
-        """
-        self._deadline = time.monotonic() + timeout
-        self._stop.set()
-        if self._thread.ident is not None:  # started
-            self._thread.join(timeout + 5)
+        """Finish: keep draining for up to ``timeout`` seconds, then close the store; return
+        whether the spool is empty. What is left stays in the spool for the next start."""
+        empty = super().stop(timeout)
         with self._store_lock:
-            if self._client is not None:
-                with contained("the drain closing the store"):
-                    self._client.close()
-                self._client = None
-                self._writer = None
-                self._drop_native()
-        return self._spool.pending_bytes() == 0
+            self._close_store()
+        return empty
 
     def engine_open(self) -> bool:
         """Whether this process has opened the store at least once (an embedded engine then stays open)."""
@@ -131,63 +124,23 @@ class SpoolDrain:
     def store_connected(self) -> bool:
         return self._writer is not None and self._failing_since is None
 
-    def _expired(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
-
     # -- the loop ------------------------------------------------------------------------
 
-    def _open_when_idle(self, next_attempt: float, delay: float) -> tuple[float, float]:
+    def _when_idle(self) -> None:
         """Open the store (and apply the schema) while no data waits: at start, then with back-off."""
-        if self._writer is not None or time.monotonic() < next_attempt:
-            return next_attempt, delay
+        if self._writer is not None or time.monotonic() < self._next_open:
+            return
         try:
             self._open()
         except Exception as exc:
             contain("the drain opening the store", exc, (*OUTSIDE_FAILURES, StoreError))
             self._failed(exc, 0)
-            return time.monotonic() + delay, min(delay * 2, self._retry_max)
-        if self._failing_since is not None:
+            self._next_open = time.monotonic() + self._open_delay
+            self._open_delay = min(self._open_delay * 2, self._retry_max)
+            return
+        if self._recovered() is not None:
             _logger.warning("store reachable again")
-            self._failing_since = None
-            self.last_error = None
-        return next_attempt, self._retry_initial  # the back-off starts over after a success
-
-    def _run(self) -> None:
-        next_open, open_delay = 0.0, self._retry_initial
-        try:
-            while not self._expired():
-                if not self._stop.is_set():
-                    next_open, open_delay = self._open_when_idle(next_open, open_delay)
-                if not self._spool.wait_for_data(0.2):
-                    if self._stop.is_set():
-                        return
-                    continue
-                # Each insert costs the engine ~150 ms whatever its size (planning, the views,
-                # parts to merge later), so a batch may grow for a moment when little waits.
-                if self._linger > 0 and not self._stop.is_set():
-                    self._spool.wait_to_gather(self._batch_max_bytes // 4, self._linger, self._stop)
-                batch = self._spool.claim_batch(self._batch_max_spans, self._batch_max_bytes)
-                if batch is None:
-                    if self._stop.is_set():
-                        return
-                    continue
-                totals = self._deliver(batch)
-                if totals is None:
-                    return
-                self._spool.commit(batch, totals)
-                self._pieces.finish()
-                # The records are views of the segments' mappings, and commit has just deleted
-                # the segments it finished: held until the next batch, they would keep up to a
-                # batch's size of deleted files on the disk (a full spool would stay full).
-                del batch
-        except SpoolError as exc:
-            self._metrics.add("spool_errors")
-            self.fatal_error = exc
-            _logger.error("the drain stopped on a spool error: %s", exc)
-        except BaseException as exc:
-            self.fatal_error = exc
-            _logger.exception("the drain stopped on an internal error")
-            raise
+        self._open_delay = self._retry_initial  # the back-off starts over after a success
 
     def _rows(self, piece: Piece) -> SpanRows:
         rows = SpanRows()
@@ -260,16 +213,10 @@ class SpoolDrain:
                         _logger.error("native insert disabled after %d failures: %s", native_failures, exc)
                         self._native_file = None
                         self._drop_native()
-                pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
-                if self._deadline is not None:
-                    pause = min(pause, max(0.0, self._deadline - time.monotonic()))
-                if self._stop.is_set():
-                    time.sleep(pause)  # shutting down: keep trying until the deadline
-                else:
-                    self._stop.wait(pause)
-                if self._expired():
+                next_delay = self._back_off(delay)
+                if next_delay is None:
                     return None
-                delay = min(delay * 2, self._retry_max)
+                delay = next_delay
                 continue
             self._metrics.add("written_spans", piece.spans)
             _logger.debug(
@@ -279,10 +226,9 @@ class SpoolDrain:
                 "SpanRows" if native is None else "native",
                 (time.monotonic() - began) * 1000,
             )
-            if self._failing_since is not None:
-                _logger.warning("store writes recovered after %.1f s", time.monotonic() - self._failing_since)
-                self._failing_since = None
-                self.last_error = None
+            failed_for = self._recovered()
+            if failed_for is not None:
+                _logger.warning("store writes recovered after %.1f s", failed_for)
             return piece.spans
 
     def suspect(self, attempts: int, seconds: float, *, alone: bool) -> bool:
@@ -303,12 +249,9 @@ class SpoolDrain:
         return True
 
     def _failed(self, exc: Exception, spans: int) -> None:
-        self._metrics.add("store_errors")
         if spans:
             self._metrics.add("retried_spans", spans)
-        self.last_error = str(exc)
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
+        if self._failing(exc):
             _logger.error("cannot write to the store %s (will retry): %s", self._store.display_url, exc)
         else:
             _logger.debug("store still failing: %s", exc)
@@ -320,12 +263,16 @@ class SpoolDrain:
         if self._store.embedded:
             return
         with self._store_lock:
-            if self._client is not None:
-                with contained("the drain closing the store"):
-                    self._client.close()
-            self._client = None
-            self._writer = None
-            self._drop_native()
+            self._close_store()
+
+    def _close_store(self) -> None:
+        """Let the connection go (under the store lock); the next write opens it again."""
+        if self._client is not None:
+            with contained("the drain closing the store"):
+                self._client.close()
+        self._client = None
+        self._writer = None
+        self._drop_native()
 
     def _drop_native(self) -> None:
         if self._native is not None:

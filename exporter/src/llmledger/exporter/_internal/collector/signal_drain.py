@@ -18,8 +18,6 @@ committed with the spool's cursor, so the counters are exact across crashes.
 from __future__ import annotations
 
 import logging
-import random
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -33,6 +31,7 @@ from llmledger.exporter._internal.metric_rows import MetricRows
 
 from .dead_letters import DeadLetterFile
 from .drain import SpoolDrain, UnexplainedFailures
+from .drain_loop import DrainLoop
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
 from .pieces import (
@@ -44,12 +43,12 @@ from .pieces import (
     refusal_reason,
 )
 from .piecewise import PiecewiseWriter
-from .spool import SpoolBatch, SpoolError, SpoolReader
+from .spool import SpoolBatch, SpoolReader
 
 __all__ = ["SignalDrain"]
 
 
-class SignalDrain:
+class SignalDrain(DrainLoop):
     """A thread that moves one signal's spooled requests (metrics or logs) into the store.
 
     Built from the collector's configuration by :func:`.pipeline.metrics_and_logs_drain`.
@@ -72,75 +71,31 @@ class SignalDrain:
         if signal is Signal.TRACES:
             raise ValueError("traces are drained by SpoolDrain")
         self.signal = signal
-        self._spool = spool
         self._store = store
-        self._metrics = metrics
-        self._batch_max_items = batch_max_items
-        self._batch_max_bytes = batch_max_bytes
-        self._retry_initial = retry_initial_seconds
-        self._retry_max = retry_max_seconds
-        self._linger = batch_linger_seconds
-        self._logger = logging.getLogger(f"llmledger.collector.drain.{signal.value}")
-        self._pieces = PiecewiseWriter(
-            METRIC_REQUESTS if signal is Signal.METRICS else LOG_REQUESTS,
-            DeadLetterFile(dead_letter_dir),
-            dead_letter_dir / f"splits-{signal.value}.json",
+        logger = logging.getLogger(f"llmledger.collector.drain.{signal.value}")
+        super().__init__(
+            f"the {signal.value} drain",
+            spool,
             metrics,
-            self._logger,
+            PiecewiseWriter(
+                METRIC_REQUESTS if signal is Signal.METRICS else LOG_REQUESTS,
+                DeadLetterFile(dead_letter_dir),
+                dead_letter_dir / f"splits-{signal.value}.json",
+                metrics,
+                logger,
+            ),
+            logger,
+            thread_name=f"llmledger-drain-{signal.value}",
+            batch_max_items=batch_max_items,
+            batch_max_bytes=batch_max_bytes,
+            retry_initial_seconds=retry_initial_seconds,
+            retry_max_seconds=retry_max_seconds,
+            batch_linger_seconds=batch_linger_seconds,
         )
-        self._stop = threading.Event()
-        self._deadline: float | None = None
-        self._thread = threading.Thread(target=self._run, name=f"llmledger-drain-{signal.value}", daemon=True)
-        self._failing_since: float | None = None
-        self.last_error: str | None = None
-        self.fatal_error: BaseException | None = None
 
     @property
     def reader(self) -> SpoolReader:
         return self._spool
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float) -> bool:
-        """Keep draining for up to ``timeout`` seconds; return whether the spool is empty."""
-        self._deadline = time.monotonic() + timeout
-        self._stop.set()
-        if self._thread.ident is not None:  # started
-            self._thread.join(timeout + 5)
-        return self._spool.pending_bytes() == 0
-
-    def _expired(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
-
-    def _run(self) -> None:
-        try:
-            while not self._expired():
-                if not self._spool.wait_for_data(0.2):
-                    if self._stop.is_set():
-                        return
-                    continue
-                if self._linger > 0 and not self._stop.is_set():
-                    self._spool.wait_to_gather(self._batch_max_bytes // 4, self._linger, self._stop)
-                batch = self._spool.claim_batch(self._batch_max_items, self._batch_max_bytes)
-                if batch is None:
-                    if self._stop.is_set():
-                        return
-                    continue
-                totals = self._deliver(batch)
-                if totals is None:
-                    return
-                self._spool.commit(batch, totals)
-                self._pieces.finish()
-                del batch  # its records map segments commit may have deleted (see drain.py)
-        except SpoolError as exc:
-            self._metrics.add("spool_errors")
-            self.fatal_error = exc
-            self._logger.error("the %s drain stopped on a spool error: %s", self.signal.value, exc)
-        except BaseException as exc:
-            self.fatal_error = exc
-            self._logger.exception("the %s drain stopped on an internal error", self.signal.value)
-            raise
 
     def _rows(self, piece: Piece) -> MetricRows | LogRows:
         # A function of the piece's bytes: a replay writes the same rows. A request that does
@@ -188,17 +143,18 @@ class SignalDrain:
                     self._metrics.add("store_errors")
                     raise RefusedError(reason) from exc
                 unexplained.note(exc)
-                self._failed(exc, piece.items)
-                pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
-                if self._deadline is not None:
-                    pause = min(pause, max(0.0, self._deadline - time.monotonic()))
-                if self._stop.is_set():
-                    time.sleep(pause)  # shutting down: keep trying until the deadline
+                if self._failing(exc):
+                    self._logger.error(
+                        "cannot write %s to the store (will retry): %s", self.signal.value, exc
+                    )
                 else:
-                    self._stop.wait(pause)
-                if self._expired():
+                    self._logger.debug(
+                        "store still failing for %s (%d pending): %s", self.signal.value, piece.items, exc
+                    )
+                next_delay = self._back_off(delay)
+                if next_delay is None:
                     return None
-                delay = min(delay * 2, self._retry_max)
+                delay = next_delay
                 continue
             self._logger.debug(
                 "inserted %d %s from %d requests in %.0f ms",
@@ -207,21 +163,7 @@ class SignalDrain:
                 len(piece.payloads),
                 (time.monotonic() - began) * 1000,
             )
-            if self._failing_since is not None:
-                self._logger.warning(
-                    "%s writes recovered after %.1f s",
-                    self.signal.value,
-                    time.monotonic() - self._failing_since,
-                )
-                self._failing_since = None
-                self.last_error = None
+            failed_for = self._recovered()
+            if failed_for is not None:
+                self._logger.warning("%s writes recovered after %.1f s", self.signal.value, failed_for)
             return written
-
-    def _failed(self, exc: Exception, count: int) -> None:
-        self._metrics.add("store_errors")
-        self.last_error = str(exc)
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            self._logger.error("cannot write %s to the store (will retry): %s", self.signal.value, exc)
-        else:
-            self._logger.debug("store still failing for %s (%d pending): %s", self.signal.value, count, exc)
