@@ -185,6 +185,27 @@ def test_garbled_configurations_are_refused_with_the_reason(
         decode_command(encode(STATUS))
 
 
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"spans_ttl_days": "30"}, "start message's store: spans_ttl_days is '30', not a whole number"),
+        ({"cluster": 7}, "start message's store: cluster is 7, not a string"),
+        ({"url": None}, "start message's store: url is None, not a string"),
+    ],
+)
+def test_a_garbled_store_configuration_is_refused_with_the_reason(
+    tmp_path: Path, changes: dict[str, object], says: str
+) -> None:
+    document = json.loads(encode(DrainStart(_every_setting_set(tmp_path))))
+    document["store"].update(changes)
+    with pytest.raises(MessageError, match=re.escape(says)):
+        decode_command(json.dumps(document))
+    document = json.loads(encode(DrainStart(_every_setting_set(tmp_path))))
+    del document["store"]["rollup_ttl_days"]
+    with pytest.raises(MessageError, match="start message's store has no 'rollup_ttl_days'"):
+        decode_command(json.dumps(document))
+
+
 def test_the_receiving_process_goes_past_a_garbled_line_and_keeps_the_last_status(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

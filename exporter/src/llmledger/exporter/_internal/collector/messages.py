@@ -12,18 +12,22 @@ The drain process (:func:`.drain_process.main`) writes on its stdout::
 
 On the wire each message is a JSON object with a ``"type"`` and its fields, written by
 :func:`encode`. :func:`decode_command` and :func:`decode_report` read one line back into
-the message, checking every field's type; anything else — not JSON, an unknown type, a
-message meant for the other direction, a missing or mistyped field — raises
-:class:`MessageError`, which the reader logs and goes past (see the two readers).
+the message, checking every field against the type its dataclass declares (one decoder for
+every message, :func:`_decode`); anything else — not JSON, an unknown type, a message
+meant for the other direction, a missing or mistyped field — raises :class:`MessageError`,
+which the reader logs and goes past (see the two readers).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, Self, TypeAlias, TypeVar, get_args, get_origin, get_type_hints
 
 from llmledger.exporter._internal.config import StoreConfig
 
@@ -45,6 +49,7 @@ __all__ = [
 Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | None"
 # The clients' bearer token stays in the receiving process: the drain never checks it.
 _NOT_SENT: Final = frozenset({"auth_token", "auth_token_file"})
+_T = TypeVar("_T")
 
 
 class MessageError(ValueError):
@@ -113,11 +118,27 @@ class _Fields:
         return list(self._fields)
 
 
+class _Message:
+    """What every message shares: its dataclass fields are its fields on the wire, each read
+    back checked against its declared type. A message whose wire form is not its fields
+    (:class:`DrainStart`) says so in its own :meth:`fields` and :meth:`read`."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str]
+
+    def fields(self) -> dict[str, Json]:
+        return _encode_fields(self)
+
+    @classmethod
+    def read(cls, fields: _Fields) -> Self:
+        return _decode(cls, fields)
+
+
 # -- receiving process -> drain process ------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class DrainStart:
+class DrainStart(_Message):
     """The drain process's configuration: every setting as the receiving process built it."""
 
     TYPE: ClassVar[str] = "start"
@@ -128,20 +149,8 @@ class DrainStart:
         settings: dict[str, Json] = {}
         for setting in SETTINGS:
             if setting.name not in _NOT_SENT:
-                value: object = getattr(config, setting.name)
-                settings[setting.name] = str(value) if isinstance(value, Path) else _json(value)
-        store = config.store
-        return {
-            "settings": settings,
-            "store": {
-                "url": store.url,
-                "database": store.database,
-                "cluster": store.cluster,
-                "spans_ttl_days": store.spans_ttl_days,
-                "calls_ttl_days": store.calls_ttl_days,
-                "rollup_ttl_days": store.rollup_ttl_days,
-            },
-        }
+                settings[setting.name] = _encode_value(getattr(config, setting.name))
+        return {"settings": settings, "store": _encode_fields(config.store)}
 
     @classmethod
     def read(cls, fields: _Fields) -> DrainStart:
@@ -154,41 +163,26 @@ class DrainStart:
             for setting in SETTINGS
             if setting.name not in _NOT_SENT
         }
-        store = fields.object("store")
         config = CollectorConfig(
-            store=StoreConfig(
-                url=store.text("url"),
-                database=store.text("database"),
-                cluster=store.optional_text("cluster"),
-                spans_ttl_days=store.whole("spans_ttl_days"),
-                calls_ttl_days=store.whole("calls_ttl_days"),
-                rollup_ttl_days=store.whole("rollup_ttl_days"),
-            ),
+            store=_decode(StoreConfig, fields.object("store")),
             **values,  # pyright: ignore[reportArgumentType]  (each checked against its setting's kind)
         )
         return cls(config)
 
 
 @dataclass(frozen=True, slots=True)
-class StopRequest:
+class StopRequest(_Message):
     """Stop: drain for at most ``seconds``, then send the last status and exit."""
 
     TYPE: ClassVar[str] = "stop"
     seconds: float
-
-    def fields(self) -> dict[str, Json]:
-        return {"seconds": self.seconds}
-
-    @classmethod
-    def read(cls, fields: _Fields) -> StopRequest:
-        return cls(fields.number("seconds"))
 
 
 # -- drain process -> receiving process ------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class DrainStatus:
+class DrainStatus(_Message):
     """Where the drain stands: what ``/metrics``, ``/healthz`` and ``/readyz`` report.
 
     Spool figures cover every signal's spool; errors name the signal they come from.
@@ -210,54 +204,14 @@ class DrainStatus:
     query_port: int | None
     query_error: str | None
 
-    def fields(self) -> dict[str, Json]:
-        return {
-            "counters": dict(self.counters),
-            "durable_counters": dict(self.durable_counters),
-            "durable_counters_at_open": dict(self.durable_counters_at_open),
-            "insert_seconds": self.insert_seconds,
-            "spool_damaged_bytes": self.spool_damaged_bytes,
-            "pending_bytes": self.pending_bytes,
-            "lag_seconds": self.lag_seconds,
-            "store_up": self.store_up,
-            "last_error": self.last_error,
-            "fatal_error": self.fatal_error,
-            "query_port": self.query_port,
-            "query_error": self.query_error,
-        }
-
-    @classmethod
-    def read(cls, fields: _Fields) -> DrainStatus:
-        return cls(
-            counters=fields.counts("counters"),
-            durable_counters=fields.counts("durable_counters"),
-            durable_counters_at_open=fields.counts("durable_counters_at_open"),
-            insert_seconds=fields.number("insert_seconds"),
-            spool_damaged_bytes=fields.whole("spool_damaged_bytes"),
-            pending_bytes=fields.whole("pending_bytes"),
-            lag_seconds=fields.number("lag_seconds"),
-            store_up=fields.flag("store_up"),
-            last_error=fields.optional_text("last_error"),
-            fatal_error=fields.optional_text("fatal_error"),
-            query_port=fields.optional_whole("query_port"),
-            query_error=fields.optional_text("query_error"),
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class DrainExited:
+class DrainExited(_Message):
     """The drain process's last line: whether it emptied the spool, or the error it stopped on."""
 
     TYPE: ClassVar[str] = "exited"
     drained: bool
     error: str | None = None
-
-    def fields(self) -> dict[str, Json]:
-        return {"drained": self.drained, "error": self.error}
-
-    @classmethod
-    def read(cls, fields: _Fields) -> DrainExited:
-        return cls(fields.flag("drained"), fields.optional_text("error"))
 
 
 Command: TypeAlias = DrainStart | StopRequest
@@ -308,22 +262,68 @@ def _json(value: object) -> Json:
     raise TypeError(f"{value!r} has no JSON form here")
 
 
+def _encode_fields(message: object) -> dict[str, Json]:
+    """A dataclass's fields as JSON, by name: what :func:`_decode` reads back."""
+    return {item.name: _encode_value(getattr(message, item.name)) for item in dataclasses.fields(message)}  # pyright: ignore[reportArgumentType]  (a dataclass instance)
+
+
+def _encode_value(value: object) -> Json:
+    if isinstance(value, Mapping):
+        return {str(key): _encode_value(item) for key, item in value.items()}  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+    if isinstance(value, Path):
+        return str(value)
+    return _json(value)
+
+
+def _decode(kind: type[_T], fields: _Fields) -> _T:
+    """A dataclass read back from its fields, each checked against the type it declares."""
+    values = {name: _decode_value(fields, name, declared) for name, declared in _field_types(kind).items()}
+    return kind(**values)
+
+
+@functools.cache
+def _field_types(kind: type[Any]) -> dict[str, object]:
+    hints = get_type_hints(kind)
+    return {item.name: hints[item.name] for item in dataclasses.fields(kind)}
+
+
+def _decode_value(fields: _Fields, name: str, declared: object) -> object:
+    """One field's value, checked against its declared type (those the messages use)."""
+    if isinstance(declared, types.UnionType):
+        (present,) = [arg for arg in get_args(declared) if arg is not types.NoneType]
+        return None if fields.is_null(name) else _decode_value(fields, name, present)
+    if get_origin(declared) is Mapping and get_args(declared) == (str, int):
+        return fields.counts(name)
+    if declared is bool:
+        return fields.flag(name)
+    if declared is int:
+        return fields.whole(name)
+    if declared is float:
+        return fields.number(name)
+    if declared is str:
+        return fields.text(name)
+    if declared is Path:
+        return Path(fields.text(name))
+    raise TypeError(f"{name}: {declared!r} has no JSON form here")
+
+
+# The type a setting's value has on the wire, by the setting's kind (any other kind: a string).
+_SETTING_TYPES: Final[Mapping[str, type]] = {
+    "bool": bool,
+    "int": int,
+    "size": int,
+    "seconds": float,
+    "path": Path,
+}
+
+
 def _read_setting(settings: _Fields, setting: Setting) -> object:
     """One setting's value from a start message, checked against the setting's kind."""
     if setting.optional and settings.is_null(setting.name):
         return None
-    kind = setting.kind
-    if kind == "bool":
-        return settings.flag(setting.name)
-    if kind in ("int", "size"):
-        return settings.whole(setting.name)
-    if kind == "seconds":
-        return settings.number(setting.name)
-    text = settings.text(setting.name)
-    if kind == "path":
-        return Path(text)
-    if kind == "choice" and text not in setting.choices:
+    value = _decode_value(settings, setting.name, _SETTING_TYPES.get(setting.kind, str))
+    if setting.kind == "choice" and value not in setting.choices:
         raise MessageError(
-            f"start message: {setting.name} is {text!r}, not one of {', '.join(setting.choices)}"
+            f"start message: {setting.name} is {value!r}, not one of {', '.join(setting.choices)}"
         )
-    return text
+    return value
