@@ -1,4 +1,4 @@
-"""Fixtures: a TLS + bearer-token collector shared by the protocol tests, and a free port."""
+"""Fixtures: no collector outlives its test; a TLS + bearer-token collector shared by the protocol tests; a free port."""
 
 from __future__ import annotations
 
@@ -13,6 +13,18 @@ import pytest
 from .harness import CollectorProcess
 
 TOKEN = "s3cret-token"
+
+
+@pytest.fixture(autouse=True)
+def collectors_end_with_their_test() -> Iterator[None]:
+    """A test that fails midway leaves no collector (nor its drain process) running behind it.
+
+    Collectors started by a wider fixture before the test (``secure_collector``) are that
+    fixture's to end.
+    """
+    started = len(CollectorProcess.started)
+    yield
+    CollectorProcess.close_started_since(started)
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +62,11 @@ def secure_collector(
         env={"LLMLEDGER_COLLECTOR_AUTH_TOKEN": TOKEN},
         ssl_context=context,
     ).start()  # fmt: skip
-    yield collector
-    assert collector.stop() == 0, collector.log()
+    try:
+        yield collector
+        assert collector.stop() == 0, collector.log()
+    finally:
+        collector.close()
 
 
 def free_port() -> int:

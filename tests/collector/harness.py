@@ -1,4 +1,8 @@
-"""A collector in a child process, and the requests the tests send it (all on 127.0.0.1)."""
+"""A collector in a child process, and the requests the tests send it (all on 127.0.0.1).
+
+Every collector started here is let go by the test that started it: the ``collectors_end_with_their_test``
+fixture (conftest.py) kills what a failed test left running, with its drain process.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,13 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -31,6 +37,8 @@ if TYPE_CHECKING:  # the instrumentation-only environment (test-oldest) imports 
     from clickhouse_connect.driver.query import QueryResult
 
 PROTOBUF = "application/x-protobuf"
+DAY_NS = 86_400 * 1_000_000_000
+MAX_UINT64 = (1 << 64) - 1  # the largest time an OTLP request can carry, past DateTime64(9)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
@@ -57,6 +65,8 @@ class CollectorProcess:
     log_path: Path | None = None
     ssl_context: ssl.SSLContext | None = None
     command_prefix: Sequence[str] = ()  # e.g. run it in a mount namespace of its own
+    # Every collector started in this process, in order (see close_started_since).
+    started: ClassVar[list[CollectorProcess]] = []
 
     def start(self, *, wait_ready: bool = True) -> CollectorProcess:
         state = self.data_dir / "collector.json"
@@ -94,6 +104,7 @@ class CollectorProcess:
                 env=env,
                 preexec_fn=self.preexec_fn,
             )
+        CollectorProcess.started.append(self)
         wait_for(
             lambda: state.exists() or self.process is None or self.process.poll() is not None, 30, "start"
         )
@@ -125,6 +136,25 @@ class CollectorProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
+
+    def close(self) -> None:
+        """Nothing of this collector runs on: SIGKILL it and its drain process if they still run."""
+        if self.process is None:
+            return
+        # Looked up before the kill: once the collector is gone its children are re-parented.
+        descendants = _descendants(self.process.pid)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        for pid in descendants:
+            with suppress(ProcessLookupError):  # gone with the collector already
+                os.kill(pid, signal.SIGKILL)
+
+    @classmethod
+    def close_started_since(cls, count: int) -> None:
+        """:meth:`close` every collector started after the first ``count``."""
+        while len(cls.started) > count:
+            cls.started.pop().close()
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -191,6 +221,147 @@ class CollectorProcess:
 
     def scalar(self, sql: str, parameters: Mapping[str, object] | None = None) -> Any:
         return self.query(sql, parameters).result_rows[0][0]
+
+
+def _descendants(pid: int) -> list[int]:
+    """The process ids below ``pid`` (Linux /proc), deepest last."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+def drain_pid(collector: CollectorProcess) -> int:
+    """The collector's drain process."""
+    (child,) = Path(f"/proc/{collector.pid}/task/{collector.pid}/children").read_text().split()
+    return int(child)
+
+
+@contextmanager
+def drain_held(collector: CollectorProcess) -> Iterator[int]:
+    """The drain process stopped (SIGSTOP) meanwhile, so that what is sent lands in one batch; its id."""
+    drain = drain_pid(collector)
+    os.kill(drain, signal.SIGSTOP)
+    try:
+        yield drain
+    finally:
+        os.kill(drain, signal.SIGCONT)
+
+
+@contextmanager
+def store_held(path: Path) -> Iterator[None]:
+    """The embedded store at ``path`` opened by another process meanwhile (a tool holding it)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from llmledger.exporter._internal.config import StoreConfig\n"
+            "from llmledger.exporter._internal.store import open_store\n"
+            f"client = open_store(StoreConfig(url='chdb://{path}'), write=True)\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        if holder.stdin is not None:
+            holder.stdin.close()  # the holder's cue to let go
+        try:
+            holder.wait(10)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait(10)
+
+
+def store_with_check(tmp_path: Path, name: str, expression: str, table: str = "otel_traces") -> StoreConfig:
+    """A store whose ``table`` has an operator's CHECK constraint ``name``: ``expression``."""
+    from llmledger.exporter._internal.migrations import apply_migrations
+    from llmledger.exporter._internal.store import open_store, run_command
+
+    store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
+    client = open_store(store, use_database=False, write=True)
+    try:
+        apply_migrations(client, store)
+        run_command(client, f"ALTER TABLE {store.database}.{table} ADD CONSTRAINT {name} CHECK {expression}")
+    finally:
+        client.close()
+    return store
+
+
+def wait_drained(collector: CollectorProcess, timeout: float = 60, *, items: str = "spans") -> None:
+    """Until every spooled item of a signal (``spans``, ``data_points``, ``log_records``) is
+    committed: written or dead-lettered (counted with the spool's cursor)."""
+
+    def drained() -> bool:
+        done = collector.metric(f"written_{items}_total") + collector.metric(f"dead_letter_{items}_total")
+        return (
+            done == collector.metric(f"spooled_{items}_total")
+            and collector.metric("spool_pending_bytes") == 0
+        )
+
+    wait_for(drained, timeout, f"the spool of {items.replace('_', ' ')} to drain")
+
+
+Request = ExportTraceServiceRequest | ExportMetricsServiceRequest | ExportLogsServiceRequest
+
+
+class SteadyClient:
+    """A well-behaved client posting a request every 50 ms the whole time it is entered; what it was told, kept.
+
+    ``make(seed)`` builds each request; ``acked`` holds the span ids (or sequence numbers)
+    of those answered 200.
+    """
+
+    def __init__(self, collector: CollectorProcess, path: str, make: Callable[[int], Request]) -> None:
+        self._collector = collector
+        self._path = path
+        self._make = make
+        self.acked: list[str] = []
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send, daemon=True)
+
+    def _send(self) -> None:
+        seed = 50_000_000
+        while not self._stop.is_set():
+            request = self._make(seed)
+            seed += 1
+            try:
+                status, _, _ = self._collector.post(self._path, request.SerializeToString())
+            except OSError:
+                continue
+            self.statuses.append(status)
+            if status == 200:
+                self.acked += (
+                    span_ids(request)
+                    if isinstance(request, ExportTraceServiceRequest)
+                    else sequence_numbers(request)
+                )
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> SteadyClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
 
 
 def make_request(

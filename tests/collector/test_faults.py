@@ -26,6 +26,7 @@ from .harness import (
     make_request,
     sequence_numbers,
     span_ids,
+    store_held,
     wait_for,
 )
 from .test_collector import send_llm_spans
@@ -51,24 +52,7 @@ def assert_each_span_once(collector: CollectorProcess, acked: list[str]) -> None
 def test_store_unavailable_then_available(tmp_path: Path) -> None:
     """The embedded store is held by another process; spans keep arriving; then it is released."""
     store = tmp_path / "store"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            "from llmledger.exporter._internal.config import StoreConfig\n"
-            "from llmledger.exporter._internal.store import open_store\n"
-            f"client = open_store(StoreConfig(url='chdb://{store}'), write=True)\n"
-            "print('held', flush=True)\n"
-            "sys.stdin.readline()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "held\n"
+    with store_held(store):
         collector = CollectorProcess(tmp_path / "data", f"chdb://{store}").start()
         endpoint = f"http://127.0.0.1:{collector.http_port}/v1/traces"
         send_llm_spans(HttpSpanExporter(endpoint=endpoint), "while-locked", 200)
@@ -81,10 +65,6 @@ def test_store_unavailable_then_available(tmp_path: Path) -> None:
         assert collector.metric("written_spans_total") == 0
         assert collector.metric("spool_pending_bytes") > 0
         assert collector.get("/readyz")[0] == 200  # still accepting: the spool holds the spans
-    finally:
-        if holder.stdin is not None:
-            holder.stdin.close()
-        holder.wait(10)
     send_llm_spans(HttpSpanExporter(endpoint=endpoint), "after-release", 200)
     wait_for(lambda: collector.metric("written_spans_total") >= 500, 30, "500 spans written")
     assert collector.metric("retried_spans_total") > 0

@@ -9,78 +9,37 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmledger.exporter._internal.collector.dead_letters import DeadLetterFile
-from llmledger.exporter._internal.config import StoreConfig
-from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.store import open_store, run_command
 
-from .harness import CollectorProcess, make_request, span_ids, wait_for
+from .harness import (
+    DAY_NS,
+    MAX_UINT64,
+    CollectorProcess,
+    SteadyClient,
+    drain_held,
+    make_request,
+    span_ids,
+    store_held,
+    store_with_check,
+    wait_drained,
+    wait_for,
+)
 from .test_faults import assert_each_span_once
 
 pytestmark = pytest.mark.subprocess
 
-DAY_NS = 86_400 * 1_000_000_000
-MAX_UINT64 = (1 << 64) - 1
 
-
-class OtherClient:
-    """A well-behaved client sending 20-span requests the whole time; what it was told, kept."""
-
-    def __init__(self, collector: CollectorProcess, service: str = "other-client") -> None:
-        self._collector = collector
-        self._service = service
-        self.acked: list[str] = []
-        self.statuses: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._send, daemon=True)
-
-    def _send(self) -> None:
-        seed = 50_000_000
-        while not self._stop.is_set():
-            request = make_request(20, seed=seed, service=self._service)
-            seed += 1
-            try:
-                status, _, _ = self._collector.post_traces(request.SerializeToString())
-            except OSError:
-                continue
-            self.statuses.append(status)
-            if status == 200:
-                self.acked += span_ids(request)
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> OtherClient:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-
-def wait_drained(collector: CollectorProcess, timeout: float = 60) -> None:
-    """Until every spooled span is committed: written or dead-lettered (counted with the spool's cursor)."""
-
-    def drained() -> bool:
-        done = collector.metric("written_spans_total") + collector.metric("dead_letter_spans_total")
-        return (
-            done == collector.metric("spooled_spans_total") and collector.metric("spool_pending_bytes") == 0
-        )
-
-    wait_for(drained, timeout, "the spool to drain")
-
-
-def drain_pid(collector: CollectorProcess) -> int:
-    (child,) = Path(f"/proc/{collector.pid}/task/{collector.pid}/children").read_text().split()
-    return int(child)
+def other_client(collector: CollectorProcess, service: str = "other-client") -> SteadyClient:
+    """A well-behaved client sending 20-span requests the whole time."""
+    return SteadyClient(collector, "/v1/traces", lambda seed: make_request(20, seed=seed, service=service))
 
 
 def one_batch_with_a_pill(collector: CollectorProcess, first_seed: int) -> tuple[list[str], str]:
@@ -88,11 +47,9 @@ def one_batch_with_a_pill(collector: CollectorProcess, first_seed: int) -> tuple
 
     Returns the acknowledged span ids and the pill's.
     """
-    drain = drain_pid(collector)
-    os.kill(drain, signal.SIGSTOP)
     acked: list[str] = []
     pill = ""
-    try:
+    with drain_held(collector):
         for seed in range(6):
             request = make_request(10, seed=first_seed + seed, service="mixed")
             if seed == 3:
@@ -100,19 +57,7 @@ def one_batch_with_a_pill(collector: CollectorProcess, first_seed: int) -> tuple
                 pill = request.resource_spans[0].scope_spans[0].spans[4].span_id.hex()
             assert collector.post_traces(request.SerializeToString())[0] == 200
             acked += span_ids(request)
-    finally:
-        os.kill(drain, signal.SIGCONT)
     return acked, pill
-
-
-def store_with_check(tmp_path: Path, name: str, expression: str) -> StoreConfig:
-    """A store whose ``otel_traces`` has an operator's CHECK constraint ``name``: ``expression``."""
-    store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
-    client = open_store(store, use_database=False, write=True)
-    apply_migrations(client, store)
-    run_command(client, f"ALTER TABLE {store.database}.otel_traces ADD CONSTRAINT {name} CHECK {expression}")
-    client.close()
-    return store
 
 
 def spread_over_days(request: ExportTraceServiceRequest, days: int, first_day: int = 0) -> None:
@@ -127,12 +72,10 @@ def spread_over_days(request: ExportTraceServiceRequest, days: int, first_day: i
 def test_spans_over_150_days_and_from_120_clocks_are_written(tmp_path: Path) -> None:
     collector = CollectorProcess(tmp_path / "data", f"chdb://{tmp_path / 'store'}").start()
     acked: list[str] = []
-    with OtherClient(collector) as other:
+    with other_client(collector) as other:
         wait_for(lambda: len(other.acked) >= 100, 20, "the other client to be served")
         # One batch holding it all: the drain is held still while the requests arrive.
-        drain = drain_pid(collector)
-        os.kill(drain, signal.SIGSTOP)
-        try:
+        with drain_held(collector):
             wide = make_request(150, seed=1, service="one-request-150-days")
             spread_over_days(wide, 150)
             assert collector.post_traces(wide.SerializeToString())[0] == 200
@@ -142,8 +85,6 @@ def test_spans_over_150_days_and_from_120_clocks_are_written(tmp_path: Path) -> 
                 spread_over_days(request, 1, first_day=200 + clock * 3)
                 assert collector.post_traces(request.SerializeToString())[0] == 200
                 acked += span_ids(request)
-        finally:
-            os.kill(drain, signal.SIGCONT)
         wait_for(lambda: collector.metric("split_batches_total") >= 1, 30, "the batch to be split")
         served = len(other.acked)
         wait_for(lambda: len(other.acked) >= served + 200, 30, "the other client to be served meanwhile")
@@ -188,7 +129,7 @@ def test_a_start_time_of_2_64_minus_1_lands_on_every_insert_path(
         entry.key = "k"
         entry.value.string_value = "v"
     assert collector.post_traces(request.SerializeToString())[0] == 200
-    with OtherClient(collector) as other:
+    with other_client(collector) as other:
         wait_for(
             lambda: collector.metric("written_spans_total") >= 5 and len(other.acked) >= 40, 30, "writes"
         )
@@ -211,7 +152,7 @@ def test_a_span_the_store_refuses_is_dead_lettered_the_rest_written_and_replayed
     store = store_with_check(tmp_path, "no_pills", "SpanName != 'pill'")
     data = tmp_path / "data"
     collector = CollectorProcess(data, store.url).start()
-    with OtherClient(collector) as other:
+    with other_client(collector) as other:
         wait_for(lambda: len(other.acked) >= 40, 20, "the other client to be served")
         acked, pill = one_batch_with_a_pill(collector, 200)  # the poisoned request among good ones
         wait_for(lambda: collector.metric("dead_letter_spans_total") >= 1, 60, "the refused span set aside")
@@ -334,17 +275,13 @@ def test_a_drain_that_cannot_start_says_why_and_recovers_when_it_can(tmp_path: P
 
 def test_a_frozen_drain_is_not_live_and_recovers(tmp_path: Path) -> None:
     collector = CollectorProcess(tmp_path / "data", f"chdb://{tmp_path / 'store'}").start()
-    with OtherClient(collector) as other:
+    with other_client(collector) as other:
         wait_for(lambda: len(other.acked) >= 40, 20, "the other client to be served")
-        drain = drain_pid(collector)
-        os.kill(drain, signal.SIGSTOP)
-        try:
+        with drain_held(collector):
             # Documented: not live once the drain process has not reported for 10 s.
             wait_for(lambda: collector.get("/healthz")[0] == 500, 14, "/healthz to say the drain is frozen")
             assert b"has not reported" in collector.get("/healthz")[1]
             assert collector.get("/readyz")[0] == 200  # the spool keeps taking spans meanwhile
-        finally:
-            os.kill(drain, signal.SIGCONT)
         wait_for(lambda: collector.get("/healthz")[0] == 200, 10, "/healthz to recover")
     wait_drained(collector, 30)
     assert set(other.statuses) == {200}
@@ -376,21 +313,6 @@ def _tmpfs_available() -> bool:
 def test_a_full_disk_makes_the_collector_not_ready_until_there_is_room(tmp_path: Path) -> None:
     """The spool on a 20 MB tmpfs (its own mount namespace); the store held elsewhere, then released."""
     store = tmp_path / "store"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            "from llmledger.exporter._internal.config import StoreConfig\n"
-            "from llmledger.exporter._internal.store import open_store\n"
-            f"client = open_store(StoreConfig(url='chdb://{store}'), write=True)\n"
-            "print('held', flush=True)\n"
-            "sys.stdin.readline()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     data = tmp_path / "data"
     (data / "spool").mkdir(parents=True)
     collector = CollectorProcess(
@@ -403,9 +325,7 @@ def test_a_full_disk_makes_the_collector_not_ready_until_there_is_room(tmp_path:
         ],
     )  # fmt: skip
     acked: list[str] = []
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "held\n"
+    with store_held(store):
         collector.start(wait_ready=False)
         wait_for(lambda: collector.get("/readyz")[0] == 200, 30, "readiness")
         refused = None
@@ -422,10 +342,6 @@ def test_a_full_disk_makes_the_collector_not_ready_until_there_is_room(tmp_path:
         status, detail = collector.get("/readyz")
         assert status == 503, detail
         assert collector.get("/healthz")[0] == 200  # alive: restarting it would not free the disk
-    finally:
-        if holder.stdin is not None:
-            holder.stdin.close()
-        holder.wait(10)
     # The store is back: the drain empties the spool, the disk has room, requests are taken again.
     wait_for(lambda: collector.get("/readyz")[0] == 200, 60, "readiness after the spool drained")
     later = make_request(20, seed=5000)
@@ -470,7 +386,7 @@ def test_an_unexplained_error_is_split_out_and_only_its_span_set_aside(tmp_path:
     )
     data = tmp_path / "data"
     collector = CollectorProcess(data, store.url).start()
-    with OtherClient(collector) as other:
+    with other_client(collector) as other:
         wait_for(lambda: len(other.acked) >= 40, 20, "the other client to be served")
         acked, pill = one_batch_with_a_pill(collector, 400)
         wait_for(lambda: collector.metric("dead_letter_spans_total") >= 1, 90, "the failing span set aside")

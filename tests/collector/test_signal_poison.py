@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,24 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from llmledger.exporter._internal.collector.dead_letters import DeadLetterFile
-from llmledger.exporter._internal.config import StoreConfig
-from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.store import open_store, run_command
 
-from .harness import CollectorProcess, make_logs_request, make_metrics_request, sequence_numbers, wait_for
-from .test_poison import drain_pid
+from .harness import (
+    DAY_NS,
+    MAX_UINT64,
+    CollectorProcess,
+    SteadyClient,
+    drain_held,
+    make_logs_request,
+    make_metrics_request,
+    sequence_numbers,
+    store_with_check,
+    wait_drained,
+    wait_for,
+)
 
 pytestmark = pytest.mark.subprocess
 
-DAY_NS = 86_400 * 1_000_000_000
-MAX_UINT64 = (1 << 64) - 1
 ITEMS = {"metrics": "data_points", "logs": "log_records"}
 NOUNS = {"metrics": "data point", "logs": "log record"}
 STORED = {
@@ -78,51 +84,13 @@ def add_gauge(request: ExportMetricsServiceRequest, seq: str) -> None:
     attribute.key, attribute.value.string_value = "seq", seq
 
 
-class SignalClient:
-    """A well-behaved client of one signal sending 5-item requests the whole time; what it was told, kept."""
-
-    def __init__(self, collector: CollectorProcess, kind: str) -> None:
-        self._collector = collector
-        self._kind = kind
-        self.acked: list[str] = []
-        self.statuses: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._send, daemon=True)
-
-    def _send(self) -> None:
-        seed = 50_000
-        while not self._stop.is_set():
-            request = make(self._kind, 5, seed, service="other-client")
-            seed += 1
-            try:
-                status, _, _ = self._collector.post(f"/v1/{self._kind}", request.SerializeToString())
-            except OSError:
-                continue
-            self.statuses.append(status)
-            if status == 200:
-                self.acked += sequence_numbers(request)
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> SignalClient:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
+def signal_client(collector: CollectorProcess, kind: str) -> SteadyClient:
+    """A well-behaved client of one signal sending 5-item requests the whole time."""
+    return SteadyClient(collector, f"/v1/{kind}", lambda seed: make(kind, 5, seed, service="other-client"))
 
 
 def wait_signal_drained(collector: CollectorProcess, kind: str, timeout: float = 60) -> None:
-    items = ITEMS[kind]
-
-    def drained() -> bool:
-        done = collector.metric(f"written_{items}_total") + collector.metric(f"dead_letter_{items}_total")
-        return (
-            done == collector.metric(f"spooled_{items}_total")
-            and collector.metric("spool_pending_bytes") == 0
-        )
-
-    wait_for(drained, timeout, f"the {kind} spool to drain")
+    wait_drained(collector, timeout, items=ITEMS[kind])
 
 
 def stored(collector: CollectorProcess, kind: str) -> list[str]:
@@ -138,11 +106,9 @@ def test_a_time_the_store_cannot_hold_is_dead_lettered_and_120_days_are_written(
     collector = CollectorProcess(data, f"chdb://{tmp_path / 'store'}").start()
     acked: list[str] = []
     bad = ""
-    with SignalClient(collector, kind) as other:
+    with signal_client(collector, kind) as other:
         wait_for(lambda: len(other.acked) >= 50, 20, "the other client to be served")
-        drain = drain_pid(collector)
-        os.kill(drain, signal.SIGSTOP)  # one batch: the poisoned requests among good ones
-        try:
+        with drain_held(collector):  # one batch: the poisoned requests among good ones
             for seed in range(6):
                 request = make(kind, 10, seed=100 + seed, service="mixed")
                 if seed == 2:
@@ -158,8 +124,6 @@ def test_a_time_the_store_cannot_hold_is_dead_lettered_and_120_days_are_written(
                 item.time_unix_nano -= index * DAY_NS  # a wrong clock on each
             assert collector.post(f"/v1/{kind}", wide.SerializeToString())[0] == 200
             acked += sequence_numbers(wide)
-        finally:
-            os.kill(drain, signal.SIGCONT)
         items = ITEMS[kind]
         wait_for(
             lambda: collector.metric(f"dead_letter_{items}_total") >= 1, 60, "the refused item set aside"
@@ -210,9 +174,7 @@ def test_a_drain_killed_while_it_writes_a_batch_in_parts_writes_each_item_once(
     collector = CollectorProcess(data, f"chdb://{tmp_path / 'store'}").start()
     acked: list[str] = []
     bad = ""
-    drain = drain_pid(collector)
-    os.kill(drain, signal.SIGSTOP)
-    try:
+    with drain_held(collector) as drain:
         for seed in range(8):
             request = make(kind, 10, seed=400 + seed, service="mixed")
             if seed == 5:
@@ -222,8 +184,6 @@ def test_a_drain_killed_while_it_writes_a_batch_in_parts_writes_each_item_once(
                     add_gauge(request, "gauge-405")
             assert collector.post(f"/v1/{kind}", request.SerializeToString())[0] == 200
             acked += [seq for seq in sequence_numbers(request) if seq != bad]
-    finally:
-        os.kill(drain, signal.SIGCONT)
     wait_for(lambda: "writing it in parts" in collector.log(), 30, "the split to begin", interval=0.01)
     os.kill(drain, signal.SIGKILL)
     wait_for(lambda: collector.metric("drain_restarts") >= 1, 30, "the drain process to be restarted")
@@ -243,38 +203,21 @@ def test_a_drain_killed_while_it_writes_a_batch_in_parts_writes_each_item_once(
     assert collector.stop() == 0
 
 
-def histogram_store_with_check(tmp_path: Path, name: str, expression: str) -> StoreConfig:
-    """A store whose ``otel_metrics_histogram`` has an operator's CHECK constraint ``name``."""
-    store = StoreConfig(url=f"chdb://{tmp_path / 'store'}")
-    client = open_store(store, use_database=False, write=True)
-    apply_migrations(client, store)
-    run_command(
-        client,
-        f"ALTER TABLE {store.database}.otel_metrics_histogram ADD CONSTRAINT {name} CHECK {expression}",
-    )
-    client.close()
-    return store
-
-
 def one_metrics_batch(collector: CollectorProcess) -> list[str]:
     """Six 10-point metrics requests in one batch (the drain held meanwhile); their sequence numbers."""
     acked: list[str] = []
-    drain = drain_pid(collector)
-    os.kill(drain, signal.SIGSTOP)
-    try:
+    with drain_held(collector):
         for seed in range(6):
             request = make_metrics_request(10, seed=200 + seed, service="mixed")
             assert collector.post("/v1/metrics", request.SerializeToString())[0] == 200
             acked += sequence_numbers(request)
-    finally:
-        os.kill(drain, signal.SIGCONT)
     return acked
 
 
 def test_a_refused_data_point_is_replayed_after_a_fix(tmp_path: Path) -> None:
     """An operator's CHECK constraint refuses one data point; `dead-letters replay` writes it once dropped."""
     pill = "203-4"
-    store = histogram_store_with_check(tmp_path, "no_pills", f"Attributes['seq'] != '{pill}'")
+    store = store_with_check(tmp_path, "no_pills", f"Attributes['seq'] != '{pill}'", "otel_metrics_histogram")
     data = tmp_path / "data"
     collector = CollectorProcess(data, store.url).start()
     acked = one_metrics_batch(collector)
@@ -355,7 +298,7 @@ def test_an_unexplained_error_sets_only_its_data_point_aside(tmp_path: Path) -> 
     pill = "203-4"
     # Throws ILLEGAL_DIVISION (153) for the one data point: neither the data's nor the store's, by code.
     check = f"intDiv(1, toUInt8(Attributes['seq'] != '{pill}')) = 1"
-    store = histogram_store_with_check(tmp_path, "operator_check", check)
+    store = store_with_check(tmp_path, "operator_check", check, "otel_metrics_histogram")
     data = tmp_path / "data"
     collector = CollectorProcess(data, store.url).start()
     acked = one_metrics_batch(collector)
