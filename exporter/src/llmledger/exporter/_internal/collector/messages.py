@@ -24,10 +24,21 @@ import dataclasses
 import functools
 import json
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Final, Self, TypeAlias, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    Any,
+    ClassVar,
+    Final,
+    Self,
+    TypeAlias,
+    TypeVar,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from llmledger.exporter._internal.config import StoreConfig
 
@@ -50,10 +61,22 @@ Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | Non
 # The clients' bearer token stays in the receiving process: the drain never checks it.
 _NOT_SENT: Final = frozenset({"auth_token", "auth_token_file"})
 _T = TypeVar("_T")
+_S = TypeVar("_S", str, int, float, bool)
 
 
 class MessageError(ValueError):
     """A line that is not a message this side expects (garbled, unknown, or with a bad field)."""
+
+
+# What each scalar type takes on the wire, and how a refusal names it. JSON has one kind of
+# number, and Python's bool is an int: a whole number is an int but not a bool, a number
+# any int or float but a bool.
+_SCALARS: Final[Mapping[type, tuple[str, Callable[[Json], bool]]]] = {
+    str: ("a string", lambda value: isinstance(value, str)),
+    int: ("a whole number", lambda value: isinstance(value, int) and not isinstance(value, bool)),
+    float: ("a number", lambda value: isinstance(value, int | float) and not isinstance(value, bool)),
+    bool: ("true or false", lambda value: isinstance(value, bool)),
+}
 
 
 class _Fields:
@@ -71,35 +94,15 @@ class _Fields:
     def _wrong(self, name: str, expected: str) -> MessageError:
         return MessageError(f"{self._where}: {name} is {self._fields[name]!r}, not {expected}")
 
-    def text(self, name: str) -> str:
+    def scalar(self, name: str, kind: type[_S]) -> _S:
+        """The field ``name`` as a ``kind`` (one of :data:`_SCALARS`)."""
         value = self._get(name)
-        if not isinstance(value, str):
-            raise self._wrong(name, "a string")
-        return value
-
-    def optional_text(self, name: str) -> str | None:
-        return None if self._get(name) is None else self.text(name)
-
-    def whole(self, name: str) -> int:
-        value = self._get(name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self._wrong(name, "a whole number")
-        return value
-
-    def optional_whole(self, name: str) -> int | None:
-        return None if self._get(name) is None else self.whole(name)
-
-    def number(self, name: str) -> float:
-        value = self._get(name)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise self._wrong(name, "a number")
-        return float(value)
-
-    def flag(self, name: str) -> bool:
-        value = self._get(name)
-        if not isinstance(value, bool):
-            raise self._wrong(name, "true or false")
-        return value
+        expected, accepts = _SCALARS[kind]
+        if not accepts(value):
+            raise self._wrong(name, expected)
+        if kind is float:  # a JSON whole number read as a number is made a float: 3 -> 3.0
+            value = float(cast(int | float, value))
+        return cast(_S, value)
 
     def object(self, name: str) -> _Fields:
         value = self._get(name)
@@ -109,7 +112,7 @@ class _Fields:
 
     def counts(self, name: str) -> dict[str, int]:
         inner = self.object(name)
-        return {key: inner.whole(key) for key in inner.names()}
+        return {key: inner.scalar(key, int) for key in inner.names()}
 
     def is_null(self, name: str) -> bool:
         return self._get(name) is None
@@ -294,16 +297,10 @@ def _decode_value(fields: _Fields, name: str, declared: object) -> object:
         return None if fields.is_null(name) else _decode_value(fields, name, present)
     if get_origin(declared) is Mapping and get_args(declared) == (str, int):
         return fields.counts(name)
-    if declared is bool:
-        return fields.flag(name)
-    if declared is int:
-        return fields.whole(name)
-    if declared is float:
-        return fields.number(name)
-    if declared is str:
-        return fields.text(name)
+    if isinstance(declared, type) and declared in _SCALARS:
+        return fields.scalar(name, declared)
     if declared is Path:
-        return Path(fields.text(name))
+        return Path(fields.scalar(name, str))
     raise TypeError(f"{name}: {declared!r} has no JSON form here")
 
 
