@@ -29,14 +29,12 @@ from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import StoreError, open_store, run_query
 from llmledger.exporter._internal.writer import SpanWriter
 
-from .dead_letters import DeadLetterFile
-from .drain_loop import DrainLoop
+from .drain_loop import DrainLoop, DrainPacing
 from .metrics import CollectorMetrics
 from .native_insert import NativeInsert
 from .pieces import INSERT_FAILURES, TRACE_REQUESTS, Piece, refusal_reason, unexplained_error
 from .pieces import RefusedError as _RefusedError
 from .pieces import SuspectError as _SuspectError
-from .piecewise import PiecewiseWriter
 from .spool import SpoolBatch, SpoolReader
 
 __all__ = ["SpoolDrain"]
@@ -62,14 +60,10 @@ class SpoolDrain(DrainLoop):
         spool: SpoolReader,
         store: StoreConfig,
         metrics: CollectorMetrics,
+        pacing: DrainPacing,
         *,
         dead_letter_dir: Path,
-        batch_max_spans: int,
-        batch_max_bytes: int,
-        retry_initial_seconds: float,
-        retry_max_seconds: float,
         unexplained_error_seconds: float,
-        batch_linger_seconds: float,
         apply_schema: bool,
         native_insert_file: Path | None,
     ) -> None:
@@ -77,20 +71,12 @@ class SpoolDrain(DrainLoop):
             "the drain",
             spool,
             metrics,
-            PiecewiseWriter(
-                TRACE_REQUESTS,
-                DeadLetterFile(dead_letter_dir),
-                dead_letter_dir / _SPLITS_FILE,
-                metrics,
-                _logger,
-            ),
-            _logger,
+            pacing,
+            shape=TRACE_REQUESTS,
+            dead_letter_dir=dead_letter_dir,
+            splits_file=_SPLITS_FILE,
+            logger=_logger,
             thread_name="llmledger-drain",
-            batch_max_items=batch_max_spans,
-            batch_max_bytes=batch_max_bytes,
-            retry_initial_seconds=retry_initial_seconds,
-            retry_max_seconds=retry_max_seconds,
-            batch_linger_seconds=batch_linger_seconds,
         )
         self._store = store
         self._unexplained_seconds = unexplained_error_seconds
@@ -103,7 +89,7 @@ class SpoolDrain(DrainLoop):
         self._native: NativeInsert | None = None
         # When the store is next opened while no data waits, and the back-off after that.
         self._next_open = 0.0
-        self._open_delay = retry_initial_seconds
+        self._open_delay = pacing.retry_initial_seconds
         self.inserting_since: float | None = None  # when the insert under way began (liveness)
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -16,12 +16,28 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 
+from .dead_letters import DeadLetterFile
 from .metrics import CollectorMetrics
+from .pieces import RequestShape
 from .piecewise import PiecewiseWriter
 from .spool import SpoolBatch, SpoolError, SpoolReader
 
-__all__ = ["DrainLoop"]
+__all__ = ["DrainLoop", "DrainPacing"]
+
+
+@dataclass(frozen=True, slots=True)
+class DrainPacing:
+    """How a drain sizes its batches and spaces its retries: the collector's settings of these
+    names (``batch_max_items`` is ``batch_max_spans``, which bounds every signal's batches)."""
+
+    batch_max_items: int
+    batch_max_bytes: int
+    batch_linger_seconds: float
+    retry_initial_seconds: float
+    retry_max_seconds: float
 
 
 class DrainLoop(ABC):
@@ -32,27 +48,29 @@ class DrainLoop(ABC):
         name: str,
         spool: SpoolReader,
         metrics: CollectorMetrics,
-        pieces: PiecewiseWriter,
-        logger: logging.Logger,
+        pacing: DrainPacing,
         *,
+        shape: RequestShape,
+        dead_letter_dir: Path,
+        splits_file: str,
+        logger: logging.Logger,
         thread_name: str,
-        batch_max_items: int,
-        batch_max_bytes: int,
-        retry_initial_seconds: float,
-        retry_max_seconds: float,
-        batch_linger_seconds: float,
     ) -> None:
-        """``name`` is the drain as its log lines call it ("the drain", "the metrics drain")."""
+        """``name`` is the drain as its log lines call it ("the drain", "the metrics drain");
+        what the store refuses of a ``shape`` request is split as the ``splits_file`` records
+        (in ``dead_letter_dir``) and dead-lettered there."""
         self._name = name
         self._spool = spool
         self._metrics = metrics
-        self._pieces = pieces
+        self._pieces = PiecewiseWriter(
+            shape, DeadLetterFile(dead_letter_dir), dead_letter_dir / splits_file, metrics, logger
+        )
         self._logger = logger
-        self._batch_max_items = batch_max_items
-        self._batch_max_bytes = batch_max_bytes
-        self._retry_initial = retry_initial_seconds
-        self._retry_max = retry_max_seconds
-        self._linger = batch_linger_seconds
+        self._batch_max_items = pacing.batch_max_items
+        self._batch_max_bytes = pacing.batch_max_bytes
+        self._retry_initial = pacing.retry_initial_seconds
+        self._retry_max = pacing.retry_max_seconds
+        self._linger = pacing.batch_linger_seconds
         self._stop = threading.Event()
         self._deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)

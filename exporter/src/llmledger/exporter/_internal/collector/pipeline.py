@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from .config import CollectorConfig
 from .drain import SpoolDrain
+from .drain_loop import DrainPacing
 from .ingest import Ingest
 from .messages import DrainStatus
 from .metrics import CollectorMetrics
@@ -129,13 +130,9 @@ def traces_drain(config: CollectorConfig, reader: SpoolReader, metrics: Collecto
         reader,
         config.store,
         metrics,
+        _pacing(config),
         dead_letter_dir=config.dead_letter_dir,
-        batch_max_spans=config.batch_max_spans,
-        batch_max_bytes=config.batch_max_bytes,
-        retry_initial_seconds=config.retry_initial_seconds,
-        retry_max_seconds=config.retry_max_seconds,
         unexplained_error_seconds=config.unexplained_error_seconds,
-        batch_linger_seconds=config.batch_linger_seconds,
         apply_schema=config.apply_schema,
         native_insert_file=config.data_dir / "native-batch.pb" if config.native_insert else None,
     )
@@ -150,16 +147,17 @@ def metrics_and_logs_drain(
 ) -> SignalDrain:
     """The metrics' or the logs' drain; it writes through ``traces``' store connection."""
     return SignalDrain(
-        signal,
-        reader,
-        traces,
-        metrics,
-        dead_letter_dir=config.dead_letter_dir,
+        signal, reader, traces, metrics, _pacing(config), dead_letter_dir=config.dead_letter_dir
+    )
+
+
+def _pacing(config: CollectorConfig) -> DrainPacing:
+    return DrainPacing(
         batch_max_items=config.batch_max_spans,
         batch_max_bytes=config.batch_max_bytes,
+        batch_linger_seconds=config.batch_linger_seconds,
         retry_initial_seconds=config.retry_initial_seconds,
         retry_max_seconds=config.retry_max_seconds,
-        batch_linger_seconds=config.batch_linger_seconds,
     )
 
 

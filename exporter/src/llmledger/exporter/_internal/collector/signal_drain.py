@@ -29,9 +29,8 @@ from llmledger.exporter._internal.errors import contain
 from llmledger.exporter._internal.log_rows import LogRows
 from llmledger.exporter._internal.metric_rows import MetricRows
 
-from .dead_letters import DeadLetterFile
 from .drain import SpoolDrain, UnexplainedFailures
-from .drain_loop import DrainLoop
+from .drain_loop import DrainLoop, DrainPacing
 from .metrics import CollectorMetrics
 from .otlp_signals import Signal
 from .pieces import (
@@ -42,7 +41,6 @@ from .pieces import (
     RefusedError,
     refusal_reason,
 )
-from .piecewise import PiecewiseWriter
 from .spool import SpoolBatch, SpoolReader
 
 __all__ = ["SignalDrain"]
@@ -60,37 +58,24 @@ class SignalDrain(DrainLoop):
         spool: SpoolReader,
         store: SpoolDrain,
         metrics: CollectorMetrics,
+        pacing: DrainPacing,
         *,
         dead_letter_dir: Path,
-        batch_max_items: int,
-        batch_max_bytes: int,
-        retry_initial_seconds: float,
-        retry_max_seconds: float,
-        batch_linger_seconds: float,
     ) -> None:
         if signal is Signal.TRACES:
             raise ValueError("traces are drained by SpoolDrain")
         self.signal = signal
         self._store = store
-        logger = logging.getLogger(f"llmledger.collector.drain.{signal.value}")
         super().__init__(
             f"the {signal.value} drain",
             spool,
             metrics,
-            PiecewiseWriter(
-                METRIC_REQUESTS if signal is Signal.METRICS else LOG_REQUESTS,
-                DeadLetterFile(dead_letter_dir),
-                dead_letter_dir / f"splits-{signal.value}.json",
-                metrics,
-                logger,
-            ),
-            logger,
+            pacing,
+            shape=METRIC_REQUESTS if signal is Signal.METRICS else LOG_REQUESTS,
+            dead_letter_dir=dead_letter_dir,
+            splits_file=f"splits-{signal.value}.json",
+            logger=logging.getLogger(f"llmledger.collector.drain.{signal.value}"),
             thread_name=f"llmledger-drain-{signal.value}",
-            batch_max_items=batch_max_items,
-            batch_max_bytes=batch_max_bytes,
-            retry_initial_seconds=retry_initial_seconds,
-            retry_max_seconds=retry_max_seconds,
-            batch_linger_seconds=batch_linger_seconds,
         )
 
     @property
