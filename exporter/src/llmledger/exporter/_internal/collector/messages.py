@@ -62,6 +62,7 @@ Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | Non
 _NOT_SENT: Final = frozenset({"auth_token", "auth_token_file"})
 _T = TypeVar("_T")
 _S = TypeVar("_S", str, int, float, bool)
+_M = TypeVar("_M", bound="_Message")
 
 
 class MessageError(ValueError):
@@ -230,20 +231,20 @@ def encode(message: Command | Report) -> str:
 
 def decode_command(line: str) -> Command:
     """A message for the drain process; :class:`MessageError` for anything else."""
-    kind, fields = _open(line)
-    reader = _COMMANDS.get(kind)
-    if reader is None:
-        raise MessageError(f"not a message for the drain process: {kind!r}")
-    return reader.read(fields)
+    return _decode_line(line, _COMMANDS, "not a message for the drain process")
 
 
 def decode_report(line: str) -> Report:
     """A message from the drain process; :class:`MessageError` for anything else."""
+    return _decode_line(line, _REPORTS, "not a message from the drain process")
+
+
+def _decode_line(line: str, kinds: Mapping[str, type[_M]], unknown: str) -> _M:
     kind, fields = _open(line)
-    reader = _REPORTS.get(kind)
-    if reader is None:
-        raise MessageError(f"not a message from the drain process: {kind!r}")
-    return reader.read(fields)
+    message = kinds.get(kind)
+    if message is None:
+        raise MessageError(f"{unknown}: {kind!r}")
+    return message.read(fields)
 
 
 def _open(line: str) -> tuple[str, _Fields]:
