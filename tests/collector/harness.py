@@ -304,6 +304,28 @@ def store_with_check(tmp_path: Path, name: str, expression: str, table: str = "o
     return store
 
 
+def dead_letters(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``llmledger collector dead-letters --data-dir data_dir *args``, as an operator runs it
+    (``--url`` given by the caller when it writes, never taken from the environment)."""
+    env = {key: value for key, value in os.environ.items() if key != "LLMLEDGER_CLICKHOUSE_URL"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmledger.exporter.cli",
+            "collector",
+            "dead-letters",
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
 def wait_drained(collector: CollectorProcess, timeout: float = 60, *, items: str = "spans") -> None:
     """Until every spooled item of a signal (``spans``, ``data_points``, ``log_records``) is
     committed: written or dead-lettered (counted with the spool's cursor)."""

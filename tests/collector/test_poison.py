@@ -24,6 +24,7 @@ from .harness import (
     MAX_UINT64,
     CollectorProcess,
     SteadyClient,
+    dead_letters,
     drain_held,
     make_request,
     span_ids,
@@ -174,37 +175,22 @@ def test_a_span_the_store_refuses_is_dead_lettered_the_rest_written_and_replayed
     log = collector.log()
     assert log.count("moved 1 span(s) the store refuses") == 1
 
-    cli = [
-        sys.executable,
-        "-m",
-        "llmledger.exporter.cli",
-        "collector",
-        "dead-letters",
-        "--data-dir",
-        str(data),
-    ]
-    listed = subprocess.run([*cli, "list"], capture_output=True, text=True, check=True).stdout
-    assert entry.key in listed
-    assert "pending" in listed
-    shown = subprocess.run([*cli, "show", entry.key], capture_output=True, text=True, check=True).stdout
-    assert '"name": "pill"' in shown
-    env = {key: value for key, value in os.environ.items() if key != "LLMLEDGER_CLICKHOUSE_URL"}
-    refused = subprocess.run(
-        [*cli, "replay", "--url", store.url], capture_output=True, text=True, env=env, check=False
-    )
+    listed = dead_letters(data, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert entry.key in listed.stdout
+    assert "pending" in listed.stdout
+    shown = dead_letters(data, "show", entry.key)
+    assert '"name": "pill"' in shown.stdout, shown.stderr
+    refused = dead_letters(data, "replay", "--url", store.url)
     assert refused.returncode == 1
     assert "still refused" in refused.stderr
 
     client = open_store(store, write=True)  # the fix
     run_command(client, "ALTER TABLE otel_traces DROP CONSTRAINT no_pills")
     client.close()
-    replayed = subprocess.run(
-        [*cli, "replay", "--url", store.url], capture_output=True, text=True, env=env, check=False
-    )
+    replayed = dead_letters(data, "replay", "--url", store.url)
     assert replayed.returncode == 0, replayed.stderr
-    again = subprocess.run(
-        [*cli, "replay", "--url", store.url, entry.key], capture_output=True, text=True, env=env, check=False
-    )
+    again = dead_letters(data, "replay", "--url", store.url, entry.key)
     assert again.returncode == 0, again.stderr  # named explicitly: written again, dropped as a duplicate
     client = open_store(store)
     try:

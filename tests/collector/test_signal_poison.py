@@ -28,6 +28,7 @@ from .harness import (
     MAX_UINT64,
     CollectorProcess,
     SteadyClient,
+    dead_letters,
     drain_held,
     make_logs_request,
     make_metrics_request,
@@ -226,39 +227,27 @@ def test_a_refused_data_point_is_replayed_after_a_fix(tmp_path: Path) -> None:
     assert sorted(stored(collector, "metrics")) == sorted(seq for seq in acked if seq != pill)
     assert collector.stop() == 0
 
-    cli = [
-        sys.executable,
-        "-m",
-        "llmledger.exporter.cli",
-        "collector",
-        "dead-letters",
-        "--data-dir",
-        str(data),
-    ]
     (entry,) = DeadLetterFile(data / "dead-letters").entries()
-    listed = subprocess.run([*cli, "list"], capture_output=True, text=True, check=True).stdout
-    assert f"{entry.key}\tmetrics\t1 data point(s)\t" in listed
-    assert "pending" in listed
-    shown = json.loads(
-        subprocess.run([*cli, "show", entry.key], capture_output=True, text=True, check=True).stdout
-    )
+    listed = dead_letters(data, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{entry.key}\tmetrics\t1 data point(s)\t" in listed.stdout
+    assert "pending" in listed.stdout
+    shown = json.loads(dead_letters(data, "show", entry.key).stdout)
     assert shown["signal"] == "metrics"
     assert shown["request"]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["name"] == (
         "gen_ai.client.token.usage"
     )
-    env = {key: value for key, value in os.environ.items() if key != "LLMLEDGER_CLICKHOUSE_URL"}
-    replay = [*cli, "replay", "--url", store.url]
-    refused = subprocess.run(replay, capture_output=True, text=True, env=env, check=False)
+    refused = dead_letters(data, "replay", "--url", store.url)
     assert refused.returncode == 1
     assert "still refused" in refused.stderr
 
     client = open_store(store, write=True)  # the fix
     run_command(client, "ALTER TABLE otel_metrics_histogram DROP CONSTRAINT no_pills")
     client.close()
-    replayed = subprocess.run(replay, capture_output=True, text=True, env=env, check=False)
+    replayed = dead_letters(data, "replay", "--url", store.url)
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed 1 data point(s)" in replayed.stdout
-    again = subprocess.run([*replay, entry.key], capture_output=True, text=True, env=env, check=False)
+    again = dead_letters(data, "replay", "--url", store.url, entry.key)
     assert again.returncode == 0, again.stderr  # named explicitly: written again, dropped as a duplicate
     client = open_store(store)
     try:
