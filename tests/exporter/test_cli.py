@@ -163,6 +163,20 @@ def test_tenant_user_dry_run_shows_policies_without_the_password(capsys) -> None
     assert "SpanAttributes['traceloop.association.properties.tenant_id']" in capsys.readouterr().out
 
 
+def test_a_url_names_its_database_unless_database_is_given(monkeypatch, capsys) -> None:
+    argv = ["tenant-user", "create", "--tenant", "acme", "--user", "grafana_acme", "--dry-run"]
+    assert main([*argv, "--url", "http://ch:8123/ledger"]) == 0
+    assert "GRANT SELECT ON `ledger`.`llm_calls` TO" in capsys.readouterr().out
+    assert main([*argv, "--url", "http://ch:8123/ledger", "--database", "other"]) == 0
+    assert "GRANT SELECT ON `other`.`llm_calls` TO" in capsys.readouterr().out
+    # The URL on the command line ranks above the environment's database, as its flag would.
+    monkeypatch.setenv("LLMLEDGER_CLICKHOUSE_DATABASE", "from_env")
+    assert main([*argv, "--url", "http://ch:8123/ledger"]) == 0
+    assert "GRANT SELECT ON `ledger`.`llm_calls` TO" in capsys.readouterr().out
+    assert main([*argv, "--url", "http://ch:8123"]) == 0
+    assert "GRANT SELECT ON `from_env`.`llm_calls` TO" in capsys.readouterr().out
+
+
 def test_tenant_user_needs_a_server(config: StoreConfig, capsys) -> None:
     if not config.embedded:
         pytest.skip("about the embedded store")

@@ -42,6 +42,8 @@ _ENV_BY_FIELD: Final = {
     "rollup_ttl_days": ENV_ROLLUP_TTL_DAYS,
 }
 
+_TTL_FIELDS: Final = ("spans_ttl_days", "calls_ttl_days", "rollup_ttl_days")
+
 DEFAULT_DATABASE: Final = "llmledger"
 _SCHEMES: Final = ("http", "https", "chdb")
 
@@ -91,40 +93,35 @@ class StoreConfig:
         flags: Mapping[str, object] | None = None,
     ) -> StoreConfig:
         """Resolve and validate: defaults < ``file`` (a settings file's values, by field name) <
-        the environment (``os.environ`` unless ``env``) < ``flags`` (``None`` meaning not given)."""
+        the environment (``os.environ`` unless ``env``) < ``flags`` (``None`` meaning not given).
+
+        A server URL's path names the database, as clickhouse-connect reads a DSN's path, at
+        the URL's own rank: a database named at the same rank wins over it (``--database``
+        beside ``--url``), and it wins over one named below it (``--url http://h:8123/db``
+        over ``LLMLEDGER_CLICKHOUSE_DATABASE``, ``LLMLEDGER_CLICKHOUSE_URL`` over the file's
+        ``database``).
+        """
         env = os.environ if env is None else env
-        # A file's value counts where the environment sets nothing, and then as a flag would.
-        from_file = {
-            name: value for name, value in (file or {}).items() if not env.get(_ENV_BY_FIELD.get(name, ""))
-        }
-        overrides = {
-            **from_file,
-            **{k: v for k, v in (flags or {}).items() if v is not None or k not in from_file},
-        }
         problems: list[str] = []
-        url = env.get(ENV_CLICKHOUSE_URL) or f"chdb://{default_store_path(env)}"
-        values: dict[str, object] = {
-            "url": url,
-            "database": env.get(ENV_DATABASE) or _database_from_url(url) or DEFAULT_DATABASE,
-            "cluster": env.get(ENV_CLUSTER) or None,
-        }
-        for name, var in (
-            ("spans_ttl_days", ENV_SPANS_TTL_DAYS),
-            ("calls_ttl_days", ENV_CALLS_TTL_DAYS),
-            ("rollup_ttl_days", ENV_ROLLUP_TTL_DAYS),
-        ):
+        from_env: dict[str, object] = {}
+        for name, var in _ENV_BY_FIELD.items():
             raw = env.get(var)
-            if raw:
-                try:
-                    values[name] = int(raw)
-                except ValueError:
-                    problems.append(f"{var}={raw!r} is not a whole number of days")
-        for name, value in overrides.items():
-            if value is not None:
-                values[name] = value
-        # A URL given above the environment brings its database unless one is named beside it.
-        if "url" in overrides and overrides["url"] is not None and "database" not in overrides:
-            values["database"] = _database_from_url(str(overrides["url"])) or values["database"]
+            if not raw:
+                continue
+            if name not in _TTL_FIELDS:
+                from_env[name] = raw
+                continue
+            try:
+                from_env[name] = int(raw)
+            except ValueError:
+                problems.append(f"{var}={raw!r} is not a whole number of days")
+        values: dict[str, object] = {"url": f"chdb://{default_store_path(env)}"}
+        for source in (file or {}, from_env, flags or {}):
+            given = {name: value for name, value in source.items() if value is not None}
+            values.update(given)
+            database = _database_from_url(str(given["url"])) if "url" in given else None
+            if database is not None and "database" not in given:
+                values["database"] = database
         config = cls(**values)  # type: ignore[arg-type]
         config.validate(problems)
         return config
@@ -164,7 +161,7 @@ class StoreConfig:
                 problems.append(problem)
         if self.cluster is not None and parts.scheme == "chdb":
             problems.append("cluster mode needs a ClickHouse server; the embedded store is a single node")
-        for name in ("spans_ttl_days", "calls_ttl_days", "rollup_ttl_days"):
+        for name in _TTL_FIELDS:
             days = getattr(self, name)
             if not isinstance(days, int) or days < 0:
                 problems.append(
@@ -220,8 +217,9 @@ class StoreConfig:
 
 
 def _database_from_url(url: str) -> str | None:
+    # As clickhouse-connect reads a DSN: the path's first segment names the database.
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
-        name = parts.path.strip("/")
+        name = parts.path.lstrip("/").split("/")[0]
         return unquote(name) if name else None
     return None

@@ -333,12 +333,8 @@ class CollectorConfig:
         for key in _STORE_KEYS:
             if key in flags:
                 flag_store["url" if key == "clickhouse_url" else key] = flags[key]
-        # The file's store settings rank below the environment's, flags above both.
-        env_names = {"url": "LLMLEDGER_CLICKHOUSE_URL", "database": "LLMLEDGER_CLICKHOUSE_DATABASE"}
-        store_overrides = {key: value for key, value in file_store.items() if not env.get(env_names[key])}
-        store_overrides.update(flag_store)
         try:
-            store = StoreConfig.from_env(env, **store_overrides)
+            store = StoreConfig.resolve(env, file_store, flag_store)
         except ConfigError as exc:
             problems.extend(exc.problems)
             store = None
