@@ -59,6 +59,36 @@ def test_show_custom_price_and_azure_mapping(tmp_path: Path, capsys: pytest.Capt
     assert "is not DEPLOYMENT=MODEL" in capsys.readouterr().err
 
 
+def test_show_reads_the_apps_azure_deployments_and_price_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The settings `prices sync` and the app read: show explains the price the app applies.
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[price]]\nprovider = "openai"\nmodel = "house-llm"\ninput = "0.05"\noutput = "0.10"\n'
+    )
+    monkeypatch.setenv("LLMLEDGER_AZURE_DEPLOYMENTS", "prod-4o=gpt-4o-mini")
+    monkeypatch.setenv("LLMLEDGER_PRICE_FILE", str(prices))
+    assert main(["prices", "show", "prod-4o", "--provider", "azure.ai.openai"]) == 0
+    out = capsys.readouterr().out
+    assert "Azure deployment 'prod-4o' is model 'gpt-4o-mini'" in out
+    assert "input 0.15" in out
+    assert main(["prices", "show", "house-llm"]) == 0
+    assert "source custom" in capsys.readouterr().out
+    # A flag maps its deployment over the variable's.
+    argv = [
+        "prices",
+        "show",
+        "prod-4o",
+        "--provider",
+        "azure.ai.openai",
+        "--azure-deployment",
+        "prod-4o=gpt-4o",
+    ]
+    assert main(argv) == 0
+    assert "Azure deployment 'prod-4o' is model 'gpt-4o'" in capsys.readouterr().out
+
+
 def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
     good.write_text(

@@ -1,14 +1,19 @@
-"""The one typed store configuration: where spans land and how the schema is laid out.
+"""The exporter's configuration: every ``LLMLEDGER_*`` variable the exporter distribution reads
+outside the collector's own settings table (:mod:`.collector.config`), read here and nowhere else.
 
-Resolved here and nowhere else, lowest to highest: the defaults, a settings file's values
-(the collector's TOML file), the environment (``LLMLEDGER_CLICKHOUSE_URL`` …), then flags;
-then validated once with every problem reported together, the way the Collector's
-``clickhouseexporter`` validates its config. docs/configuration.md says the same for users.
+:class:`StoreConfig` is where spans land and how the schema is laid out, for every part;
+:class:`ExportSettings` how the direct span exporter batches; :class:`PriceSources` and
+:func:`tenant_user_password` the CLI's defaults from the environment. Each resolves lowest to
+highest: the defaults, a settings file's values (the collector's TOML file, for the store),
+the environment, then flags (or arguments in code); then is validated once with every
+problem reported together, the way the Collector's ``clickhouseexporter`` validates its
+config. docs/configuration.md says the same for users.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,9 +27,14 @@ __all__ = [
     "DEFAULT_DATABASE",
     "ENV_CLICKHOUSE_URL",
     "ConfigError",
+    "ExportSettings",
+    "PriceSources",
     "StoreConfig",
     "default_store_path",
+    "tenant_user_password",
 ]
+
+_logger = logging.getLogger(__name__)
 
 ENV_CLICKHOUSE_URL: Final = "LLMLEDGER_CLICKHOUSE_URL"
 ENV_DATABASE: Final = "LLMLEDGER_CLICKHOUSE_DATABASE"
@@ -43,6 +53,12 @@ _ENV_BY_FIELD: Final = {
 }
 
 _TTL_FIELDS: Final = ("spans_ttl_days", "calls_ttl_days", "rollup_ttl_days")
+
+ENV_EXPORT_BATCH_SPANS: Final = "LLMLEDGER_EXPORT_BATCH_SPANS"
+ENV_EXPORT_DELAY_MS: Final = "LLMLEDGER_EXPORT_DELAY_MS"
+# The CLI's defaults from the environment (the price file as the app reads it).
+ENV_PRICE_FILE: Final = "LLMLEDGER_PRICE_FILE"
+ENV_TENANT_USER_PASSWORD: Final = "LLMLEDGER_TENANT_USER_PASSWORD"  # noqa: S105  (a variable's name)
 
 DEFAULT_DATABASE: Final = "llmledger"
 _SCHEMES: Final = ("http", "https", "chdb")
@@ -223,3 +239,95 @@ def _database_from_url(url: str) -> str | None:
         name = parts.path.lstrip("/").split("/")[0]
         return unquote(name) if name else None
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSettings:
+    """How the direct span exporter batches (``OTEL_TRACES_EXPORTER=llmledger``).
+
+    ``max_batch_spans`` spans go into one insert (one insert costs the engine a fixed ~60 ms,
+    so the SDK's small export batches are written together); a span waits at most
+    ``max_delay_s`` for its batch to fill, 0 writing every export as it arrives.
+    """
+
+    max_batch_spans: int = 20_000
+    max_delay_s: float = 1.0
+
+    @classmethod
+    def resolve(
+        cls, env: Mapping[str, str] | None = None, arguments: Mapping[str, object] | None = None
+    ) -> ExportSettings:
+        """Defaults < ``LLMLEDGER_EXPORT_BATCH_SPANS`` / ``LLMLEDGER_EXPORT_DELAY_MS`` < ``arguments``
+        (the exporter's constructor arguments by field name, ``None`` meaning not given).
+
+        The exporter runs inside the app, so a variable that is not a whole number in range
+        is logged as an error naming it and its default used: a typo never stops the app.
+        Arguments come from code, and a wrong one raises :class:`ValueError` there, as the
+        SDK's ``BatchSpanProcessor`` does for its own.
+        """
+        env = os.environ if env is None else env
+        defaults = cls()
+        batch = _whole_number(env, ENV_EXPORT_BATCH_SPANS, defaults.max_batch_spans, minimum=1)
+        delay_ms = _whole_number(env, ENV_EXPORT_DELAY_MS, round(defaults.max_delay_s * 1000), minimum=0)
+        settings = cls(batch, delay_ms / 1000)
+        given = {name: value for name, value in (arguments or {}).items() if value is not None}
+        settings = dataclasses.replace(settings, **given)  # type: ignore[arg-type]
+        if settings.max_batch_spans < 1:
+            raise ValueError(f"max_batch_spans must be at least 1, got {settings.max_batch_spans!r}")
+        if settings.max_delay_s < 0:
+            raise ValueError(f"max_delay_s must be >= 0, got {settings.max_delay_s!r}")
+        return settings
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        _logger.error("%s=%r is not a whole number >= %d; using %d", name, raw, minimum, default)
+        return default
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSources:
+    """Where ``llmledger prices sync`` and ``prices show`` take prices from, as the app does.
+
+    ``price_file`` is a TOML price file (``LLMLEDGER_PRICE_FILE``); ``azure_deployments`` maps
+    an Azure OpenAI deployment to the model it runs (``LLMLEDGER_AZURE_DEPLOYMENTS``).
+    """
+
+    price_file: str | None = None
+    azure_deployments: Mapping[str, str] = dataclasses.field(default_factory=dict[str, str])
+
+    @classmethod
+    def resolve(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        price_file: str | None = None,
+        azure_deployments: Mapping[str, str] | None = None,
+    ) -> PriceSources:
+        """The environment, read as the instrumentation reads it, under the flags: ``--price-file``
+        replaces the variable's file, and each ``--azure-deployment`` maps its deployment over
+        the variable's mapping of it (the others stay)."""
+        # The instrumentation's own reading, so a deployment maps here as it does in the app
+        # (an entry that is not deployment=model is left out there too, with a warning).
+        from llmledger.instrumentation.pricing import azure_deployments_from_env
+
+        env = os.environ if env is None else env
+        return cls(
+            price_file=price_file or env.get(ENV_PRICE_FILE) or None,
+            azure_deployments={**azure_deployments_from_env(env), **(azure_deployments or {})},
+        )
+
+
+def tenant_user_password(flag: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """``llmledger tenant-user create``'s password: ``--password``, else
+    ``LLMLEDGER_TENANT_USER_PASSWORD``; ``None`` when neither is set (one is generated)."""
+    env = os.environ if env is None else env
+    return flag or env.get(ENV_TENANT_USER_PASSWORD) or None

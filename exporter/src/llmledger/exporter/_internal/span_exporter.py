@@ -31,46 +31,28 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 from clickhouse_connect.driver.client import Client
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.config import ExportSettings, StoreConfig
 from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import StoreError, open_store
 from llmledger.exporter._internal.writer import SpanWriter
 
-__all__ = ["ENV_BATCH_SPANS", "ENV_DELAY_MS", "ClickHouseSpanExporter"]
+__all__ = ["ClickHouseSpanExporter"]
 
 _logger = logging.getLogger(__name__)
 
 # After the store fails to open, writes fail fast for this long before the next attempt.
 REOPEN_AFTER_S = 30.0
 
-ENV_BATCH_SPANS: Final = "LLMLEDGER_EXPORT_BATCH_SPANS"
-ENV_DELAY_MS: Final = "LLMLEDGER_EXPORT_DELAY_MS"
-DEFAULT_BATCH_SPANS: Final = 20_000
-DEFAULT_DELAY_MS: Final = 1_000
 # Pending spans allowed while writes fail, as a multiple of the batch size.
 _PENDING_BATCHES: Final = 10
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        _logger.error("%s=%r is not a whole number >= %d; using %d", name, raw, minimum, default)
-        return default
-    return value
 
 
 class _Batch:
@@ -88,8 +70,8 @@ class ClickHouseSpanExporter(SpanExporter):
     """Writes finished spans to the llmledger store's ``otel_traces`` (and so ``llm_calls``).
 
     ``max_batch_spans`` and ``max_delay_s`` default to ``LLMLEDGER_EXPORT_BATCH_SPANS``
-    (20,000) and ``LLMLEDGER_EXPORT_DELAY_MS`` (1,000); ``max_delay_s=0`` writes every
-    export as it arrives.
+    (20,000) and ``LLMLEDGER_EXPORT_DELAY_MS`` (1,000), read by :class:`.config.ExportSettings`;
+    ``max_delay_s=0`` writes every export as it arrives.
     """
 
     def __init__(
@@ -100,15 +82,13 @@ class ClickHouseSpanExporter(SpanExporter):
         max_batch_spans: int | None = None,
         max_delay_s: float | None = None,
     ) -> None:
-        env = os.environ
+        settings = ExportSettings.resolve(
+            arguments={"max_batch_spans": max_batch_spans, "max_delay_s": max_delay_s}
+        )
         self._config = config
         self._apply_schema = apply_schema
-        self._max_batch = max_batch_spans or _env_int(env, ENV_BATCH_SPANS, DEFAULT_BATCH_SPANS, 1)
-        self._max_delay = (
-            max_delay_s
-            if max_delay_s is not None
-            else _env_int(env, ENV_DELAY_MS, DEFAULT_DELAY_MS, 0) / 1000
-        )
+        self._max_batch = settings.max_batch_spans
+        self._max_delay = settings.max_delay_s
         self._max_pending = self._max_batch * _PENDING_BATCHES
         # _lock guards the batches and the flags; _write_lock serialises writes (and the
         # store's opening) so batches land in order, without holding up export().

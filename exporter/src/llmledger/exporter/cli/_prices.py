@@ -4,9 +4,9 @@ and load prices into the store's ``model_prices`` (``sync``)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from llmledger.exporter._internal.config import PriceSources
 from llmledger.exporter._internal.prices import price_book, write_prices
 from llmledger.exporter._internal.store import StoreError, open_store, run_query
 from llmledger.exporter.cli._common import add_store_options, store_config
@@ -30,11 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "LLMLEDGER_AZURE_DEPLOYMENTS -- to model_prices, replacing the previous one at once. A price file "
         "with any problem is refused as a whole and nothing is written.",
     )
-    sync.add_argument(
-        "--price-file",
-        default=os.environ.get("LLMLEDGER_PRICE_FILE") or None,
-        help="TOML price file (default: LLMLEDGER_PRICE_FILE)",
-    )
+    sync.add_argument("--price-file", help="TOML price file (default: LLMLEDGER_PRICE_FILE)")
     sync.add_argument("--no-genai-prices", action="store_true", help="load only the price file")
     add_store_options(sync)
     sync.set_defaults(handler=_sync)
@@ -44,20 +40,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="which price applies to a model, and why",
         description="Explain the price the instrumentation uses for a call: the lookup steps (your price "
         "file, genai-prices' bundled data, Azure deployment mapping, service tier), the rates per million "
-        "tokens and the period they are in effect. Example: llmledger prices show gpt-4o-mini",
+        "tokens and the period they are in effect, from the same settings as the app: your price file "
+        "(LLMLEDGER_PRICE_FILE) and Azure deployments (LLMLEDGER_AZURE_DEPLOYMENTS). "
+        "Example: llmledger prices show gpt-4o-mini",
     )
     show.add_argument("model", help="the model as the API reports it, e.g. gpt-4o-2024-08-06")
     show.add_argument("--provider", default="openai", help="gen_ai.provider.name (default openai)")
     show.add_argument("--service-tier", help="priority, flex, batch, default ...")
-    show.add_argument(
-        "--price-file", default=os.environ.get("LLMLEDGER_PRICE_FILE") or None, help="TOML price file"
-    )
+    show.add_argument("--price-file", help="TOML price file (default: LLMLEDGER_PRICE_FILE)")
     show.add_argument(
         "--azure-deployment",
         action="append",
         default=[],
         metavar="DEPLOYMENT=MODEL",
-        help="map an Azure deployment to its model (repeatable)",
+        help="map an Azure deployment to its model, over LLMLEDGER_AZURE_DEPLOYMENTS (repeatable)",
     )
     show.set_defaults(handler=_show)
 
@@ -72,19 +68,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from llmledger.instrumentation.pricing import (
-        PriceFileError,
-        azure_deployments_from_env,
-        refused_price_file,
-    )
+    from llmledger.instrumentation.pricing import PriceFileError, refused_price_file
 
     config = store_config(args)
+    sources = PriceSources.resolve(price_file=args.price_file)
     try:
         # The book the app compiles from the same settings (price file, Azure deployments).
         book = price_book(
-            args.price_file,
+            sources.price_file,
             genai_prices=not args.no_genai_prices,
-            azure_deployments=azure_deployments_from_env(),
+            azure_deployments=sources.azure_deployments,
         )
     except PriceFileError as exc:  # every problem listed; nothing is written
         print(refused_price_file(exc) + " (nothing was written)", file=sys.stderr)
@@ -129,8 +122,12 @@ def _show(args: argparse.Namespace) -> int:
             )
             return 2
         deployments[name] = model
+    # The app's settings, so the price explained is the one the app applies.
+    sources = PriceSources.resolve(price_file=args.price_file, azure_deployments=deployments)
     try:
-        book = PriceBook.from_config(price_file=args.price_file, azure_deployments=deployments)
+        book = PriceBook.from_config(
+            price_file=sources.price_file, azure_deployments=sources.azure_deployments
+        )
     except PriceFileError as exc:
         print(f"llmledger: {exc}", file=sys.stderr)
         return 2

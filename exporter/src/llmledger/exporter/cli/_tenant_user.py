@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 
+from llmledger.exporter._internal.config import tenant_user_password
 from llmledger.exporter._internal.store import StoreError, open_store, run_command
 from llmledger.exporter._internal.tenant_access import TENANT_TABLES, tenant_access_statements
 from llmledger.exporter.cli._common import add_store_options, store_config
@@ -31,7 +31,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--user", required=True, help="ClickHouse user name to create")
     create.add_argument(
         "--password",
-        default=os.environ.get("LLMLEDGER_TENANT_USER_PASSWORD") or None,
         help="password (default: LLMLEDGER_TENANT_USER_PASSWORD, else a generated one, printed once)",
     )
     create.add_argument("--cluster", help="emit ON CLUSTER <name>")
@@ -42,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _create(args: argparse.Namespace) -> int:
     config = store_config(args)
-    generated = args.password is None
-    password: str = args.password or secrets.token_urlsafe(18)
+    given = tenant_user_password(args.password)
+    generated = given is None
+    password = given or secrets.token_urlsafe(18)
     if args.dry_run:
         # Printed with a placeholder: the password never reaches the terminal or a log.
         for statement in tenant_access_statements(
