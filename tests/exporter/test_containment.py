@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
+import socket
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,14 +22,14 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from llmledger.exporter._internal import errors
 from llmledger.exporter._internal.budgets import BudgetExceededError, BudgetGuard, BudgetStatus
+from llmledger.exporter._internal.collector import drain_process
+from llmledger.exporter._internal.collector.config import CollectorConfig
+from llmledger.exporter._internal.collector.metrics import CollectorMetrics
 
 SRC = Path(__file__).resolve().parents[2] / "exporter" / "src"
 # Handing the exception to one of these is routing it through the helper (_engine_error
 # contains before it translates chDB's errors into ClickHouse's).
 _ROUTES = {"contain", "contained", "internal_error", "_engine_error"}
-# Files another change of issue 17 is rewriting at the time of writing, with how many sites
-# each still swallows: route them there, then take them off here.
-_NOT_YET_ROUTED = {"collector/drain_process.py": 2, "span_exporter.py": 5}
 
 
 def _is_broad(handler: ast.ExceptHandler) -> bool:
@@ -74,7 +77,7 @@ def _suppresses_broadly(expr: ast.expr) -> bool:
 
 
 def test_every_broad_except_re_raises_or_goes_through_the_helper() -> None:
-    assert _broad_sites_not_routed() == _NOT_YET_ROUTED
+    assert _broad_sites_not_routed() == {}
 
 
 def test_the_rule_sees_a_swallowing_site() -> None:
@@ -188,3 +191,56 @@ def test_a_bug_behind_the_budget_guard_is_contained_in_production(internal_error
     with pytest.raises(BudgetExceededError):
         guard.check({"tenant.id": "acme"})
     assert errors.internal_error_counts()["the budget guard refreshing its figures"] >= 1
+
+
+# --- the drain process starting the embedded store's ClickHouse HTTP interface ---------------
+
+QUERY_SERVER = "the drain process starting the ClickHouse HTTP interface"
+
+
+def _start_query_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listening_fd: int, drain: object
+) -> tuple[object, str | None, int]:
+    """Start the interface as the drain process does, on ``listening_fd``; (server, error, store errors)."""
+    monkeypatch.setattr(sys, "argv", ["drain", str(os.getpid()), str(listening_fd)])
+    config = CollectorConfig.build(env={"XDG_DATA_HOME": str(tmp_path)})
+    metrics = CollectorMetrics()
+    server, error = drain_process._start_query_server(config, drain, metrics)  # pyright: ignore[reportPrivateUsage, reportArgumentType]
+    return server, error, metrics.get("store_errors")
+
+
+def test_a_query_server_that_cannot_start_is_the_stores_condition(monkeypatch, tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        fd = os.dup(closed.fileno())
+    os.close(fd)  # a descriptor that is no longer open: the OS refuses it
+    before = errors.internal_error_counts()
+    server, error, store_errors = _start_query_server(monkeypatch, tmp_path, fd, drain=object())
+    assert server is None
+    assert error is not None
+    assert "cannot start" in error
+    assert store_errors == 1
+    assert errors.internal_error_counts() == before
+
+
+def test_a_bug_starting_the_query_server_fails_the_test(monkeypatch, tmp_path: Path) -> None:
+    # A drain without engine_open: the kind of slip a refactoring leaves behind.
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listening,
+        pytest.raises(AttributeError, match="engine_open"),
+    ):
+        _start_query_server(monkeypatch, tmp_path, os.dup(listening.fileno()), drain=object())
+
+
+def test_a_bug_starting_the_query_server_is_contained_and_counted_in_production(
+    internal_errors_contained: None, monkeypatch, tmp_path: Path
+) -> None:
+    before = errors.internal_error_counts().get(QUERY_SERVER, 0)
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        server, error, store_errors = _start_query_server(
+            monkeypatch, tmp_path, os.dup(listening.fileno()), drain=object()
+        )
+    assert server is None
+    assert error is not None
+    assert "engine_open" in error  # reads through the collector are off, and the status says why
+    assert store_errors == 1
+    assert errors.internal_error_counts()[QUERY_SERVER] == before + 1

@@ -17,9 +17,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from llmledger.exporter import ClickHouseSpanExporter, StoreConfig
+from llmledger.exporter._internal import errors
 from llmledger.exporter._internal.migrations import apply_migrations
+from llmledger.exporter._internal.rows import SpanRows
 from llmledger.exporter._internal.store import run_command
-from llmledger.exporter._internal.writer import ATTRIBUTE_INDEXES
+from llmledger.exporter._internal.writer import ATTRIBUTE_INDEXES, SpanWriter
 from tests.store_checks import OTEL_TRACES_INDEXES, built_skip_indexes
 
 BIN = Path(sys.executable).parent
@@ -161,16 +163,109 @@ def test_an_unreachable_store_bounds_what_waits_and_says_so(recorder, caplog) ->
     assert "shut down with 20 span(s) it could not write" in caplog.records[-1].getMessage()
 
 
-def test_spans_it_cannot_convert_are_refused_and_said_once(recorder, caplog) -> None:
-    exporter = ClickHouseSpanExporter(StoreConfig(url="http://127.0.0.1:9/nowhere"), max_delay_s=60)
+NOWHERE = StoreConfig(url="http://127.0.0.1:9/nowhere")
+
+
+def a_bug(*args: object, **kwargs: object) -> Any:
+    """Stands in for a bug of llmledger's own at one of the exporter's steps."""
+    raise TypeError("a bug of ours")
+
+
+def contained_since(before: dict[str, int], site: str) -> int:
+    return errors.internal_error_counts().get(site, 0) - before.get(site, 0)
+
+
+def logged_once_per_process(records: list[logging.LogRecord], site: str, before: dict[str, int]) -> bool:
+    """A contained bug is logged the first time its site meets one in this process, never again."""
+    logged = [r for r in records if site in r.getMessage() and r.exc_info is not None]
+    return len(logged) == (0 if before.get(site) else 1)
+
+
+TAKING = "the span exporter taking spans (they are dropped)"
+WRITING = "the span exporter writing a batch"
+FLUSHING = "the span exporter flushing"
+FLUSHER = "the span exporter's flusher"
+
+
+def test_a_span_it_cannot_convert_fails_the_test() -> None:
+    exporter = ClickHouseSpanExporter(NOWHERE, max_delay_s=60)
     not_spans: Any = [object()]
+    with pytest.raises(AttributeError):
+        exporter.export(not_spans)
+    exporter.shutdown()
+
+
+def test_in_the_app_spans_it_cannot_convert_are_refused_counted_and_said_once(
+    internal_errors_contained: None, recorder, caplog
+) -> None:
+    exporter = ClickHouseSpanExporter(NOWHERE, max_delay_s=60)
+    not_spans: Any = [object()]
+    before = errors.internal_error_counts()
     with caplog.at_level(logging.ERROR, logger="llmledger.exporter"):
         assert exporter.export(not_spans) is SpanExportResult.FAILURE
         assert exporter.export(not_spans) is SpanExportResult.FAILURE
-    errors = [r.getMessage() for r in caplog.records]
-    assert errors == ["llmledger could not convert 1 span(s) to rows; they are dropped"]
+    assert contained_since(before, TAKING) == 2
+    assert logged_once_per_process(caplog.records, TAKING, before)
     assert exporter.export(record(recorder, 2)) is SpanExportResult.SUCCESS  # real spans still go
     assert exporter.pending_spans == 2
+    exporter.shutdown()
+
+
+def test_a_bug_in_writing_a_batch_fails_the_test(config: StoreConfig, recorder, monkeypatch, query) -> None:
+    exporter = ClickHouseSpanExporter(config, max_delay_s=0)
+    monkeypatch.setattr(SpanWriter, "write", a_bug)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        exporter.export(record(recorder, 2))
+    monkeypatch.undo()
+    exporter.shutdown()
+
+
+def test_in_the_app_a_bug_in_writing_a_batch_keeps_it_and_is_counted(
+    internal_errors_contained: None, config: StoreConfig, recorder, monkeypatch, query, caplog
+) -> None:
+    exporter = ClickHouseSpanExporter(config, max_delay_s=0)
+    before = errors.internal_error_counts()
+    with monkeypatch.context() as patched, caplog.at_level(logging.ERROR, logger="llmledger.exporter"):
+        patched.setattr(SpanWriter, "write", a_bug)
+        assert exporter.export(record(recorder, 2)) is SpanExportResult.SUCCESS  # the app sees nothing
+        assert exporter.force_flush() is False
+    assert contained_since(before, WRITING) == 2
+    assert logged_once_per_process(caplog.records, WRITING, before)
+    assert exporter.pending_spans == 2  # kept, as after a failed write, not lost
+    assert exporter.force_flush() is True
+    assert parts_and_spans(query, config.database)[1] == 2
+    exporter.shutdown()
+
+
+def test_a_bug_in_flushing_fails_the_test(recorder, monkeypatch) -> None:
+    exporter = ClickHouseSpanExporter(NOWHERE, max_delay_s=60)
+    exporter.export(record(recorder, 1))
+    monkeypatch.setattr(SpanRows, "dedup_token", a_bug)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        exporter.force_flush()
+    monkeypatch.undo()
+    exporter.shutdown()
+
+
+def test_in_the_app_a_bug_in_flushing_is_counted_and_the_flusher_survives_it(
+    internal_errors_contained: None, config: StoreConfig, recorder, monkeypatch, query
+) -> None:
+    exporter = ClickHouseSpanExporter(config, max_delay_s=0.05)
+    before = errors.internal_error_counts()
+    with monkeypatch.context() as patched:
+        patched.setattr(SpanRows, "dedup_token", a_bug)
+        assert exporter.export(record(recorder, 2)) is SpanExportResult.SUCCESS  # wakes the flusher
+        assert exporter.force_flush() is False
+        deadline = time.monotonic() + 10
+        while contained_since(before, FLUSHER) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert contained_since(before, FLUSHING) == 1
+    assert contained_since(before, FLUSHER) >= 1  # the flusher met the bug too (it retries each second)
+    # The thread lived through it: once the bug is gone it writes the spans, unasked.
+    deadline = time.monotonic() + 10
+    while parts_and_spans(query, config.database)[1] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert parts_and_spans(query, config.database)[1] == 2
     exporter.shutdown()
 
 

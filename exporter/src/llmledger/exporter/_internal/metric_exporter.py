@@ -31,19 +31,17 @@ from clickhouse_connect.driver.client import Client
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
-from llmledger.exporter._internal.config import ConfigError, StoreConfig
-from llmledger.exporter._internal.errors import OUTSIDE_FAILURES, contain, contained
+from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.errors import contain, contained
 from llmledger.exporter._internal.metric_rows import MetricRows
 from llmledger.exporter._internal.migrations import apply_migrations
-from llmledger.exporter._internal.store import StoreError, open_store
+from llmledger.exporter._internal.store import STORE_FAILURES, StoreError, open_store
 
 __all__ = ["ClickHouseMetricExporter"]
 
 _logger = logging.getLogger(__name__)
 
 REOPEN_AFTER_S: Final = 30.0
-# What an export survives: the store down, locked or misnamed in the environment.
-_STORE_FAILURES: Final = (*OUTSIDE_FAILURES, StoreError, ConfigError)
 
 
 class ClickHouseMetricExporter(MetricExporter):
@@ -106,7 +104,7 @@ class ClickHouseMetricExporter(MetricExporter):
             with self._lock:
                 rows.write(self._open(), self._database, token)
         except Exception as exc:
-            contain("the metric exporter writing a collection", exc, _STORE_FAILURES)
+            contain("the metric exporter writing a collection", exc, STORE_FAILURES)
             if not self._failing:
                 self._failing = True
                 _logger.error(

@@ -17,7 +17,9 @@ SDK's own queue: a killed process loses both.
 
 Export never raises into the app. A batch that fails to write is kept, with its
 deduplication token, and retried before anything newer (a retry after a write that did
-land is dropped by the store); a failure is logged once until the next success. While
+land is dropped by the store); a failure is logged once until the next success. A failure
+that is not the store's, the network's or the configuration's is a bug of llmledger's:
+contained the same way, and counted (:mod:`.errors`), but raised under our tests. While
 the store stays unusable pending spans are bounded by ``max_pending_spans``: past it
 :meth:`export` refuses new spans with ``FAILURE`` (the SDK counts them as dropped). After
 a store fails to open, it is not tried again for :data:`REOPEN_AFTER_S`.
@@ -39,9 +41,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from llmledger.exporter._internal.config import ExportSettings, StoreConfig
+from llmledger.exporter._internal.errors import contain, contained, internal_error
 from llmledger.exporter._internal.migrations import apply_migrations
 from llmledger.exporter._internal.rows import SpanRows
-from llmledger.exporter._internal.store import StoreError, open_store
+from llmledger.exporter._internal.store import STORE_FAILURES, StoreError, open_store
 from llmledger.exporter._internal.writer import SpanWriter
 
 __all__ = ["ClickHouseSpanExporter"]
@@ -53,6 +56,9 @@ REOPEN_AFTER_S = 30.0
 
 # Pending spans allowed while writes fail, as a multiple of the batch size.
 _PENDING_BATCHES: Final = 10
+# After a bug of ours stopped a flush, the flusher waits this long before the next one, so a
+# bug that repeats costs the app a flush a second, not a core.
+_AFTER_A_BUG_S: Final = 1.0
 
 
 class _Batch:
@@ -100,7 +106,6 @@ class ClickHouseSpanExporter(SpanExporter):
         self._writer: SpanWriter | None = None
         self._failing = False
         self._refusing = False
-        self._convert_failed = False
         self._shut_down = False
         self._reopen_at = 0.0
         self._retry_at = 0.0
@@ -179,6 +184,9 @@ class ClickHouseSpanExporter(SpanExporter):
                 try:
                     self._open().write(batch.rows, dedup_token=batch.token)
                 except Exception as exc:
+                    # The store down, locked or misnamed keeps the batch for a retry; so does a
+                    # bug of ours in writing it (contained, counted), rather than losing spans.
+                    contain("the span exporter writing a batch", exc, STORE_FAILURES)
                     self._write_failed(len(batch.rows), exc)
                     return False
                 with self._lock:
@@ -223,8 +231,13 @@ class ClickHouseSpanExporter(SpanExporter):
                     self._lock.wait(due - now)
             try:
                 self._write_due(everything=False)
-            except Exception:  # never let the thread die; _write_due logs write failures itself
-                _logger.debug("llmledger flush failed", exc_info=True)
+            except Exception as exc:
+                # _write_due handles the store's failures itself: what reaches here is ours. The
+                # thread must not die of it in the app (nothing would write the spans after it).
+                contain("the span exporter's flusher", exc, ())
+                with self._lock:
+                    if not self._shut_down:
+                        self._lock.wait(_AFTER_A_BUG_S)
 
     def _ensure_flusher(self) -> None:
         # Called with _lock held. A forked child has no thread: start one of its own.
@@ -263,12 +276,10 @@ class ClickHouseSpanExporter(SpanExporter):
                     self._lock.notify()
             if full:
                 self._write_due(everything=self._max_delay <= 0)
-        except Exception:  # a span the conversion cannot handle: our bug, contained and said once
-            if not self._convert_failed:
-                self._convert_failed = True
-                _logger.exception(
-                    "llmledger could not convert %d span(s) to rows; they are dropped", len(spans)
-                )
+        except Exception as exc:
+            # The conversion takes every span the SDK makes, and _write_due handles the store's
+            # failures itself: what reaches here is ours, and the spans are dropped.
+            internal_error("the span exporter taking spans (they are dropped)", exc)
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
@@ -276,8 +287,8 @@ class ClickHouseSpanExporter(SpanExporter):
         """Write everything pending now; ``False`` when some of it could not be written."""
         try:
             return self._write_due(everything=True)
-        except Exception:
-            _logger.debug("llmledger flush failed", exc_info=True)
+        except Exception as exc:  # _write_due handles the store's failures itself: this is ours
+            contain("the span exporter flushing", exc, ())
             return False
 
     def shutdown(self) -> None:
@@ -293,9 +304,7 @@ class ClickHouseSpanExporter(SpanExporter):
             _logger.error("llmledger shut down with %d span(s) it could not write", left)
         with self._write_lock:
             if self._client is not None:
-                try:
+                with contained("the span exporter closing the store"):
                     self._client.close()
-                except Exception:
-                    _logger.debug("closing the llmledger store failed", exc_info=True)
                 self._client = None
                 self._writer = None

@@ -23,10 +23,12 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 
-from llmledger.exporter._internal.config import StoreConfig
+from llmledger.exporter._internal.config import ConfigError, StoreConfig
+from llmledger.exporter._internal.errors import OUTSIDE_FAILURES
 from llmledger.exporter._internal.store_owner import ADMIN_USER, READONLY_USER, OwnerRecord, current_owner
 
 __all__ = [
+    "STORE_FAILURES",
     "StoreError",
     "StoreLockedError",
     "open_store",
@@ -42,6 +44,11 @@ _LOCK_WAIT_SECONDS: Final = 3.0
 
 class StoreError(RuntimeError):
     """The store could not be opened."""
+
+
+# What a direct exporter's write survives and retries: the store down, refusing or locked,
+# the network, the disk, or the store misnamed in the environment (opened on the first write).
+STORE_FAILURES: Final = (*OUTSIDE_FAILURES, StoreError, ConfigError)
 
 
 class StoreLockedError(StoreError):

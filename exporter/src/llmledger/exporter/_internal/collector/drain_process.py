@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import IO, Final
 
+from llmledger.exporter._internal.errors import OUTSIDE_FAILURES, contain
+
 from .clickhouse_http import ClickHouseHttpServer
 from .config import CollectorConfig
 from .drain import SpoolDrain
@@ -101,9 +103,12 @@ def main() -> int:
     try:
         return _serve(config, out)
     except Exception as exc:
-        # Said in the exit message too, so the parent's "drain process exited" line names it.
-        _logger.exception("the drain process stopped")
+        # Said in the exit message first, so the parent's "drain process exited" line names it
+        # whether this process then exits with code 1 or, under our tests, with the bug raised.
         _send(out, DrainExited(drained=False, error=f"{type(exc).__name__}: {exc}"))
+        contain("the drain process", exc)  # a bug of ours is logged there, with its traceback
+        if isinstance(exc, OUTSIDE_FAILURES):  # the disk's or the store's: said here
+            _logger.exception("the drain process stopped")
         return 1
 
 
@@ -188,6 +193,8 @@ def _start_query_server(
         )
         query.start()
     except Exception as exc:
+        # A bug of ours is counted as one (raised under our tests) and otherwise handled alike.
+        contain("the drain process starting the ClickHouse HTTP interface", exc)
         metrics.add("store_errors")
         error = f"the ClickHouse HTTP interface for {config.store.display_url} cannot start: {exc}"
         _logger.error("%s; reads through the collector are off until it restarts", error)
