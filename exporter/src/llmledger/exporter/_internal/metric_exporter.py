@@ -16,7 +16,7 @@ store is opened and the schema applied on the first export, off the app's import
 Export never raises into the app. Metrics are cumulative by default, so a collection that
 could not be written is not kept: the next one carries the totals. A failure is logged
 once until the next success; after the store fails to open it is not tried again for
-:data:`REOPEN_AFTER_S`.
+:data:`.direct_store.REOPEN_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -24,24 +24,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
-from typing import Any, Final
+from typing import Any
 
-from clickhouse_connect.driver.client import Client
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
 from llmledger.exporter._internal.config import StoreConfig
-from llmledger.exporter._internal.errors import contain, contained
+from llmledger.exporter._internal.direct_store import FailureLog, LazyStore
+from llmledger.exporter._internal.errors import contain
 from llmledger.exporter._internal.metric_rows import MetricRows
-from llmledger.exporter._internal.migrations import apply_migrations
-from llmledger.exporter._internal.store import STORE_FAILURES, StoreError, open_store
+from llmledger.exporter._internal.store import STORE_FAILURES
 
 __all__ = ["ClickHouseMetricExporter"]
 
 _logger = logging.getLogger(__name__)
-
-REOPEN_AFTER_S: Final = 30.0
 
 
 class ClickHouseMetricExporter(MetricExporter):
@@ -58,34 +54,10 @@ class ClickHouseMetricExporter(MetricExporter):
         super().__init__(
             preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation
         )
-        self._config = config
-        self._apply_schema = apply_schema
+        self._store = LazyStore(config, apply_schema=apply_schema)
         self._lock = threading.Lock()
-        self._client: Client | None = None
-        self._database = ""
-        self._reopen_at = 0.0
-        self._failing = False
+        self._failures = FailureLog(_logger, "metric export")
         self._shut_down = False
-
-    def _open(self) -> Client:
-        if self._client is None:
-            if time.monotonic() < self._reopen_at:
-                raise StoreError(
-                    f"not retrying the store for another {self._reopen_at - time.monotonic():.0f} s"
-                )
-            self._reopen_at = time.monotonic() + REOPEN_AFTER_S
-            config = self._config or StoreConfig.from_env()
-            self._config = config
-            client = open_store(config, use_database=False, write=True)
-            try:
-                if self._apply_schema:
-                    apply_migrations(client, config)
-            except Exception:
-                client.close()
-                raise
-            self._client, self._database = client, config.database
-            self._reopen_at = 0.0
-        return self._client
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -102,20 +74,15 @@ class ClickHouseMetricExporter(MetricExporter):
                 return MetricExportResult.SUCCESS
             token = "llmledger-metrics-" + hashlib.sha256(request.SerializeToString()).hexdigest()[:32]
             with self._lock:
-                rows.write(self._open(), self._database, token)
+                client, config = self._store.open()
+                rows.write(client, config.database, token)
         except Exception as exc:
             contain("the metric exporter writing a collection", exc, STORE_FAILURES)
-            if not self._failing:
-                self._failing = True
-                _logger.error(
-                    "llmledger could not write metrics to the store (the next collection retries): %s", exc
-                )
-            else:
-                _logger.debug("llmledger metric export still failing", exc_info=True)
+            self._failures.failed(
+                exc, "llmledger could not write metrics to the store (the next collection retries): %s", exc
+            )
             return MetricExportResult.FAILURE
-        if self._failing:
-            self._failing = False
-            _logger.warning("llmledger metric export recovered")
+        self._failures.succeeded()
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -128,7 +95,4 @@ class ClickHouseMetricExporter(MetricExporter):
         del timeout_millis, kwargs
         with self._lock:
             self._shut_down = True
-            if self._client is not None:
-                with contained("the metric exporter closing the store"):
-                    self._client.close()
-                self._client = None
+            self._store.close("the metric exporter closing the store")

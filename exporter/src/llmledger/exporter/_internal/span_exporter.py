@@ -22,7 +22,7 @@ that is not the store's, the network's or the configuration's is a bug of llmled
 contained the same way, and counted (:mod:`.errors`), but raised under our tests. While
 the store stays unusable pending spans are bounded by ``max_pending_spans``: past it
 :meth:`export` refuses new spans with ``FAILURE`` (the SDK counts them as dropped). After
-a store fails to open, it is not tried again for :data:`REOPEN_AFTER_S`.
+a store fails to open, it is not tried again for :data:`.direct_store.REOPEN_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -36,23 +36,19 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
-from clickhouse_connect.driver.client import Client
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from llmledger.exporter._internal.config import ExportSettings, StoreConfig
-from llmledger.exporter._internal.errors import contain, contained, internal_error
-from llmledger.exporter._internal.migrations import apply_migrations
+from llmledger.exporter._internal.direct_store import FailureLog, LazyStore
+from llmledger.exporter._internal.errors import contain, internal_error
 from llmledger.exporter._internal.rows import SpanRows
-from llmledger.exporter._internal.store import STORE_FAILURES, StoreError, open_store
+from llmledger.exporter._internal.store import STORE_FAILURES
 from llmledger.exporter._internal.writer import SpanWriter
 
 __all__ = ["ClickHouseSpanExporter"]
 
 _logger = logging.getLogger(__name__)
-
-# After the store fails to open, writes fail fast for this long before the next attempt.
-REOPEN_AFTER_S = 30.0
 
 # Pending spans allowed while writes fail, as a multiple of the batch size.
 _PENDING_BATCHES: Final = 10
@@ -91,8 +87,7 @@ class ClickHouseSpanExporter(SpanExporter):
         settings = ExportSettings.resolve(
             arguments={"max_batch_spans": max_batch_spans, "max_delay_s": max_delay_s}
         )
-        self._config = config
-        self._apply_schema = apply_schema
+        self._store = LazyStore(config, apply_schema=apply_schema)
         self._max_batch = settings.max_batch_spans
         self._max_delay = settings.max_delay_s
         self._max_pending = self._max_batch * _PENDING_BATCHES
@@ -102,12 +97,10 @@ class ClickHouseSpanExporter(SpanExporter):
         self._write_lock = threading.Lock()
         self._ready: deque[_Batch] = deque()  # full, or failed and waiting for a retry
         self._open_batch = _Batch()
-        self._client: Client | None = None
         self._writer: SpanWriter | None = None
-        self._failing = False
+        self._failures = FailureLog(_logger, "span export")
         self._refusing = False
         self._shut_down = False
-        self._reopen_at = 0.0
         self._retry_at = 0.0
         self._flusher: threading.Thread | None = None
         self._flusher_pid = 0
@@ -122,7 +115,7 @@ class ClickHouseSpanExporter(SpanExporter):
         self._write_lock = threading.Lock()
         self._ready = deque()
         self._open_batch = _Batch()
-        self._client = None
+        self._store.forget()
         self._writer = None
         self._flusher = None
         return True
@@ -131,25 +124,8 @@ class ClickHouseSpanExporter(SpanExporter):
 
     def _open(self) -> SpanWriter:
         if self._writer is None:
-            if time.monotonic() < self._reopen_at:
-                # Opening an embedded store costs ~0.3 s of the app's CPU; a store that just
-                # failed to open (locked, unreachable) is not tried again on every batch.
-                raise StoreError(
-                    f"not retrying the store for another {self._reopen_at - time.monotonic():.0f} s"
-                )
-            self._reopen_at = time.monotonic() + REOPEN_AFTER_S
-            config = self._config or StoreConfig.from_env()
-            self._config = config
-            client = open_store(config, use_database=False, write=True)
-            try:
-                if self._apply_schema:
-                    apply_migrations(client, config)
-            except Exception:
-                client.close()
-                raise
-            self._client = client
+            client, config = self._store.open()
             self._writer = SpanWriter(client, config.database, defer_attribute_indexes=config.embedded)
-            self._reopen_at = 0.0
         return self._writer
 
     def _pending_spans(self) -> int:
@@ -192,20 +168,14 @@ class ClickHouseSpanExporter(SpanExporter):
                 with self._lock:
                     self._ready.popleft()
                     self._refusing = False
-                if self._failing:
-                    self._failing = False
-                    _logger.warning("llmledger span export recovered")
+                self._failures.succeeded()
 
     def _write_failed(self, spans: int, exc: Exception) -> None:
         # A failed batch is retried by the flusher after a pause, not in a tight loop.
         self._retry_at = time.monotonic() + max(self._max_delay, 1.0)
-        if not self._failing:
-            self._failing = True
-            _logger.error(
-                "llmledger could not write %d span(s) to the store (kept, retried later): %s", spans, exc
-            )
-        else:
-            _logger.debug("llmledger span export still failing", exc_info=True)
+        self._failures.failed(
+            exc, "llmledger could not write %d span(s) to the store (kept, retried later): %s", spans, exc
+        )
 
     def _next_due(self) -> float | None:
         # Called with _lock held: when the flusher has something to write, if anything.
@@ -303,8 +273,5 @@ class ClickHouseSpanExporter(SpanExporter):
         if left:
             _logger.error("llmledger shut down with %d span(s) it could not write", left)
         with self._write_lock:
-            if self._client is not None:
-                with contained("the span exporter closing the store"):
-                    self._client.close()
-                self._client = None
-                self._writer = None
+            self._store.close("the span exporter closing the store")
+            self._writer = None
