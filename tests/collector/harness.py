@@ -32,6 +32,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from llmledger.exporter._internal.config import StoreConfig
+from tests.polling import wait_for
 
 if TYPE_CHECKING:  # the instrumentation-only environment (test-oldest) imports this module too
     from clickhouse_connect.driver.query import QueryResult
@@ -39,15 +40,6 @@ if TYPE_CHECKING:  # the instrumentation-only environment (test-oldest) imports 
 PROTOBUF = "application/x-protobuf"
 DAY_NS = 86_400 * 1_000_000_000
 MAX_UINT64 = (1 << 64) - 1  # the largest time an OTLP request can carry, past DateTime64(9)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @dataclass

@@ -12,8 +12,7 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from llmledger.instrumentation._internal.otlp_buffer import (
 )
 from llmledger.instrumentation._internal.otlp_transport import OtlpSettings
 from llmledger.instrumentation.export import BufferedOTLPSpanExporter, BufferSettings
+from tests.polling import wait_for
 
 
 def free_port() -> int:
@@ -42,15 +42,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 payloads = st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=12)
@@ -224,7 +215,9 @@ def test_the_size_bound_drops_new_spans_counted_and_logged_once(
 def test_the_age_bound_drops_what_waited_too_long(tmp_path: Path, absent_collector: dict[str, str]) -> None:
     exporter = BufferedOTLPSpanExporter(buffer_dir=tmp_path, max_age_seconds=0.01, environ=absent_collector)
     exporter.export(_spans(4))
-    wait_for(lambda: exporter.stats().dropped_spans.get("expired") == 4, 10, "the expired batch dropped")
+    wait_for(
+        lambda: exporter.stats().dropped_spans.get("expired") == 4, 10, "the expired batch dropped", 0.05
+    )
     assert exporter.stats().pending_batches == 0
     exporter.shutdown(timeout_millis=100)
     assert list(tmp_path.glob("*.otlpbuf")) == []
