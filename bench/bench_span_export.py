@@ -8,7 +8,11 @@ and gRPC. Repetitions interleave the exporters in a rotating order so that load 
 rest of the (shared) machine falls on all of them alike. Reported per span: the exporting
 thread's CPU time (what the app pays) and wall time (what the SDK's worker thread waits).
 
-    .venv/bin/python bench/bench_span_export.py [--reps 15] [--batches 8]
+``--sdk-encoder`` adds ``llmledger_otlp`` as it was before it encoded OTLP itself: the same
+exporter with the SDK's ``encode_spans`` in place of ``otlp_encode`` (swapped in around each
+of its timings), interleaved with the rest.
+
+    .venv/bin/python bench/bench_span_export.py [--reps 15] [--batches 8] [--sdk-encoder]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcOTLPSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpOTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -35,9 +40,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from llmledger.instrumentation._internal import buffered_exporter
 from llmledger.instrumentation.export import BufferedOTLPSpanExporter
 
 BATCH = 512
+OWN_ENCODER = buffered_exporter.encode_trace_request
+
+
+def _sdk_encoder(spans: Sequence[ReadableSpan]) -> bytes:
+    return encode_spans(spans).SerializeToString()
 
 
 def _free_port() -> int:
@@ -105,8 +116,11 @@ def _batches(count: int, seed: int) -> list[list[ReadableSpan]]:
     return [spans[i : i + BATCH] for i in range(0, len(spans), BATCH)]
 
 
-def _time(exporter: SpanExporter, batches: Sequence[list[ReadableSpan]]) -> tuple[float, float]:
+def _time(
+    exporter: SpanExporter, batches: Sequence[list[ReadableSpan]], sdk_encoder: bool = False
+) -> tuple[float, float]:
     """(CPU µs per span of this thread, wall µs per span) for exporting ``batches``."""
+    buffered_exporter.encode_trace_request = _sdk_encoder if sdk_encoder else OWN_ENCODER
     gc.collect()
     cpu, wall = time.thread_time_ns(), time.perf_counter_ns()
     for batch in batches:
@@ -124,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--batches", type=int, default=8, help="batches of 512 spans per repetition")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
+    parser.add_argument(
+        "--sdk-encoder",
+        action="store_true",
+        help="add llmledger_otlp with the SDK's OTLP encoder (as before)",
+    )
     args = parser.parse_args(argv)
     for name in [k for k in os.environ if k.startswith(("OTEL_", "LLMLEDGER_"))]:
         del os.environ[name]
@@ -134,48 +153,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             http = f"http://127.0.0.1:{http_port}"
             grpc = f"http://127.0.0.1:{grpc_port}"
+            settings = {
+                "http": {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": http},
+                "grpc": {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": grpc},
+            }
+
+            def buffered(protocol: str, buffer: str) -> Callable[[], SpanExporter]:
+                return lambda: BufferedOTLPSpanExporter(
+                    buffer_dir=directory / buffer, environ=settings[protocol]
+                )
+
             factories: dict[str, Callable[[], SpanExporter]] = {
                 "otlp http (standard)": lambda: HttpOTLPSpanExporter(endpoint=f"{http}/v1/traces"),
-                "llmledger_otlp http": lambda: BufferedOTLPSpanExporter(
-                    buffer_dir=directory / "buffer-http",
-                    environ={
-                        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                        "OTEL_EXPORTER_OTLP_ENDPOINT": http,
-                    },
-                ),
+                "llmledger_otlp http": buffered("http", "buffer-http"),
                 "otlp grpc (standard)": lambda: GrpcOTLPSpanExporter(
                     endpoint=f"127.0.0.1:{grpc_port}", insecure=True
                 ),
-                "llmledger_otlp grpc": lambda: BufferedOTLPSpanExporter(
-                    buffer_dir=directory / "buffer-grpc",
-                    environ={"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": grpc},
-                ),
+                "llmledger_otlp grpc": buffered("grpc", "buffer-grpc"),
             }
+            if args.sdk_encoder:
+                for protocol in ("http", "grpc"):
+                    factories[f"llmledger_otlp {protocol} (SDK enc.)"] = buffered(protocol, f"sdk-{protocol}")
             exporters = {name: make() for name, make in factories.items()}
             names = list(exporters)
             # Warm-up: connections open, code paths hot.
             for name in names:
-                _time(exporters[name], _batches(2, seed=-1 - names.index(name)))
+                _time(exporters[name], _batches(2, seed=-1 - names.index(name)), "SDK enc." in name)
             results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
             for rep in range(args.reps):
                 order = names[rep % len(names) :] + names[: rep % len(names)]
                 for name in order:
                     batches = _batches(args.batches, seed=rep * 10 + names.index(name))
-                    results[name].append(_time(exporters[name], batches))
+                    results[name].append(_time(exporters[name], batches, "SDK enc." in name))
             for exporter in exporters.values():
                 exporter.shutdown()
         finally:
             collector.terminate()
             collector.wait(60)
     print(f"{args.reps} repetitions x {args.batches} batches x {BATCH} spans, collector up (fsync never)")
-    print(f"{'exporter':<24} {'CPU µs/span':>12} {'(min-max)':>14} {'wall µs/span':>13}")
+    print(
+        f"{'exporter':<34} {'CPU µs/span':>12} {'(quartiles)':>15} {'wall µs/span':>13} {'(quartiles)':>13}"
+    )
     medians: dict[str, tuple[float, float]] = {}
     for name, figures in results.items():
         cpu = [c for c, _ in figures]
         wall = [w for _, w in figures]
         medians[name] = (statistics.median(cpu), statistics.median(wall))
+        cpu_q, wall_q = statistics.quantiles(cpu, n=4), statistics.quantiles(wall, n=4)
         print(
-            f"{name:<24} {medians[name][0]:>12.2f} {min(cpu):>6.2f}-{max(cpu):<7.2f} {medians[name][1]:>13.2f}"
+            f"{name:<34} {medians[name][0]:>12.2f} {cpu_q[0]:>7.2f}-{cpu_q[2]:<7.2f} "
+            f"{medians[name][1]:>13.1f} {wall_q[0]:>6.0f}-{wall_q[2]:<6.0f}"
         )
     for protocol in ("http", "grpc"):
         standard, buffered = medians[f"otlp {protocol} (standard)"], medians[f"llmledger_otlp {protocol}"]
@@ -183,6 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{protocol}: llmledger_otlp / standard = {buffered[0] / standard[0]:.3f} (CPU), "
             f"{buffered[1] / standard[1]:.3f} (wall)"
         )
+        if args.sdk_encoder:
+            before = medians[f"llmledger_otlp {protocol} (SDK enc.)"]
+            print(
+                f"{protocol}: llmledger_otlp / with the SDK's encoder = {buffered[0] / before[0]:.3f} (CPU), "
+                f"{buffered[1] / before[1]:.3f} (wall)"
+            )
     if args.json:
         args.json.write_text(json.dumps({"results": results, "medians": medians}, indent=2))
     return 0

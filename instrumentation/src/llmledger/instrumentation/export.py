@@ -6,9 +6,9 @@ In code::
     from llmledger.instrumentation.export import BufferedOTLPSpanExporter
     provider.add_span_processor(BatchSpanProcessor(BufferedOTLPSpanExporter()))
 
-Separate from :mod:`llmledger.instrumentation` because it needs the OpenTelemetry SDK and
-the OTLP encoder (``opentelemetry-exporter-otlp-proto-http`` or ``-grpc``), which the
-instrumentation itself does not. Settings: docs/configuration.md.
+Separate from :mod:`llmledger.instrumentation` because it needs the OpenTelemetry SDK, which
+the instrumentation itself does not (it encodes OTLP itself: :mod:`.otlp_encode`; gRPC needs
+``grpcio``). Settings: docs/configuration.md.
 """
 
 from llmledger.instrumentation._internal.buffered_exporter import (
