@@ -158,22 +158,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "grpc": {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": grpc},
             }
 
-            def buffered(protocol: str, buffer: str) -> Callable[[], SpanExporter]:
+            def make_buffered(protocol: str, buffer: str) -> Callable[[], SpanExporter]:
                 return lambda: BufferedOTLPSpanExporter(
                     buffer_dir=directory / buffer, environ=settings[protocol]
                 )
 
             factories: dict[str, Callable[[], SpanExporter]] = {
                 "otlp http (standard)": lambda: HttpOTLPSpanExporter(endpoint=f"{http}/v1/traces"),
-                "llmledger_otlp http": buffered("http", "buffer-http"),
+                "llmledger_otlp http": make_buffered("http", "buffer-http"),
                 "otlp grpc (standard)": lambda: GrpcOTLPSpanExporter(
                     endpoint=f"127.0.0.1:{grpc_port}", insecure=True
                 ),
-                "llmledger_otlp grpc": buffered("grpc", "buffer-grpc"),
+                "llmledger_otlp grpc": make_buffered("grpc", "buffer-grpc"),
             }
             if args.sdk_encoder:
                 for protocol in ("http", "grpc"):
-                    factories[f"llmledger_otlp {protocol} (SDK enc.)"] = buffered(protocol, f"sdk-{protocol}")
+                    factories[f"llmledger_otlp {protocol} (SDK enc.)"] = make_buffered(
+                        protocol, f"sdk-{protocol}"
+                    )
             exporters = {name: make() for name, make in factories.items()}
             names = list(exporters)
             # Warm-up: connections open, code paths hot.

@@ -43,7 +43,6 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from llmledger.instrumentation._internal.config import BufferSettings
 from llmledger.instrumentation._internal.errors import internal_error
-from llmledger.instrumentation._internal.otlp_encode import encode_trace_request
 from llmledger.instrumentation._internal.otlp_buffer import (
     DATA,
     HEADER_SIZE,
@@ -51,6 +50,7 @@ from llmledger.instrumentation._internal.otlp_buffer import (
     PendingRecord,
     adopt_orphans,
 )
+from llmledger.instrumentation._internal.otlp_encode import encode_trace_request
 from llmledger.instrumentation._internal.otlp_transport import (
     Delivery,
     OtlpSettings,
