@@ -26,6 +26,17 @@ span from ``model_prices``. Stages:
 - ``end to end``: convert (SDK) + ``SpanWriter.write``;
 - ``... otel_traces only``: the same with every materialized view detached.
 
+With ``--via-otlp``, the direct exporter's two possible ways in, from the SDK's 512-span
+exports to the store (full chain), alternated repetition by repetition (issue 17):
+
+- ``encode (OTLP, otlp_encode, 512-span exports)``: each export as OTLP request bytes
+  (``llmledger.instrumentation.otlp_encode``);
+- ``insert from OTLP (NativeInsert), full chain``: those requests inserted by the embedded
+  engine decoding them (the collector's path on an embedded store);
+- ``end to end via OTLP, full chain``: encode + a deduplication token over the bytes + insert;
+- ``end to end via SpanRows, full chain (512-span exports)``: today's path, each export
+  added to one ``SpanRows`` and written with ``SpanWriter``.
+
 Each figure is the median of the repetitions, in spans per second of CPU time of this
 process (``process_time``; chDB runs inside it, background merges included) and of wall
 time. Before each stage the store's merges are left to finish, so a stage is not charged
@@ -36,6 +47,7 @@ the project's own packages.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -61,6 +73,7 @@ from llmledger.exporter._internal.native_block import encode_block
 from llmledger.exporter._internal.rows import OTEL_TRACES_COLUMNS, SpanRows
 from llmledger.exporter._internal.store import open_store, run_command, run_query
 from llmledger.exporter._internal.writer import SpanWriter
+from llmledger.instrumentation.otlp_encode import encode_trace_request
 
 EXPORT_SIZE = 512  # the SDK BatchSpanProcessor's default export
 
@@ -147,6 +160,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument(
         "--without-cost", action="store_true", help="spans without a cost, priced by the store's model_prices"
+    )
+    parser.add_argument(
+        "--via-otlp", action="store_true", help="also the direct exporter's way through OTLP and NativeInsert"
     )
     args = parser.parse_args()
 
@@ -245,7 +261,11 @@ def main() -> int:
         return timed(action, args.repeat, before)
 
     insert()  # warm up: first insert pays for imports and table loading
-    results: dict[str, tuple[float, float]] = {
+    results: dict[str, tuple[float, float]] = {}
+    spreads: dict[str, tuple[float, float]] = {}
+    if args.via_otlp:
+        results.update(_via_otlp(client, config, writer, exports, args.repeat, forget_calls, settle, spreads))
+    results |= {
         "convert (SDK)": measured(convert_sdk),
         "convert (SDK, 512-span exports)": measured(convert_sdk_exports),
         "convert (OTLP)": measured(convert_otlp),
@@ -274,8 +294,13 @@ def main() -> int:
     print("| stage | spans/s (CPU) | spans/s (wall) | µs/span (CPU) |")
     print("|---|--:|--:|--:|")
     for stage, (cpu, wall) in results.items():
+        spread = ""
+        if stage in spreads:
+            low, high = spreads[stage]
+            spread = f" ({low / args.batch * 1e6:.1f}-{high / args.batch * 1e6:.1f})"
         print(
-            f"| {stage} | {args.batch / cpu:,.0f} | {args.batch / wall:,.0f} | {cpu / args.batch * 1e6:.1f} |"
+            f"| {stage} | {args.batch / cpu:,.0f} | {args.batch / wall:,.0f} "
+            f"| {cpu / args.batch * 1e6:.1f}{spread} |"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -292,6 +317,67 @@ def main() -> int:
             )
         )
     return 0
+
+
+def _via_otlp(
+    client: Any,
+    config: StoreConfig,
+    writer: SpanWriter,
+    exports: list[list[ReadableSpan]],
+    repeat: int,
+    forget_calls: Callable[[], None],
+    settle: Callable[[], None],
+    spreads: dict[str, tuple[float, float]],
+) -> dict[str, tuple[float, float]]:
+    """The direct exporter through OTLP and the engine's decoding, against SpanRows, alternated."""
+    from llmledger.exporter._internal.collector.native_insert import NativeInsert
+
+    native = NativeInsert(client, config.database, Path(tempfile.mkdtemp()) / "batch.bin")
+    payloads = [encode_trace_request(export) for export in exports]
+
+    def encode() -> None:
+        for export in exports:
+            encode_trace_request(export)
+
+    def insert_otlp() -> None:
+        assert native.write(payloads, uuid.uuid4().hex)
+
+    def via_otlp() -> None:
+        encoded = [encode_trace_request(export) for export in exports]
+        digest = hashlib.blake2b(digest_size=16)
+        for payload in encoded:
+            digest.update(payload)
+        # The token is computed as the exporter would, and made unique: the same spans are
+        # written on every repetition and must not be dropped as a replay.
+        assert native.write(encoded, f"llmledger-otlp-{digest.hexdigest()}-{uuid.uuid4().hex}")
+
+    def via_rows() -> None:
+        collected = SpanRows()
+        for export in exports:
+            collected.add_sdk_spans(export)
+        writer.write(collected, dedup_token=f"{collected.dedup_token()}-{uuid.uuid4().hex}")
+
+    settle()
+    results = {
+        "encode (OTLP, otlp_encode, 512-span exports)": timed(encode, repeat),
+        "insert from OTLP (NativeInsert), full chain": timed(insert_otlp, repeat, forget_calls),
+    }
+    # The two ways in, alternated (order swapped every repetition), each after the same reset.
+    runs: dict[str, list[tuple[float, float]]] = {"via_otlp": [], "via_rows": []}
+    actions = {"via_otlp": via_otlp, "via_rows": via_rows}
+    for index in range(2 * repeat):
+        name = ("via_otlp", "via_rows")[(index + index // 2) % 2]
+        forget_calls()
+        runs[name].append(timed(actions[name], 1))
+    for stage, name in (
+        ("end to end via OTLP, full chain", "via_otlp"),
+        ("end to end via SpanRows, full chain (512-span exports)", "via_rows"),
+    ):
+        cpu = [c for c, _ in runs[name]]
+        results[stage] = (statistics.median(cpu), statistics.median(w for _, w in runs[name]))
+        spreads[stage] = (min(cpu), max(cpu))
+    native.close()
+    return results
 
 
 if __name__ == "__main__":
