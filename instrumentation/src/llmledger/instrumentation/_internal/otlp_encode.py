@@ -171,6 +171,21 @@ class _KeyHeads(dict[str, bytes]):
 
 
 _HEADS: Final = _KeyHeads()
+
+
+class _IntVarints(dict[int, bytes]):
+    """An ``int_value``'s varint (negative numbers as 64-bit two's complement), each computed once."""
+
+    def __missing__(self, number: int) -> bytes:
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise ValueError(f"Value out of range: {number}")
+        if len(self) > 8192:  # bounded: a process lives long
+            self.clear()
+        varint = self[number] = _varint(number % _UINT64)
+        return varint
+
+
+_INT_VARINTS: Final = _IntVarints()
 # A value's length and its AnyValue, for the most common values.
 _SHORT_STRING: Final = tuple(bytes((length + 2, 0x0A, length)) for length in range(126))
 _TRUE_VALUE: Final = b"\x02" + _TRUE
@@ -287,8 +302,13 @@ def _typed_column(
         known = {True: _span_attribute(head, _TRUE), False: _span_attribute(head, _FALSE)}
         return list(map(known.__getitem__, column)), None
     if kind is int:
-        known = {number: _span_attribute(head, _any_value(number)) for number in set(column)}
-        return list(map(known.__getitem__, column)), None
+        # Counts (tokens, ports) repeat from batch to batch: their varints are kept.
+        varints = list(map(_INT_VARINTS.__getitem__, column))
+        lengths = list(map(len, varints))
+        prefixes = {
+            length: _span_attribute(head, b"\x18" + bytes(length))[:-length] for length in set(lengths)
+        }
+        return list(map(prefixes.__getitem__, lengths)), varints
     if kind is tuple:
         # Equal tuples of strings are the same bytes (a tuple equal to one of strings holds
         # strings); equal tuples of numbers may not be (1 == True, 0.0 == -0.0).
