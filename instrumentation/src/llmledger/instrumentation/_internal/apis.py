@@ -150,7 +150,28 @@ def _stop_sequences(value: Any) -> tuple[str, ...] | None:
     return None
 
 
-class ChatCompletionsSpec(ApiSpec):
+class _ChoicesSpec(ApiSpec):
+    """Chat completions and legacy completions: a body of ``choices`` under the same header and usage."""
+
+    def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
+        if given(kwargs.get("stream_options")):
+            return False
+        kwargs["stream_options"] = {"include_usage": True}
+        return True
+
+    @staticmethod
+    def _apply_header(facts: ResponseFacts, response: Any) -> Any:
+        """Id, model, fingerprint, finish reasons and usage into ``facts``; the choices."""
+        facts.response_id = getattr(response, "id", None)
+        facts.response_model = getattr(response, "model", None)
+        facts.system_fingerprint = getattr(response, "system_fingerprint", None)
+        choices = getattr(response, "choices", None) or ()
+        facts.finish_reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
+        facts.usage = usage_from_chat(getattr(response, "usage", None))
+        return choices
+
+
+class ChatCompletionsSpec(_ChoicesSpec):
     operation = A.OP_CHAT
     api_type = A.API_CHAT_COMPLETIONS
     numeric = (*_COMMON_NUMERIC, ("n", A.REQUEST_CHOICE_COUNT, int))
@@ -171,20 +192,9 @@ class ChatCompletionsSpec(ApiSpec):
             if output_type:
                 attrs[A.OUTPUT_TYPE] = output_type
 
-    def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
-        if given(kwargs.get("stream_options")):
-            return False
-        kwargs["stream_options"] = {"include_usage": True}
-        return True
-
     def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
-        facts.response_id = getattr(response, "id", None)
-        facts.response_model = getattr(response, "model", None)
+        choices = self._apply_header(facts, response)
         facts.service_tier = getattr(response, "service_tier", None)
-        facts.system_fingerprint = getattr(response, "system_fingerprint", None)
-        choices = getattr(response, "choices", None) or ()
-        facts.finish_reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
-        facts.usage = usage_from_chat(getattr(response, "usage", None))
         if facts.usage is None:  # keep the text for a local estimate
             for index, choice in enumerate(choices):
                 message = getattr(choice, "message", None)
@@ -447,7 +457,7 @@ def _responses_finish_reason(response: Any) -> str | None:
     return None
 
 
-class CompletionsSpec(ApiSpec):
+class CompletionsSpec(_ChoicesSpec):
     operation = A.OP_TEXT_COMPLETION
     api_type = A.API_COMPLETIONS
     numeric = (
@@ -461,19 +471,8 @@ class CompletionsSpec(ApiSpec):
         if stop:
             attrs[A.REQUEST_STOP_SEQUENCES] = stop
 
-    def inject_stream_usage(self, kwargs: dict[str, Any]) -> bool:
-        if given(kwargs.get("stream_options")):
-            return False
-        kwargs["stream_options"] = {"include_usage": True}
-        return True
-
     def apply_response(self, facts: ResponseFacts, response: Any, capture: bool) -> None:
-        facts.response_id = getattr(response, "id", None)
-        facts.response_model = getattr(response, "model", None)
-        facts.system_fingerprint = getattr(response, "system_fingerprint", None)
-        choices = getattr(response, "choices", None) or ()
-        facts.finish_reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
-        facts.usage = usage_from_chat(getattr(response, "usage", None))
+        choices = self._apply_header(facts, response)
         if facts.usage is None:
             facts.output_parts.extend(c.text for c in choices if isinstance(getattr(c, "text", None), str))
         if capture:
