@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from functools import cache
 from itertools import chain, compress, repeat
-from operator import attrgetter, eq, itemgetter, sub
+from operator import attrgetter, eq, sub
 from typing import Any, Final, NamedTuple
 
 from opentelemetry.attributes import BoundedAttributes
@@ -39,6 +38,14 @@ from llmledger.exporter._internal.stringify import (
     stringify,
     stringify_any_value,
     stringify_column,
+)
+from llmledger.instrumentation.span_fields import (
+    SPAN_ID,
+    STATUS_CODE,
+    STATUS_DESCRIPTION,
+    TRACE_ID,
+    TRACE_STATE,
+    span_fields,
 )
 
 __all__ = ["OTEL_TRACES_COLUMNS", "AttributeMaps", "SpanColumns", "SpanRows", "signed_nanos"]
@@ -420,57 +427,15 @@ class SpanRows:
 
 # -- SDK spans, a batch at a time -------------------------------------------------------
 
-_FIELDS: Final = (
-    "context",
-    "parent",
-    "resource",
-    "instrumentation_scope",
-    "start_time",
-    "end_time",
-    "name",
-    "kind",
-    "status",
-    "attributes",
-    "events",
-    "links",
-)
-# ReadableSpan's properties return these fields (attributes, events and links wrapped in
-# copies, which the conversion does not need); reading them directly skips a Python call each.
-_OWN_FIELDS: Final = tuple(attrgetter(f"_{name}") for name in _FIELDS)
-_PUBLIC_FIELDS: Final = tuple(attrgetter(name) for name in _FIELDS)
-# SpanContext is a (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid) tuple.
-_TRACE_ID: Final = itemgetter(0)
-_SPAN_ID: Final = itemgetter(1)
-_TRACE_STATE: Final = itemgetter(4)
-_STATUS_CODE: Final = attrgetter("_status_code")
-_STATUS_DESCRIPTION: Final = attrgetter("_description")
 _DICT: Final = attrgetter("_dict")
 _DEQUE: Final = attrgetter("_dq")
-
-
-@cache
-def _reads_own_fields(cls: type) -> bool:
-    """Whether ``cls`` serves the fields through ReadableSpan's own properties (not overridden)."""
-    return issubclass(cls, ReadableSpan) and all(
-        getattr(cls, name, None) is getattr(ReadableSpan, name) for name in _FIELDS
-    )
-
-
-def _span_fields(spans: Sequence[ReadableSpan]) -> list[list[Any]]:
-    """The spans' fields a column at a time (one list per field, no tuple per span to collect)."""
-    if all(map(_reads_own_fields, set(map(type, spans)))):
-        try:
-            return [list(map(field, spans)) for field in _OWN_FIELDS]
-        except AttributeError:  # a subclass that never called ReadableSpan.__init__
-            pass
-    return [list(map(field, spans)) for field in _PUBLIC_FIELDS]
 
 
 def _sdk_columns(spans: Iterable[ReadableSpan], memo: Memo) -> SpanColumns | None:
     spans = spans if isinstance(spans, Sequence) else list(spans)
     if not spans:
         return None
-    fields = _span_fields(spans)
+    fields, _ = span_fields(spans)
     if None in fields[0]:  # no context: not a span that can be stored
         keep = [context is not None for context in fields[0]]
         fields = [list(compress(column, keep)) for column in fields]
@@ -500,7 +465,7 @@ def _sdk_columns(spans: Iterable[ReadableSpan], memo: Memo) -> SpanColumns | Non
     if min(durations) < 0:
         durations = [duration if duration > 0 else 0 for duration in durations]
 
-    trace_states = list(map(_TRACE_STATE, contexts))
+    trace_states = list(map(TRACE_STATE, contexts))
     first_state = trace_states[0]
     if not first_state and trace_states.count(first_state) == count:
         states = [""] * count
@@ -520,8 +485,8 @@ def _sdk_columns(spans: Iterable[ReadableSpan], memo: Memo) -> SpanColumns | Non
 
     return SpanColumns(
         starts,
-        _hex_ids(list(map(_TRACE_ID, contexts)), 16),
-        _hex_ids(list(map(_SPAN_ID, contexts)), 8),
+        _hex_ids(list(map(TRACE_ID, contexts)), 16),
+        _hex_ids(list(map(SPAN_ID, contexts)), 8),
         parent_ids,
         states,
         names,
@@ -596,8 +561,8 @@ def _status_columns(statuses: Sequence[Status]) -> tuple[list[str], list[str]]:
     codes: list[StatusCode]
     descriptions: list[str | None]
     if set(map(type, statuses)) == {Status}:
-        codes = list(map(_STATUS_CODE, statuses))
-        descriptions = list(map(_STATUS_DESCRIPTION, statuses))
+        codes = list(map(STATUS_CODE, statuses))
+        descriptions = list(map(STATUS_DESCRIPTION, statuses))
     else:
         codes = [status.status_code for status in statuses]
         descriptions = [status.description for status in statuses]

@@ -24,15 +24,22 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import cache
 from itertools import chain, compress, repeat
-from operator import attrgetter, itemgetter, methodcaller
+from operator import attrgetter
 from typing import Any, Final, cast
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from llmledger.instrumentation.span_fields import SPAN_ID as _SPAN_ID
+from llmledger.instrumentation.span_fields import STATUS_CODE as _STATUS_CODE
+from llmledger.instrumentation.span_fields import STATUS_DESCRIPTION as _STATUS_DESCRIPTION
+from llmledger.instrumentation.span_fields import TRACE_ID as _TRACE_ID
+from llmledger.instrumentation.span_fields import TRACE_STATE as _TRACE_STATE
+from llmledger.instrumentation.span_fields import reads_own_fields as _reads_own_fields
+from llmledger.instrumentation.span_fields import span_fields as _span_fields
 
 __all__ = ["encode_trace_request"]
 
@@ -369,25 +376,6 @@ def _map_values(attributes: Mapping[Any, Any]) -> Iterable[Any]:
 
 # -- spans --------------------------------------------------------------------------------
 
-_FIELDS: Final = (
-    "context",
-    "parent",
-    "resource",
-    "instrumentation_scope",
-    "start_time",
-    "end_time",
-    "name",
-    "kind",
-    "status",
-    "attributes",
-    "events",
-    "links",
-)
-# ReadableSpan's properties return these fields (attributes, events and links wrapped in
-# copies, which encoding does not need); reading them directly skips a Python call each.
-_OWN_FIELDS: Final = tuple(attrgetter(f"_{name}") for name in _FIELDS)
-# The SDK's encoder asks a span for its context with get_span_context().
-_PUBLIC_FIELDS: Final = (methodcaller("get_span_context"), *(attrgetter(name) for name in _FIELDS[1:]))
 _DICT: Final = attrgetter("_dict")
 _DROPPED: Final = attrgetter("dropped")
 _DEQUE: Final = attrgetter("_dq")
@@ -410,31 +398,6 @@ _FLAGS_TAG: Final = b"\x85\x01"
 _LOCAL_PARENT: Final = _FLAGS_TAG + _FIXED32.pack(0x100)
 _REMOTE_PARENT: Final = _FLAGS_TAG + _FIXED32.pack(0x300)
 _SPAN_PREFIXES: Final = _Prefixes(b"\x12")  # ScopeSpans.spans (2)
-# SpanContext is a (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid) tuple.
-_TRACE_ID: Final = itemgetter(0)
-_SPAN_ID: Final = itemgetter(1)
-_TRACE_STATE: Final = itemgetter(4)
-_STATUS_CODE: Final = attrgetter("_status_code")
-_STATUS_DESCRIPTION: Final = attrgetter("_description")
-
-
-@cache
-def _reads_own_fields(cls: type) -> bool:
-    """Whether ``cls`` serves the fields through ReadableSpan's own properties (not overridden)."""
-    return issubclass(cls, ReadableSpan) and all(
-        getattr(cls, name, None) is getattr(ReadableSpan, name)
-        for name in (*_FIELDS, "get_span_context", "dropped_attributes", "dropped_events", "dropped_links")
-    )
-
-
-def _span_fields(spans: Sequence[ReadableSpan]) -> tuple[list[list[Any]], bool]:
-    """The spans' fields a column at a time, and whether they are ReadableSpan's own fields."""
-    if all(map(_reads_own_fields, set(map(type, spans)))):
-        try:
-            return [list(map(field, spans)) for field in _OWN_FIELDS], True
-        except AttributeError:  # a subclass that never called ReadableSpan.__init__
-            pass
-    return [list(map(field, spans)) for field in _PUBLIC_FIELDS], False
 
 
 def _flags(context: Any) -> bytes:
