@@ -71,6 +71,36 @@ apply_schema = false
     assert CollectorConfig.build(env=env).store.url == "chdb:///srv/store"  # env over file
 
 
+def test_the_file_lays_out_the_store_as_the_environment_does(tmp_path: Path) -> None:
+    config_file = tmp_path / "collector.toml"
+    config_file.write_text(
+        """
+clickhouse_url = "http://ch.internal:8123/ledger"
+cluster = "prod"
+spans_ttl_days = 30
+calls_ttl_days = "400"
+rollup_ttl_days = 0
+"""
+    )
+    env = {"XDG_DATA_HOME": str(tmp_path)}
+    store = CollectorConfig.build(env=env, config_file=config_file).store
+    assert (store.url, store.database, store.cluster) == ("http://ch.internal:8123/ledger", "ledger", "prod")
+    assert (store.spans_ttl_days, store.calls_ttl_days, store.rollup_ttl_days) == (30, 400, 0)
+    env |= {"LLMLEDGER_CLICKHOUSE_CLUSTER": "staging", "LLMLEDGER_SPANS_TTL_DAYS": "7"}
+    store = CollectorConfig.build(env=env, config_file=config_file).store
+    assert (store.cluster, store.spans_ttl_days, store.calls_ttl_days) == ("staging", 7, 400)  # env over file
+
+    config_file.write_text('spans_ttl_days = "a month"\ncalls_ttl_days = true\nrollup_ttl_days = 10\n')
+    with pytest.raises(ConfigError) as raised:
+        CollectorConfig.build(env={"XDG_DATA_HOME": str(tmp_path)}, config_file=config_file)
+    problems = raised.value.problems
+    assert f"spans_ttl_days (from {config_file}): 'a month' is not a whole number of days" in problems
+    assert f"calls_ttl_days (from {config_file}): True is not a whole number of days" in problems
+    config_file.write_text("spans_ttl_days = 90\ncalls_ttl_days = 30\n")
+    with pytest.raises(ConfigError, match="spans_ttl_days must not exceed calls_ttl_days"):
+        CollectorConfig.build(env={"XDG_DATA_HOME": str(tmp_path)}, config_file=config_file)
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     config_file = tmp_path / "collector.toml"
     config_file.write_text('fsync = "sometimes"\nunknown_key = 1\n')

@@ -108,7 +108,30 @@ class Setting:
         return self.default is None and self.default_text is None
 
 
-_STORE_KEYS: Final = ("clickhouse_url", "database")
+# The store's settings a collector file may carry, by file key: the same fields the
+# environment and the flags give ``StoreConfig.resolve``, so a file alone can name the store
+# and how its schema is laid out (``apply_schema``).
+_STORE_KEYS: Final = {
+    "clickhouse_url": "url",
+    "database": "database",
+    "cluster": "cluster",
+    "spans_ttl_days": "spans_ttl_days",
+    "calls_ttl_days": "calls_ttl_days",
+    "rollup_ttl_days": "rollup_ttl_days",
+}
+_STORE_DAYS: Final = frozenset(("spans_ttl_days", "calls_ttl_days", "rollup_ttl_days"))
+
+
+def _store_value(key: str, raw: object, source: str, problems: list[str]) -> object:
+    """A store setting from the file: text, or whole days for a TTL (``30`` or ``"30"``)."""
+    if key not in _STORE_DAYS:
+        return str(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().isdigit():
+        return int(raw)
+    problems.append(f"{key} (from {source}): {raw!r} is not a whole number of days")
+    return None
 
 
 def _parse(setting: Setting, raw: object, source: str, problems: list[str]) -> object:
@@ -319,7 +342,7 @@ class CollectorConfig:
         if file_path is not None:
             for key, raw in _read_file(file_path, problems).items():
                 if key in _STORE_KEYS:
-                    file_store["url" if key == "clickhouse_url" else key] = str(raw)
+                    file_store[_STORE_KEYS[key]] = _store_value(key, raw, str(file_path), problems)
                 elif key in _BY_NAME:
                     values[key] = _parse(_BY_NAME[key], raw, str(file_path), problems)
                 else:
@@ -330,9 +353,9 @@ class CollectorConfig:
                 values[setting.name] = _parse(setting, raw_env, setting.env, problems)
             if setting.name in flags:
                 values[setting.name] = _parse(setting, flags[setting.name], setting.flag, problems)
-        for key in _STORE_KEYS:
+        for key in ("clickhouse_url", "database"):
             if key in flags:
-                flag_store["url" if key == "clickhouse_url" else key] = flags[key]
+                flag_store[_STORE_KEYS[key]] = flags[key]
         try:
             store = StoreConfig.resolve(env, file_store, flag_store)
         except ConfigError as exc:
