@@ -171,11 +171,13 @@ class LLMCall:
             return False
         return usage_only and self.hide_usage_chunk
 
-    def fail(self, exc: BaseException) -> None:
+    def end_with_error(self, exc: BaseException) -> None:
+        """The app's exception ended the call: record it on the span, then ``end()``; the caller re-raises it."""
         self.error_type = _error_type(exc)
         if self.span.is_recording():
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, str(exc)[:1024] or self.error_type))
+        self.end()
 
     @property
     def ended(self) -> bool:

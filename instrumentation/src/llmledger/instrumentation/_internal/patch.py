@@ -53,6 +53,9 @@ def _endpoint(instance: Any) -> Endpoint:
 
 
 def _start(tel: Telemetry, api: ApiSpec, instance: Any, kwargs: dict[str, Any]) -> LLMCall | None:
+    """Run the guards, then start the call; None when starting failed (the app's call goes on untraced)."""
+    if guard.guards:  # opt-in checks (hard budgets) may refuse the call before it is sent
+        guard.run_guards(current_attribution(tel.resource_tenant))
     try:
         call = LLMCall(tel, api, _endpoint(instance), kwargs)
         if call.stream and tel.config.stream_usage and api.inject_stream_usage(kwargs):
@@ -79,7 +82,8 @@ def _classify_raw() -> tuple[type[Any], type[Any], type[Any]]:
 
 
 def _handle_result(tel: Telemetry, call: LLMCall, result: Any) -> Any:
-    """Give the app its result (or a proxy of it) and make sure the call ends exactly once."""
+    """The SDK method returned: give the app its result (or a proxy of it); the call ends exactly once."""
+    call.deactivate()
     try:
         legacy, api_response, async_api_response = _classify_raw()
         if isinstance(result, async_api_response):
@@ -118,9 +122,9 @@ def _remember_background(tel: Telemetry, call: LLMCall) -> None:
 
 
 def _fail(call: LLMCall, exc: BaseException) -> None:
+    """The SDK method raised: the call ends with the app's exception, which goes on unchanged."""
     call.deactivate()
-    call.fail(exc)
-    call.end()
+    call.end_with_error(exc)
 
 
 def sync_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
@@ -129,8 +133,6 @@ def sync_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
     ) -> Any:
         if not tel.active or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
-        if guard.guards:  # opt-in checks (hard budgets) may refuse the call before it is sent
-            guard.run_guards(current_attribution(tel.resource_tenant))
         call = _start(tel, api, instance, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
@@ -139,7 +141,6 @@ def sync_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
         except BaseException as exc:
             _fail(call, exc)
             raise
-        call.deactivate()
         return _handle_result(tel, call, result)
 
     return wrapper
@@ -151,8 +152,6 @@ def async_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
     ) -> Any:
         if not tel.active or not is_instrumentation_enabled():
             return await wrapped(*args, **kwargs)
-        if guard.guards:
-            guard.run_guards(current_attribution(tel.resource_tenant))
         call = _start(tel, api, instance, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
@@ -161,7 +160,6 @@ def async_wrapper(tel: Telemetry, api: ApiSpec) -> Wrapper:
         except BaseException as exc:
             _fail(call, exc)
             raise
-        call.deactivate()
         return _handle_result(tel, call, result)
 
     return wrapper

@@ -98,8 +98,7 @@ def _chunks(proxy: StreamProxy) -> Iterator[Any]:
     except GeneratorExit:
         raise  # the app stopped iterating: close(), ``with`` exit or garbage collection end the call
     except BaseException as exc:
-        call.fail(exc)
-        call.end()
+        call.end_with_error(exc)
         raise
     call.end()
 
@@ -124,8 +123,7 @@ async def _achunks(proxy: AsyncStreamProxy) -> AsyncIterator[Any]:
     except GeneratorExit:
         raise
     except BaseException as exc:
-        call.fail(exc)
-        call.end()
+        call.end_with_error(exc)
         raise
     call.end()
 
@@ -147,8 +145,7 @@ class StreamProxy(_StreamProxyBase):
             call.end()
             raise
         except BaseException as exc:
-            call.fail(exc)
-            call.end()
+            call.end_with_error(exc)
             raise
 
     def __enter__(self) -> StreamProxy:
@@ -185,8 +182,7 @@ class AsyncStreamProxy(_StreamProxyBase):
             call.end()
             raise
         except BaseException as exc:
-            call.fail(exc)
-            call.end()
+            call.end_with_error(exc)
             raise
 
     async def __aenter__(self) -> AsyncStreamProxy:
