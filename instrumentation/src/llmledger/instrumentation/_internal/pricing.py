@@ -7,6 +7,9 @@ happens once per (provider, model, tier) and time cell, and the price found is c
 into integer coefficients per token field. Pricing a call is then a few integer
 multiply-adds: money stays exact (integers of ``10**-scale`` USD, made Decimal at the end)
 whatever decimal context the application has set.
+
+What other packages use of it is re-exported, with a few helpers, by the public
+``llmledger.instrumentation.pricing``: that module's ``__all__`` is the one list of it.
 """
 
 from __future__ import annotations
@@ -51,19 +54,8 @@ from genai_prices.types import (
 from genai_prices.units import UnitDef, UnitRegistry
 from genai_prices.validation import validate_priced_units
 
-from llmledger.instrumentation._internal.price_file import CustomPrice, PriceFileError, load_price_file
+from llmledger.instrumentation._internal.price_file import CustomPrice, load_price_file
 from llmledger.instrumentation._internal.usage import TokenUsage
-
-__all__ = [
-    "PROVIDER_ALIASES",
-    "PROVIDER_IDS",
-    "CallCost",
-    "PriceBook",
-    "PriceExplanation",
-    "PriceFileError",
-    "PriceRow",
-    "RateBand",
-]
 
 logger = logging.getLogger("llmledger.instrumentation")
 
