@@ -117,18 +117,11 @@ class CallMetrics:
         )
         sets = self._sets.get(key)
         if sets is None:
-            attrs: dict[str, AttrValue] = {
-                A.OPERATION_NAME: outcome.operation,
-                A.PROVIDER_NAME: endpoint.provider,
-            }
+            attrs: dict[str, AttrValue] = {A.OPERATION_NAME: outcome.operation, **endpoint.attributes}
             if outcome.request_model is not None:
                 attrs[A.REQUEST_MODEL] = outcome.request_model
             if outcome.response_model is not None:
                 attrs[A.RESPONSE_MODEL] = outcome.response_model
-            if endpoint.address is not None:
-                attrs[A.SERVER_ADDRESS] = endpoint.address
-            if endpoint.port is not None:
-                attrs[A.SERVER_PORT] = endpoint.port
             if outcome.error_type is not None:
                 attrs[A.ERROR_TYPE] = outcome.error_type
             if tenant is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import urlsplit
+
+from llmledger.instrumentation._internal import attributes as A
 
 # Host suffix → provider. Semantic-convention values where one exists.
 _HOST_SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -44,6 +47,17 @@ class Endpoint:
     provider: str
     address: str | None
     port: int | None
+    attributes: Mapping[str, str | int] = field(init=False, compare=False, repr=False)
+    """``gen_ai.provider.name``, ``server.address``, ``server.port`` (when known), as spans and
+    metrics both carry them: built once per endpoint, not per call."""
+
+    def __post_init__(self) -> None:
+        attrs: dict[str, str | int] = {A.PROVIDER_NAME: self.provider}
+        if self.address is not None:
+            attrs[A.SERVER_ADDRESS] = self.address
+        if self.port is not None:
+            attrs[A.SERVER_PORT] = self.port
+        object.__setattr__(self, "attributes", attrs)  # frozen: set once, here
 
 
 @lru_cache(maxsize=256)

@@ -50,13 +50,9 @@ def request_attributes(
     """
     attrs: dict[str, AttrValue] = {
         A.OPERATION_NAME: api.operation,
-        A.PROVIDER_NAME: endpoint.provider,
+        **endpoint.attributes,
         A.OPENAI_API_TYPE: api.api_type,
     }
-    if endpoint.address is not None:
-        attrs[A.SERVER_ADDRESS] = endpoint.address
-    if endpoint.port is not None:
-        attrs[A.SERVER_PORT] = endpoint.port
     attrs[A.REQUEST_STREAM] = kwargs.get("stream") is True
     model = kwargs.get("model")
     if isinstance(model, str):
