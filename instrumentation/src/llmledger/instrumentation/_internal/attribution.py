@@ -15,7 +15,7 @@ import functools
 import inspect
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import TracebackType
@@ -37,45 +37,16 @@ _ATTRIBUTION_KEY = context.create_key("llmledger.attribution")
 _FALLBACK_KEY = context.create_key("llmledger.fallback_scope")
 _TOTALS_KEY = context.create_key("llmledger.usage_totals")
 
-BAGGAGE_KEYS: tuple[str, ...] = (A.TENANT_ID, A.USER_ID, A.SESSION_ID, A.CONVERSATION_ID, A.FEATURE)
-
-
-@dataclass(frozen=True, slots=True)
-class Attribution:
-    """The billing identity of the calls in a scope; ``None`` fields are inherited from outer scopes."""
-
-    tenant_id: str | None = None
-    user_id: str | None = None
-    session_id: str | None = None
-    conversation_id: str | None = None
-    feature: str | None = None
-
-    def merged_over(self, outer: Attribution | None) -> Attribution:
-        if outer is None:
-            return self
-        return Attribution(
-            tenant_id=self.tenant_id if self.tenant_id is not None else outer.tenant_id,
-            user_id=self.user_id if self.user_id is not None else outer.user_id,
-            session_id=self.session_id if self.session_id is not None else outer.session_id,
-            conversation_id=self.conversation_id
-            if self.conversation_id is not None
-            else outer.conversation_id,
-            feature=self.feature if self.feature is not None else outer.feature,
-        )
-
-    def as_attributes(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if self.tenant_id is not None:
-            out[A.TENANT_ID] = self.tenant_id
-        if self.user_id is not None:
-            out[A.USER_ID] = self.user_id
-        if self.session_id is not None:
-            out[A.SESSION_ID] = self.session_id
-        if self.conversation_id is not None:
-            out[A.CONVERSATION_ID] = self.conversation_id
-        if self.feature is not None:
-            out[A.FEATURE] = self.feature
-        return out
+# The keyword arguments of ``attribution(...)`` and the span attributes they become, in the
+# order spans carry them; W3C Baggage entries use the attribute names as keys.
+_FIELDS: tuple[tuple[str, str], ...] = (
+    ("tenant_id", A.TENANT_ID),
+    ("user_id", A.USER_ID),
+    ("session_id", A.SESSION_ID),
+    ("conversation_id", A.CONVERSATION_ID),
+    ("feature", A.FEATURE),
+)
+BAGGAGE_KEYS: tuple[str, ...] = tuple(key for _, key in _FIELDS)
 
 
 class _Scope:
@@ -148,30 +119,30 @@ class attribution(_Scope):
         feature: str | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("tenant_id", tenant_id),
-            ("user_id", user_id),
-            ("session_id", session_id),
-            ("conversation_id", conversation_id),
-            ("feature", feature),
-        ):
-            if value is not None and not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance] - untyped callers
+        # The scope holds its fields as the attributes they become: merging scopes and reading
+        # them per call are then plain dict operations.
+        own: dict[str, str] = {}
+        values = (tenant_id, user_id, session_id, conversation_id, feature)
+        for (name, key), value in zip(_FIELDS, values, strict=True):
+            if value is None:
+                continue
+            if not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance] - untyped callers
                 raise TypeError(f"attribution({name}=...) must be a str, got {type(value).__name__}")
-        self._own = Attribution(tenant_id, user_id, session_id, conversation_id, feature)
+            own[key] = value
+        self._own: Mapping[str, str] = own
 
     def _value(self) -> tuple[object, object]:
+        # Fields this scope leaves unset are inherited from the one outside it.
         outer = context.get_value(_ATTRIBUTION_KEY)
-        return _ATTRIBUTION_KEY, self._own.merged_over(outer if isinstance(outer, Attribution) else None)
+        if not isinstance(outer, dict) or not outer:
+            return _ATTRIBUTION_KEY, self._own
+        merged = {**cast(Mapping[str, str], outer), **self._own}
+        return _ATTRIBUTION_KEY, {key: merged[key] for key in BAGGAGE_KEYS if key in merged}
 
     def _fresh(self) -> _Scope:
-        own = self._own
-        return attribution(
-            tenant_id=own.tenant_id,
-            user_id=own.user_id,
-            session_id=own.session_id,
-            conversation_id=own.conversation_id,
-            feature=own.feature,
-        )
+        fresh = attribution()
+        fresh._own = self._own
+        return fresh
 
 
 def current_attribution(resource_tenant: str | None = None, ctx: Context | None = None) -> dict[str, str]:
@@ -188,8 +159,8 @@ def current_attribution(resource_tenant: str | None = None, ctx: Context | None 
             if isinstance(value, str) and value:
                 attrs[key] = value
     scope = ctx.get(_ATTRIBUTION_KEY)
-    if isinstance(scope, Attribution):
-        attrs.update(scope.as_attributes())
+    if scope:
+        attrs.update(cast(Mapping[str, str], scope))
     return attrs
 
 
