@@ -74,3 +74,55 @@ def test_embeddings_without_usage_estimated(api: Api, fake: FakeOpenAI, telemetr
     enc = tiktoken.get_encoding("cl100k_base")
     assert attrs["gen_ai.usage.input_tokens"] == len(enc.encode("hello world")) + len(enc.encode("bye"))
     assert attrs["llmledger.usage.estimated"] is True
+
+
+def test_chat_content_parts_count_their_text() -> None:
+    counter = TokenCounter()
+    assert counter.wait_ready("o200k_base", timeout=30)
+    enc = tiktoken.get_encoding("o200k_base")
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                {"type": "text", "text": " this image?"},
+            ],
+        }
+    ]
+    # The parts' text as one string; the image adds nothing the count could know.
+    expected = 3 + len(enc.encode("user")) + len(enc.encode("What is in this image?")) + 3
+    assert counter.count_chat_input("gpt-4o", messages) == expected
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_responses_list_input_without_usage_counts_each_text(
+    api: Api, fake: FakeOpenAI, telemetry: Telemetry
+) -> None:
+    assert estimate.TOKEN_COUNTER.wait_ready("o200k_base", timeout=30)
+    body = P.response(text="Un chat sur un canapé.")
+    body["usage"] = None
+    fake.json("/responses", body)
+    api.call(
+        lambda c: c.responses.create(
+            model="gpt-4.1",
+            instructions="Be brief.",
+            input=[
+                {"role": "user", "content": "Hello"},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "Describe"},
+                        {"type": "input_image", "image_url": "https://example.com/cat.png"},
+                        {"type": "input_text", "text": "this picture"},
+                    ],
+                },
+            ],
+        )
+    )
+    attrs = telemetry.only_span().attributes or {}
+    enc = tiktoken.get_encoding("o200k_base")
+    assert attrs["llmledger.usage.estimated"] is True
+    # Instructions, then every text of the input, one per line.
+    assert attrs["gen_ai.usage.input_tokens"] == len(enc.encode("Be brief.\nHello\nDescribe\nthis picture"))
+    assert attrs["gen_ai.usage.output_tokens"] == len(enc.encode("Un chat sur un canapé."))

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, cast
 
 from llmledger.instrumentation._internal import attributes as A
-from llmledger.instrumentation._internal.estimate import TokenCounter
+from llmledger.instrumentation._internal.estimate import TokenCounter, content_texts
 from llmledger.instrumentation._internal.usage import (
     TokenUsage,
     usage_from_chat,
@@ -413,13 +413,7 @@ class ResponsesSpec(ApiSpec):
         elif isinstance(raw_input, list):
             for item in raw_input:  # pyright: ignore[reportUnknownVariableType]
                 if isinstance(item, Mapping):
-                    content = item.get("content")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-                    if isinstance(content, str):
-                        pieces.append(content)
-                    elif isinstance(content, list):
-                        for part in content:  # pyright: ignore[reportUnknownVariableType]
-                            if isinstance(part, Mapping) and isinstance(part.get("text"), str):  # pyright: ignore[reportUnknownMemberType]
-                                pieces.append(part["text"])  # pyright: ignore[reportUnknownArgumentType]
+                    pieces.extend(content_texts(item.get("content")))  # pyright: ignore[reportUnknownMemberType]
         input_tokens = counter.count_text(model, "\n".join(pieces))
         output_tokens = count_output(counter, model, facts)
         if input_tokens is None or output_tokens is None:

@@ -255,19 +255,28 @@ class TokenCounter:
         return total
 
 
+def content_texts(content: Any) -> list[str]:
+    """The text of a message's ``content``, chat's or the Responses API's: the string itself, or
+    the ``text`` of each part of a list (images, audio and files carry none)."""
+    if isinstance(content, str):
+        return [content]
+    texts: list[str] = []
+    if isinstance(content, list):
+        for part in content:  # pyright: ignore[reportUnknownVariableType]
+            if isinstance(part, Mapping):
+                text = part.get("text")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+                if isinstance(text, str):
+                    texts.append(text)
+            elif isinstance(part, str):
+                texts.append(part)
+    return texts
+
+
 def _text_of(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        parts: list[str] = []
-        for item in value:  # pyright: ignore[reportUnknownVariableType]
-            if isinstance(item, Mapping):
-                text = item.get("text")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-                if isinstance(text, str):
-                    parts.append(text)
-            elif isinstance(item, str):
-                parts.append(item)
-        return "".join(parts)
+        return "".join(content_texts(value))
     if isinstance(value, Mapping):
         return json.dumps(_plain(value), separators=(",", ":"))  # tool_calls, function_call
     return ""
