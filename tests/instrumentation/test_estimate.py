@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import tiktoken
 
@@ -92,6 +94,34 @@ def test_chat_content_parts_count_their_text() -> None:
     ]
     # The parts' text as one string; the image adds nothing the count could know.
     expected = 3 + len(enc.encode("user")) + len(enc.encode("What is in this image?")) + 3
+    assert counter.count_chat_input("gpt-4o", messages) == expected
+
+
+def test_an_assistant_tool_call_counts_its_json() -> None:
+    counter = TokenCounter()
+    assert counter.wait_ready("o200k_base", timeout=30)
+    enc = tiktoken.get_encoding("o200k_base")
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city":"Oslo"}'},
+    }
+    messages = [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "4 degrees"},
+    ]
+    # The calls are in the prompt as JSON (they carry no "text" part, so reading them as
+    # content parts counted nothing); the tool's answer as text.
+    expected = (
+        3
+        + len(enc.encode("assistant"))
+        + len(enc.encode(json.dumps([call], separators=(",", ":"))))
+        + 3
+        + len(enc.encode("tool"))
+        + len(enc.encode("call_1"))
+        + len(enc.encode("4 degrees"))
+        + 3
+    )
     assert counter.count_chat_input("gpt-4o", messages) == expected
 
 

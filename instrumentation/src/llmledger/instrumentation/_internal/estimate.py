@@ -241,7 +241,7 @@ class TokenCounter:
         for message in messages:
             total += _TOKENS_PER_MESSAGE
             for key, value in message.items():
-                text = _text_of(value)
+                text = _text_of(key, value)
                 if text:
                     total += len(encoding.encode(text, disallowed_special=()))
                 if key == "name":
@@ -272,13 +272,15 @@ def content_texts(content: Any) -> list[str]:
     return texts
 
 
-def _text_of(value: Any) -> str:
+def _text_of(key: str, value: Any) -> str:
+    """What a message's field puts in the prompt: text, or the JSON of a structured field."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list):
+    if key == "content":
         return "".join(content_texts(value))
-    if isinstance(value, Mapping):
-        return json.dumps(_plain(value), separators=(",", ":"))  # tool_calls, function_call
+    if isinstance(value, (list, Mapping)):
+        # tool_calls (a list of calls), function_call, audio: the API renders their JSON.
+        return json.dumps(_plain(value), separators=(",", ":"))
     return ""
 
 
