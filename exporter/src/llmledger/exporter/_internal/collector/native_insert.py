@@ -49,14 +49,27 @@ _UNSUPPORTED: Final = "llmledger: a value the native insert does not render"
 _ENGINE_DECODER: Final = "ProtobufRowInputFormat"
 
 
+# The statement's SQL and the protobuf schema it reads with, beside this module.
+_FILES: Final = resources.files("llmledger.exporter._internal.collector")
+
+
+def _sql_file(name: str) -> str:
+    return _FILES.joinpath(name).read_text(encoding="utf-8")
+
+
 def insert_statement(database: str) -> str:
-    """``otel_traces_from_otlp.sql`` for ``database`` (the only substitution; the file path is bound)."""
-    text = (
-        resources.files("llmledger.exporter._internal.collector")
-        .joinpath("otel_traces_from_otlp.sql")
-        .read_text(encoding="utf-8")
+    """``otel_traces_from_otlp.sql`` for ``database``; the file path is bound.
+
+    Substituted: the database identifier, and the fixed type of an attribute list
+    (``otlp_attribute_list.sql``), which the statement reads four times.
+    """
+    # The type stands inside the statement's quoted structure string, where a comment would not be one.
+    attribute_list = "\n".join(
+        line for line in _sql_file("otlp_attribute_list.sql").splitlines() if not line.startswith("--")
     )
-    return Template(text).substitute(db=quote_identifier(database))
+    return Template(_sql_file("otel_traces_from_otlp.sql")).substitute(
+        db=quote_identifier(database), attribute_list=attribute_list
+    )
 
 
 class NativeInsert:
@@ -76,7 +89,7 @@ class NativeInsert:
             self._memfd = os.memfd_create("llmledger-native-batch", os.MFD_CLOEXEC)
             scratch = Path(f"/proc/self/fd/{self._memfd}")
         self._scratch = scratch
-        schema = resources.files("llmledger.exporter._internal.collector").joinpath("otlp_trace.proto")
+        schema = _FILES.joinpath("otlp_trace.proto")
         self._settings: dict[str, object] = {
             "format_schema": f"{schema}:ExportTraceServiceRequest",
             "input_format_protobuf_oneof_presence": 1,

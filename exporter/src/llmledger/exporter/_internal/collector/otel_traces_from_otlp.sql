@@ -18,7 +18,9 @@
 -- WHERE (~50 ms more to plan), and the resource is rendered in the ARRAY JOIN, once per
 -- resource, rather than in a subquery.
 --
--- Only the database identifier is substituted (the db placeholder); the file path is a bound parameter.
+-- Substituted: the database identifier (the db placeholder), and the Protobuf type of an
+-- attribute list, fixed text from otlp_attribute_list.sql (the attribute_list placeholder);
+-- the file path is a bound parameter.
 INSERT INTO ${db}.`otel_traces` (
     `Timestamp`, `TraceId`, `SpanId`, `ParentSpanId`, `TraceState`, `SpanName`, `SpanKind`,
     `ServiceName`, `ResourceAttributes`, `ScopeName`, `ScopeVersion`, `SpanAttributes`, `Duration`,
@@ -136,43 +138,15 @@ SELECT
     arrayMap(l -> rendered(l.attributes), sp.links)
 FROM file({path:String}, 'Protobuf', '
     resource_spans Array(Tuple(
-        resource Tuple(attributes Array(Tuple(key String, value Tuple(
-            string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String,
-            array_value Tuple(values Array(Tuple(
-                string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String,
-                array_value_unused String, kvlist_value_unused String,
-                value Enum8(\'none\' = 0, \'string_value\' = 1, \'bool_value\' = 2, \'int_value\' = 3, \'double_value\' = 4, \'array_value\' = 5, \'kvlist_value\' = 6, \'bytes_value\' = 7)))),
-            kvlist_value String,
-            value Enum8(\'none\' = 0, \'string_value\' = 1, \'bool_value\' = 2, \'int_value\' = 3, \'double_value\' = 4, \'array_value\' = 5, \'kvlist_value\' = 6, \'bytes_value\' = 7))))),
+        resource Tuple(attributes ${attribute_list}),
         scope_spans Array(Tuple(
             scope Tuple(name String, version String),
             spans Array(Tuple(
                 trace_id String, span_id String, trace_state String, parent_span_id String, name String,
                 kind Int32, start_time_unix_nano UInt64, end_time_unix_nano UInt64,
-                attributes Array(Tuple(key String, value Tuple(
-                    string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String,
-                    array_value Tuple(values Array(Tuple(
-                        string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String,
-                        array_value_unused String, kvlist_value_unused String,
-                        value Enum8(\'none\' = 0, \'string_value\' = 1, \'bool_value\' = 2, \'int_value\' = 3, \'double_value\' = 4, \'array_value\' = 5, \'kvlist_value\' = 6, \'bytes_value\' = 7)))),
-                    kvlist_value String,
-                    value Enum8(\'none\' = 0, \'string_value\' = 1, \'bool_value\' = 2, \'int_value\' = 3, \'double_value\' = 4, \'array_value\' = 5, \'kvlist_value\' = 6, \'bytes_value\' = 7)))),
-                events Array(Tuple(time_unix_nano UInt64, name String, attributes Array(Tuple(key String, value Tuple(
-                    string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String,
-                    array_value Tuple(values Array(Tuple(
-                        string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String,
-                        array_value_unused String, kvlist_value_unused String,
-                        value Enum8(\'none\' = 0, \'string_value\' = 1, \'bool_value\' = 2, \'int_value\' = 3, \'double_value\' = 4, \'array_value\' = 5, \'kvlist_value\' = 6, \'bytes_value\' = 7)))),
-                    kvlist_value String,
-                    value Enum8(\'none\' = 0, \'string_value\' = 1, \'bool_value\' = 2, \'int_value\' = 3, \'double_value\' = 4, \'array_value\' = 5, \'kvlist_value\' = 6, \'bytes_value\' = 7)))))),
-                links Array(Tuple(trace_id String, span_id String, trace_state String, attributes Array(Tuple(key String, value Tuple(
-                    string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String,
-                    array_value Tuple(values Array(Tuple(
-                        string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String,
-                        array_value_unused String, kvlist_value_unused String,
-                        value Enum8(\'none\' = 0, \'string_value\' = 1, \'bool_value\' = 2, \'int_value\' = 3, \'double_value\' = 4, \'array_value\' = 5, \'kvlist_value\' = 6, \'bytes_value\' = 7)))),
-                    kvlist_value String,
-                    value Enum8(\'none\' = 0, \'string_value\' = 1, \'bool_value\' = 2, \'int_value\' = 3, \'double_value\' = 4, \'array_value\' = 5, \'kvlist_value\' = 6, \'bytes_value\' = 7)))))),
+                attributes ${attribute_list},
+                events Array(Tuple(time_unix_nano UInt64, name String, attributes ${attribute_list})),
+                links Array(Tuple(trace_id String, span_id String, trace_state String, attributes ${attribute_list})),
                 status Tuple(message String, code Int32)))))))')
 -- The resource's attributes rendered (and checked) once per resource, not once per span.
 ARRAY JOIN
