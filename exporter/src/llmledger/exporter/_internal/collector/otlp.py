@@ -4,7 +4,9 @@ Per the OTLP specification: protobuf or JSON bodies (JSON with hex trace and spa
 lowerCamelCase or original field names, unknown fields ignored), ``gzip`` content
 encoding, and a partial success when some spans are refused. A request is decoded once
 to validate it; the bytes that go to the spool are the request's own protobuf bytes
-(re-encoded only when it came as JSON or had spans removed).
+(re-encoded only when it came as JSON or had spans removed). The parsing of a body into a
+request, the hex ids of OTLP/JSON and the choice by content type and encoding serve the
+metrics and logs decoders too (:mod:`.otlp_signals`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -32,10 +34,14 @@ __all__ = [
     "TooLargeError",
     "UnsupportedMediaError",
     "decode_http_body",
+    "decode_http_body_with",
     "decode_protobuf",
     "encode_response",
     "encode_status",
     "gunzip",
+    "hex_id_to_base64",
+    "parse_json",
+    "parse_protobuf",
     "refusing_anything",
 ]
 
@@ -46,6 +52,8 @@ _TRACE_ID_LEN: Final = 16
 _SPAN_ID_LEN: Final = 8
 _ZERO_TRACE_ID: Final = bytes(_TRACE_ID_LEN)
 _ZERO_SPAN_ID: Final = bytes(_SPAN_ID_LEN)
+
+_Request = TypeVar("_Request", bound=Message)
 
 
 class InvalidRequestError(ValueError):
@@ -140,17 +148,48 @@ def decode_protobuf(payload: bytes) -> DecodedRequest:
 
 
 def _decode_protobuf(payload: bytes) -> DecodedRequest:
-    request = ExportTraceServiceRequest()
+    return _validated(parse_protobuf(ExportTraceServiceRequest(), payload), payload)
+
+
+def parse_protobuf(request: _Request, payload: bytes) -> _Request:
+    """``payload`` parsed into the empty export ``request``; bytes that do not parse are an invalid request."""
     try:
         request.ParseFromString(payload)
     except DecodeError as exc:
         raise InvalidRequestError(
-            f"the body is not a valid OTLP ExportTraceServiceRequest protobuf: {exc}"
+            f"the body is not a valid OTLP {request.DESCRIPTOR.name} protobuf: {exc}"
         ) from exc
-    return _validated(request, payload)
+    return request
 
 
-def _hex_to_base64(value: object, field: str) -> object:
+def parse_json(
+    body: bytes, request: _Request, ids_to_base64: Callable[[dict[str, Any]], None], expected: str
+) -> _Request:
+    """An OTLP/JSON ``body`` parsed into the empty export ``request``.
+
+    ``ids_to_base64`` first rewrites the document's hex trace and span ids as the base64
+    protobuf's JSON mapping reads (see :func:`hex_id_to_base64`); ``expected`` ends the
+    message for a body that is not a JSON object.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InvalidRequestError(f"an OTLP/JSON body must be a JSON object {expected}")
+    root: dict[str, Any] = document  # pyright: ignore[reportUnknownVariableType]
+    ids_to_base64(root)
+    try:
+        json_format.ParseDict(root, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise InvalidRequestError(
+            f"the body is not a valid OTLP/JSON {request.DESCRIPTOR.name}: {exc}"
+        ) from exc
+    return request
+
+
+def hex_id_to_base64(value: object, field: str) -> object:
+    """An OTLP/JSON id (hex) as protobuf's JSON mapping reads bytes (base64); anything but a non-empty string as it is."""
     if not isinstance(value, str) or not value:
         return value
     try:
@@ -168,7 +207,7 @@ _ID_FIELDS: Final = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId",
 def _convert_ids(node: dict[str, Any]) -> None:
     for key in _ID_FIELDS:
         if key in node:
-            node[key] = _hex_to_base64(node[key], key)
+            node[key] = hex_id_to_base64(node[key], key)
 
 
 def _walk_list(container: dict[str, Any], *names: str) -> list[dict[str, Any]]:
@@ -185,27 +224,18 @@ def decode_json(body: bytes) -> DecodedRequest:
 
 
 def _decode_json(body: bytes) -> DecodedRequest:
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise InvalidRequestError("an OTLP/JSON body must be a JSON object with resourceSpans")
-    root: dict[str, Any] = document  # pyright: ignore[reportUnknownVariableType]
+    return _validated(
+        parse_json(body, ExportTraceServiceRequest(), _span_ids_to_base64, "with resourceSpans"), None
+    )
+
+
+def _span_ids_to_base64(root: dict[str, Any]) -> None:
     for resource_spans in _walk_list(root, "resourceSpans", "resource_spans"):
         for scope_spans in _walk_list(resource_spans, "scopeSpans", "scope_spans"):
             for span in _walk_list(scope_spans, "spans"):
                 _convert_ids(span)
                 for link in _walk_list(span, "links"):
                     _convert_ids(link)
-    request = ExportTraceServiceRequest()
-    try:
-        json_format.ParseDict(root, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise InvalidRequestError(
-            f"the body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}"
-        ) from exc
-    return _validated(request, None)
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -224,25 +254,37 @@ def gunzip(body: bytes, limit: int) -> bytes:
 
 def decode_http_body(content_type: str, content_encoding: str, body: bytes, limit: int) -> DecodedRequest:
     """Decode an OTLP/HTTP ``/v1/traces`` body (content type and encoding as sent)."""
-    return refusing_anything(
-        lambda raw: _decode_http_body(content_type, content_encoding, raw, limit), body, "OTLP/HTTP body"
-    )
+    return decode_http_body_with(decode_protobuf, decode_json, content_type, content_encoding, body, limit)
 
 
-def _decode_http_body(content_type: str, content_encoding: str, body: bytes, limit: int) -> DecodedRequest:
-    encoding = content_encoding.strip().lower()
-    if encoding == "gzip":
-        body = gunzip(body, limit)
-    elif encoding not in ("", "identity"):
-        raise UnsupportedMediaError(f"unsupported Content-Encoding {content_encoding!r}: use gzip or none")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == CONTENT_TYPE_PROTOBUF:
-        return decode_protobuf(body)
-    if media == CONTENT_TYPE_JSON:
-        return decode_json(body)
-    raise UnsupportedMediaError(
-        f"unsupported Content-Type {content_type!r}: send {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
-    )
+def decode_http_body_with(
+    protobuf: Callable[[bytes], DecodedRequest],
+    json_body: Callable[[bytes], DecodedRequest],
+    content_type: str,
+    content_encoding: str,
+    body: bytes,
+    limit: int,
+) -> DecodedRequest:
+    """An OTLP/HTTP body of any signal: gunzipped as its encoding says, decoded by ``protobuf`` or ``json_body``."""
+
+    def decode(raw: bytes) -> DecodedRequest:
+        encoding = content_encoding.strip().lower()
+        if encoding == "gzip":
+            raw = gunzip(raw, limit)
+        elif encoding not in ("", "identity"):
+            raise UnsupportedMediaError(
+                f"unsupported Content-Encoding {content_encoding!r}: use gzip or none"
+            )
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media == CONTENT_TYPE_PROTOBUF:
+            return protobuf(raw)
+        if media == CONTENT_TYPE_JSON:
+            return json_body(raw)
+        raise UnsupportedMediaError(
+            f"unsupported Content-Type {content_type!r}: send {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
+        )
+
+    return refusing_anything(decode, body, "OTLP/HTTP body")
 
 
 def encode_response(json_body: bool, rejected_spans: int = 0, message: str = "") -> bytes:

@@ -10,14 +10,13 @@ Each signal has a spool of its own (``<data_dir>/spool`` for traces, ``spool-met
 
 from __future__ import annotations
 
-import binascii
 import enum
-import json
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -28,12 +27,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from .otlp import (
-    CONTENT_TYPE_JSON,
-    CONTENT_TYPE_PROTOBUF,
     DecodedRequest,
-    InvalidRequestError,
-    UnsupportedMediaError,
-    gunzip,
+    decode_http_body_with,
+    hex_id_to_base64,
+    parse_json,
+    parse_protobuf,
     refusing_anything,
 )
 
@@ -111,14 +109,7 @@ def decode_signal_protobuf(signal: Signal, payload: bytes) -> DecodedRequest:
     kind, count = _REQUESTS[signal]
 
     def decode(raw: bytes) -> DecodedRequest:
-        request = kind()
-        try:
-            request.ParseFromString(raw)
-        except DecodeError as exc:
-            raise InvalidRequestError(
-                f"the body is not a valid OTLP {_name(signal)} protobuf: {exc}"
-            ) from exc
-        return DecodedRequest(raw, count(request))
+        return DecodedRequest(raw, count(parse_protobuf(kind(), raw)))
 
     return refusing_anything(decode, payload, f"OTLP {_name(signal)} protobuf")
 
@@ -131,15 +122,10 @@ def _ids_to_base64(document: Any) -> None:
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            for key, value in node.items():  # pyright: ignore[reportUnknownVariableType]
-                if key in _ID_KEYS and isinstance(value, str) and value:
-                    try:
-                        raw = bytes.fromhex(value)
-                    except ValueError:
-                        raise InvalidRequestError(
-                            f"{key} {value[:80]!r} is not hex: OTLP/JSON writes trace and span ids as hex strings"
-                        ) from None
-                    node[key] = binascii.b2a_base64(raw, newline=False).decode("ascii")
+            members: dict[str, Any] = node  # pyright: ignore[reportUnknownVariableType]
+            for key, value in members.items():
+                if key in _ID_KEYS and isinstance(value, str):
+                    members[key] = hex_id_to_base64(value, key)
                 elif isinstance(value, dict | list):
                     stack.append(value)
         elif isinstance(node, list):
@@ -148,19 +134,7 @@ def _ids_to_base64(document: Any) -> None:
 
 def _decode_json(signal: Signal, body: bytes) -> DecodedRequest:
     kind, count = _REQUESTS[signal]
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise InvalidRequestError(f"an OTLP/JSON body must be a JSON object (an {_name(signal)})")
-    root: dict[str, Any] = document  # pyright: ignore[reportUnknownVariableType]
-    _ids_to_base64(root)
-    request = kind()
-    try:
-        json_format.ParseDict(root, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise InvalidRequestError(f"the body is not a valid OTLP/JSON {_name(signal)}: {exc}") from exc
+    request = parse_json(body, kind(), _ids_to_base64, f"(an {_name(signal)})")
     return DecodedRequest(request.SerializeToString(), count(request))
 
 
@@ -168,25 +142,14 @@ def decode_signal_http_body(
     signal: Signal, content_type: str, content_encoding: str, body: bytes, limit: int
 ) -> DecodedRequest:
     """Decode an OTLP/HTTP ``/v1/metrics`` or ``/v1/logs`` body (content type and encoding as sent)."""
-
-    def decode(raw: bytes) -> DecodedRequest:
-        encoding = content_encoding.strip().lower()
-        if encoding == "gzip":
-            raw = gunzip(raw, limit)
-        elif encoding not in ("", "identity"):
-            raise UnsupportedMediaError(
-                f"unsupported Content-Encoding {content_encoding!r}: use gzip or none"
-            )
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media == CONTENT_TYPE_PROTOBUF:
-            return decode_signal_protobuf(signal, raw)
-        if media == CONTENT_TYPE_JSON:
-            return _decode_json(signal, raw)
-        raise UnsupportedMediaError(
-            f"unsupported Content-Type {content_type!r}: send {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
-        )
-
-    return refusing_anything(decode, body, "OTLP/HTTP body")
+    return decode_http_body_with(
+        partial(decode_signal_protobuf, signal),
+        partial(_decode_json, signal),
+        content_type,
+        content_encoding,
+        body,
+        limit,
+    )
 
 
 def encode_signal_response(signal: Signal, json_body: bool) -> bytes:
