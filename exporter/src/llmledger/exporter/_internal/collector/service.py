@@ -281,12 +281,16 @@ class Collector:
         if self._http is not None:
             self._http.server_close()
             self._http = None
-        if self._store_socket is not None:
-            self._store_socket.close()
-            self._store_socket = None
+        self._give_back_store()
+
+    def _give_back_store(self) -> None:
+        """Close the spools and the store's socket, then give up the store (a failed start, or a stop once drained)."""
         if self._spools is not None:
             self._spools.close()
             self._spools = None
+        if self._store_socket is not None:
+            self._store_socket.close()
+            self._store_socket = None
         if self._ownership is not None:
             self._ownership.release()
             self._ownership = None
@@ -401,15 +405,7 @@ class Collector:
         if self._drain is not None:
             remaining = max(0.0, self.config.shutdown_timeout_seconds - (time.monotonic() - started))
             drained = self._drain.stop(remaining)
-        if self._spools is not None:
-            self._spools.close()
-            self._spools = None
-        if self._store_socket is not None:
-            self._store_socket.close()
-            self._store_socket = None
-        if self._ownership is not None:
-            self._ownership.release()
-            self._ownership = None
+        self._give_back_store()
         if not drained:
             _logger.warning("stopped with spooled spans not yet in the store; kept for the next start")
         _logger.info("collector stopped (spool %s)", "empty" if drained else "kept")
