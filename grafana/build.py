@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -848,15 +849,42 @@ def _display_name(field: str, name: str) -> dict[str, Any]:
     }
 
 
-def _stat_options(fields: str | None = None) -> dict[str, Any]:
-    return {
-        "reduceOptions": {"calcs": ["lastNotNull"], "fields": fields or "", "values": False},
-        "colorMode": "value",
-        "graphMode": "none",
-        "textMode": "value_and_name",
-        "justifyMode": "auto",
-        "orientation": "auto",
-    }
+def _stat(
+    grid: _Grid,
+    title: str,
+    description: str,
+    sql: str,
+    *,
+    w: int,
+    h: int,
+    unit: str,
+    names: dict[str, str] | None = None,
+    overrides: Sequence[dict[str, Any]] = (),
+    fields: str = "",
+    calc: str = "lastNotNull",
+) -> dict[str, Any]:
+    """A stat panel over a table: its values (``calc`` of each of ``fields``, or of every
+    field), each field in ``names`` shown under its name there, after ``overrides``."""
+    return _panel(
+        grid,
+        "stat",
+        title,
+        description,
+        sql,
+        TABLE,
+        w=w,
+        h=h,
+        unit=unit,
+        overrides=[*overrides, *(_display_name(field, name) for field, name in (names or {}).items())],
+        options={
+            "reduceOptions": {"calcs": [calc], "fields": fields, "values": False},
+            "colorMode": "value",
+            "graphMode": "none",
+            "textMode": "value_and_name",
+            "justifyMode": "auto",
+            "orientation": "auto",
+        },
+    )
 
 
 def _variables(kind: str) -> list[dict[str, Any]]:
@@ -988,34 +1016,24 @@ def spend_overview() -> dict[str, Any]:
     g = _Grid()
     rollup_hour = "1h"
     panels = [
-        _panel(
-            g, "stat", "Spend vs previous period",
+        _stat(
+            g, "Spend vs previous period",
             "Spend in the selected range, in the range of the same length just before it, and the change.",
-            SPEND_VS_PREVIOUS, TABLE, w=10, h=5, unit=USD,
-            overrides=[
-                _unit("change", "percentunit"),
-                _display_name("spend", "Spend"),
-                _display_name("previous_spend", "Previous period"),
-                _display_name("change", "Change"),
-            ],
-            options=_stat_options(),
+            SPEND_VS_PREVIOUS, w=10, h=5, unit=USD, overrides=[_unit("change", "percentunit")],
+            names={"spend": "Spend", "previous_spend": "Previous period", "change": "Change"},
         ),
-        _panel(
-            g, "stat", "Month-end projection",
+        _stat(
+            g, "Month-end projection",
             "Spend so far in the month that contains the end of the range, and where it lands at "
             "the same rate to the end of the month (UTC).",
-            MONTH_END_PROJECTION, TABLE, w=7, h=5, unit=USD,
-            overrides=[_display_name("month_to_date", "Month to date"),
-                       _display_name("projected_month_end", "Projected month end")],
-            options=_stat_options(),
+            MONTH_END_PROJECTION, w=7, h=5, unit=USD,
+            names={"month_to_date": "Month to date", "projected_month_end": "Projected month end"},
         ),
-        _panel(
-            g, "stat", "Saved by cached input",
+        _stat(
+            g, "Saved by cached input",
             "Cached input tokens x (input price - cached input price), at the current prices in "
             "model_prices. Models without a price row there are listed below without a saving.",
-            CACHED_INPUT_SAVINGS, TABLE, w=7, h=5, unit=USD,
-            options={**_stat_options("/^saved_usd$/"),
-                     "reduceOptions": {"calcs": ["sum"], "fields": "/^saved_usd$/", "values": False}},
+            CACHED_INPUT_SAVINGS, w=7, h=5, unit=USD, fields="/^saved_usd$/", calc="sum",
         ),
         _panel(
             g, "timeseries", "Spend per tenant",
@@ -1044,15 +1062,13 @@ def spend_overview() -> dict[str, Any]:
                      "pieType": "donut", "displayLabels": ["name", "percent"],
                      "legend": {"displayMode": "list", "placement": "bottom"}},
         ),
-        _panel(
-            g, "stat", "Unpriced and estimated calls",
+        _stat(
+            g, "Unpriced and estimated calls",
             "Calls with no known price (not counted in spend) and calls whose tokens were "
             "estimated locally because the API reported none.",
-            UNPRICED_TOTALS, TABLE, w=7, h=8, unit="short",
-            overrides=[_display_name("unpriced_calls", "Unpriced calls"),
-                       _display_name("estimated_calls", "Estimated-token calls"),
-                       _display_name("calls", "All calls")],
-            options=_stat_options(),
+            UNPRICED_TOTALS, w=7, h=8, unit="short",
+            names={"unpriced_calls": "Unpriced calls", "estimated_calls": "Estimated-token calls",
+                   "calls": "All calls"},
         ),
         _panel(
             g, "timeseries", "Tokens by type",
@@ -1093,12 +1109,10 @@ def tenant_drilldown() -> dict[str, Any]:
         "targetBlank": False,
     }
     panels = [
-        _panel(
-            g, "stat", "Tenant spend", "The tenant's spend, calls and unpriced calls in the range.",
-            TENANT_TOTALS, TABLE, w=8, h=7, unit="short",
-            overrides=[_unit("spend", USD), _display_name("spend", "Spend"),
-                       _display_name("calls", "Calls"), _display_name("unpriced_calls", "Unpriced calls")],
-            options=_stat_options(),
+        _stat(
+            g, "Tenant spend", "The tenant's spend, calls and unpriced calls in the range.",
+            TENANT_TOTALS, w=8, h=7, unit="short", overrides=[_unit("spend", USD)],
+            names={"spend": "Spend", "calls": "Calls", "unpriced_calls": "Unpriced calls"},
         ),
         _panel(
             g, "timeseries", "Spend by feature over time", "The tenant's spend per feature per interval.",
@@ -1143,14 +1157,11 @@ def tenant_drilldown() -> dict[str, Any]:
 def reliability() -> dict[str, Any]:
     g = _Grid()
     panels = [
-        _panel(
-            g, "stat", "Calls, errors and fallbacks", "Calls in the range, the share that failed and "
+        _stat(
+            g, "Calls, errors and fallbacks", "Calls in the range, the share that failed and "
             "the share that were fallbacks after an earlier attempt failed.",
-            RELIABILITY_TOTALS, TABLE, w=24, h=4, unit="percentunit",
-            overrides=[_unit("calls", "short"), _display_name("calls", "Calls"),
-                       _display_name("error_rate", "Error rate"),
-                       _display_name("fallback_rate", "Fallback rate")],
-            options=_stat_options(),
+            RELIABILITY_TOTALS, w=24, h=4, unit="percentunit", overrides=[_unit("calls", "short")],
+            names={"calls": "Calls", "error_rate": "Error rate", "fallback_rate": "Fallback rate"},
         ),
         _panel(
             g, "table", "Latency and time to first chunk by model",
@@ -1205,15 +1216,13 @@ def reliability() -> dict[str, Any]:
 def budgets() -> dict[str, Any]:
     g = _Grid()
     panels = [
-        _panel(
-            g, "stat", "Budgets now",
+        _stat(
+            g, "Budgets now",
             "Budgets breached (spend at or over the limit), near it (>= warn share) and on track "
             "to breach at the current rate, as of the end of the range.",
-            BUDGET_COUNTS, TABLE, w=24, h=4, unit="short",
-            overrides=[_display_name("budgets", "Budgets"), _display_name("breached", "Breached"),
-                       _display_name("near_limit", "Near limit"),
-                       _display_name("on_track_to_breach", "On track to breach")],
-            options=_stat_options(),
+            BUDGET_COUNTS, w=24, h=4, unit="short",
+            names={"budgets": "Budgets", "breached": "Breached", "near_limit": "Near limit",
+                   "on_track_to_breach": "On track to breach"},
         ),
         _panel(
             g, "table", "Spend against budget",
