@@ -36,6 +36,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -382,6 +384,20 @@ def compare_via_collector(args: argparse.Namespace) -> int:
 
 def _time_via_collector(store: Path, work: Path, repeat: int) -> dict[str, tuple[float, int]]:
     """(median ms, rows) per query through a collector started on ``store`` for the purpose."""
+    with collector_serving(store, work) as client:
+        print(f"through the collector (load average {os.getloadavg()[0]:.1f}):", flush=True)
+        timed: dict[str, tuple[float, int]] = {}
+        for query in queries(client):
+            median, fastest, rows = time_query(client, query, repeat)
+            timed[query.where] = (median, rows)
+            print(f"  {median:8.1f} ms  (best {fastest:7.1f})  {rows:6d} rows  {query.where}", flush=True)
+        return timed
+
+
+@contextmanager
+def collector_serving(store: Path, work: Path) -> Iterator[Client]:
+    """A collector started on a seeded ``store`` (its data dir in ``work``) and a client through
+    its ClickHouse HTTP interface once it serves the store; both closed on exit."""
     import subprocess
 
     from llmledger.exporter._internal.store_owner import current_owner
@@ -407,14 +423,10 @@ def _time_via_collector(store: Path, work: Path, repeat: int) -> dict[str, tuple
                 time.sleep(0.2)
         if client is None:
             sys.exit("the collector did not serve the store within 60 s")
-        print(f"through the collector (load average {os.getloadavg()[0]:.1f}):", flush=True)
-        timed: dict[str, tuple[float, int]] = {}
-        for query in queries(client):
-            median, fastest, rows = time_query(client, query, repeat)
-            timed[query.where] = (median, rows)
-            print(f"  {median:8.1f} ms  (best {fastest:7.1f})  {rows:6d} rows  {query.where}", flush=True)
-        client.close()
-        return timed
+        try:
+            yield client
+        finally:
+            client.close()
     finally:
         collector.terminate()
         collector.wait(60)

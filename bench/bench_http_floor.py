@@ -36,11 +36,10 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from bench_dashboards import DATABASE, Query, expand, queries
+from bench_dashboards import DATABASE, Query, collector_serving, expand, queries
 
 from llmledger.exporter._internal.config import StoreConfig
 from llmledger.exporter._internal.store import open_store, run_query
-from llmledger.exporter._internal.store_owner import current_owner
 
 _FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*$", re.IGNORECASE)
 
@@ -121,43 +120,24 @@ def main() -> int:
         stdout=subprocess.PIPE,
         text=True,
     )
-    collector = subprocess.Popen(
-        [str(Path(sys.executable).parent / "llmledger"), "collector", "--url", f"chdb://{args.store}",
-         "--data-dir", str(work / "data"), "--grpc-endpoint", "", "--http-endpoint", "127.0.0.1:0",
-         "--clickhouse-http-endpoint", "127.0.0.1:0", "--log-level", "warning"],
-    )  # fmt: skip
     try:
-        assert thin.stdout is not None
-        thin_client = clickhouse_connect.get_client(
-            host="127.0.0.1", port=int(thin.stdout.readline()), database=DATABASE
-        )
-        deadline = time.monotonic() + 60
-        while current_owner(args.store) is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        through_collector = None
-        while through_collector is None and time.monotonic() < deadline:
-            try:
-                through_collector = open_store(StoreConfig(url=f"chdb://{args.store}", database=DATABASE))
-                run_query(through_collector, "SELECT 1")
-            except Exception:
-                through_collector = None
-                time.sleep(0.2)
-        if through_collector is None:
-            sys.exit("the collector did not serve the store within 60 s")
-        local = open_store(StoreConfig(url=f"chdb://{local_store}", database=DATABASE), via_owner=False)
-        sides = {"in-process": local, "thinnest HTTP server": thin_client, "collector": through_collector}
-        results: list[tuple[Query, dict[str, float]]] = []
-        for query in queries(local):
-            sql = expand(query.sql, query.context)
-            best: dict[str, float] = {}
-            for _ in range(args.rounds):
-                for side, client in sides.items():
-                    best[side] = min(best.get(side, float("inf")), _median_ms(client, sql, args.repeat))
-            results.append((query, best))
-            print(f"  {'  '.join(f'{v:7.1f}' for v in best.values())}  {query.where}", flush=True)
+        with collector_serving(args.store, work) as through_collector:
+            assert thin.stdout is not None
+            thin_client = clickhouse_connect.get_client(
+                host="127.0.0.1", port=int(thin.stdout.readline()), database=DATABASE
+            )
+            local = open_store(StoreConfig(url=f"chdb://{local_store}", database=DATABASE), via_owner=False)
+            sides = {"in-process": local, "thinnest HTTP server": thin_client, "collector": through_collector}
+            results: list[tuple[Query, dict[str, float]]] = []
+            for query in queries(local):
+                sql = expand(query.sql, query.context)
+                best: dict[str, float] = {}
+                for _ in range(args.rounds):
+                    for side, client in sides.items():
+                        best[side] = min(best.get(side, float("inf")), _median_ms(client, sql, args.repeat))
+                results.append((query, best))
+                print(f"  {'  '.join(f'{v:7.1f}' for v in best.values())}  {query.where}", flush=True)
     finally:
-        collector.terminate()
-        collector.wait(60)
         thin.kill()
         thin.wait()
         shutil.rmtree(work, ignore_errors=True)
