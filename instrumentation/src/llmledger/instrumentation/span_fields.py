@@ -17,16 +17,16 @@ from operator import attrgetter, itemgetter, methodcaller
 from typing import Any, Final
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import Status, StatusCode
 
 __all__ = [
     "FIELDS",
     "SPAN_ID",
-    "STATUS_CODE",
-    "STATUS_DESCRIPTION",
     "TRACE_ID",
     "TRACE_STATE",
     "reads_own_fields",
     "span_fields",
+    "status_fields",
 ]
 
 # The order of span_fields' lists.
@@ -54,8 +54,8 @@ TRACE_ID: Final = itemgetter(0)
 SPAN_ID: Final = itemgetter(1)
 TRACE_STATE: Final = itemgetter(4)
 # A Status's fields, read without its properties.
-STATUS_CODE: Final = attrgetter("_status_code")
-STATUS_DESCRIPTION: Final = attrgetter("_description")
+_STATUS_CODE: Final = attrgetter("_status_code")
+_STATUS_DESCRIPTION: Final = attrgetter("_description")
 
 
 @cache
@@ -79,3 +79,10 @@ def span_fields(spans: Sequence[ReadableSpan]) -> tuple[list[list[Any]], bool]:
         except AttributeError:  # a subclass that never called ReadableSpan.__init__
             pass
     return [list(map(field, spans)) for field in _PUBLIC_FIELDS], False
+
+
+def status_fields(statuses: Sequence[Status]) -> tuple[list[StatusCode], list[str | None]]:
+    """The statuses' codes and descriptions; read directly when every one is the SDK's own ``Status``."""
+    if set(map(type, statuses)) == {Status}:
+        return list(map(_STATUS_CODE, statuses)), list(map(_STATUS_DESCRIPTION, statuses))
+    return [status.status_code for status in statuses], [status.description for status in statuses]

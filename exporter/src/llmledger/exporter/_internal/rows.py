@@ -41,11 +41,10 @@ from llmledger.exporter._internal.stringify import (
 )
 from llmledger.instrumentation.span_fields import (
     SPAN_ID,
-    STATUS_CODE,
-    STATUS_DESCRIPTION,
     TRACE_ID,
     TRACE_STATE,
     span_fields,
+    status_fields,
 )
 
 __all__ = ["OTEL_TRACES_COLUMNS", "AttributeMaps", "SpanColumns", "SpanRows", "signed_nanos"]
@@ -558,14 +557,7 @@ def _scope_columns(scopes: Sequence[Any]) -> tuple[list[str], list[str]]:
 
 
 def _status_columns(statuses: Sequence[Status]) -> tuple[list[str], list[str]]:
-    codes: list[StatusCode]
-    descriptions: list[str | None]
-    if set(map(type, statuses)) == {Status}:
-        codes = list(map(STATUS_CODE, statuses))
-        descriptions = list(map(STATUS_DESCRIPTION, statuses))
-    else:
-        codes = [status.status_code for status in statuses]
-        descriptions = [status.description for status in statuses]
+    codes, descriptions = status_fields(statuses)
     messages: list[str] = (
         [message or "" for message in descriptions] if None in descriptions else descriptions  # pyright: ignore[reportAssignmentType]
     )

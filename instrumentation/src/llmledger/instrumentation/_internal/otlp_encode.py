@@ -31,15 +31,14 @@ from typing import Any, Final, cast
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from llmledger.instrumentation.span_fields import SPAN_ID as _SPAN_ID
-from llmledger.instrumentation.span_fields import STATUS_CODE as _STATUS_CODE
-from llmledger.instrumentation.span_fields import STATUS_DESCRIPTION as _STATUS_DESCRIPTION
 from llmledger.instrumentation.span_fields import TRACE_ID as _TRACE_ID
 from llmledger.instrumentation.span_fields import TRACE_STATE as _TRACE_STATE
 from llmledger.instrumentation.span_fields import reads_own_fields as _reads_own_fields
 from llmledger.instrumentation.span_fields import span_fields as _span_fields
+from llmledger.instrumentation.span_fields import status_fields as _status_codes_and_descriptions
 
 __all__ = ["encode_trace_request"]
 
@@ -438,12 +437,7 @@ def _status_fields(statuses: list[Any]) -> list[bytes]:
             b"" if status is None else _status_field(status.status_code, status.description)
             for status in statuses
         ]
-    if set(map(type, statuses)) == {Status}:
-        codes = list(map(_STATUS_CODE, statuses))
-        descriptions = list(map(_STATUS_DESCRIPTION, statuses))
-    else:
-        codes = [status.status_code for status in statuses]
-        descriptions = [status.description for status in statuses]
+    codes, descriptions = _status_codes_and_descriptions(statuses)
     known = _Statuses({id(code): code for code in codes})
     try:
         return list(map(known.__getitem__, zip(map(id, codes), descriptions, strict=True)))
