@@ -51,6 +51,7 @@ from clickhouse_connect.driver.client import Client  # noqa: E402
 from grafana.panel_sql import ALL, QueryContext, expand, grafana_interval  # noqa: E402
 from llmledger.exporter import StoreConfig  # noqa: E402
 from llmledger.exporter._internal.migrations import apply_migrations  # noqa: E402
+from llmledger.exporter._internal.prices import price_book, write_prices  # noqa: E402
 from llmledger.exporter._internal.store import open_store, run_command, run_query  # noqa: E402
 
 DATABASE = "llmledger"
@@ -150,14 +151,9 @@ def _budgets_sql() -> str:
     return "INSERT INTO budgets VALUES " + ", ".join(rows)
 
 
-PRICES = """
-INSERT INTO model_prices (provider, model, input_per_mtok, cached_input_per_mtok, output_per_mtok, source, updated_at) VALUES
-    ('openai', 'gpt-4o', 2.5, 1.25, 10, 'genai-prices', now64(3)),
-    ('openai', 'gpt-4o-mini', 0.15, 0.075, 0.6, 'genai-prices', now64(3)),
-    ('openai', 'gpt-4.1', 2, 0.5, 8, 'genai-prices', now64(3)),
-    ('openai', 'gpt-4.1-mini', 0.4, 0.1, 1.6, 'genai-prices', now64(3)),
-    ('openai', 'text-embedding-3-small', 0.02, NULL, 0, 'genai-prices', now64(3))
-"""
+def _write_price_book(client: Client) -> None:
+    """The book an app compiles by default (genai-prices' bundled data), as `llmledger prices sync` writes it."""
+    write_prices(client, DATABASE, price_book(None).price_rows())
 
 
 def seed(client: Client, calls: int) -> None:
@@ -165,7 +161,7 @@ def seed(client: Client, calls: int) -> None:
     start_ns = int(START.timestamp()) * 1_000_000_000
     settings = {"max_insert_threads": 2, "max_threads": 2}
     steps = [
-        ("model_prices, budgets", lambda: (run_command(client, PRICES), run_command(client, _budgets_sql()))),
+        ("model_prices, budgets", lambda: (_write_price_book(client), run_command(client, _budgets_sql()))),
         (
             f"llm_calls ({calls:,} rows; the view fills llm_usage_hourly)",
             lambda: run_command(
