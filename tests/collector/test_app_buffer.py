@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from llmledger.instrumentation.export import BufferedOTLPSpanExporter
+from tests.polling import SLOW_MACHINE_SECONDS
 
 from .conftest import free_port
 from .harness import CollectorProcess, make_request, span_ids, wait_for
@@ -65,7 +66,7 @@ def _wait_for_calls(collector: CollectorProcess, tenant: str, expected: set[str]
         seen = _calls_by_span(collector, tenant)
         return expected <= set(seen)
 
-    wait_for(landed, 60, f"{len(expected)} calls in llm_calls", interval=0.5)
+    wait_for(landed, SLOW_MACHINE_SECONDS, f"{len(expected)} calls in llm_calls", interval=0.5)
     return seen
 
 
@@ -141,7 +142,7 @@ def test_collector_stopped_and_restarted_during_a_run(
         assert not stats.collector_reachable
         collector = _collector(tmp_path, http_port, grpc_port).start()
         calls(40)  # queued behind the backlog until the retry finds the collector back
-        wait_for(lambda: exporter.stats().pending_batches == 0, 60, "the backlog delivered")
+        wait_for(lambda: exporter.stats().pending_batches == 0, SLOW_MACHINE_SECONDS, "the backlog delivered")
         seen = _wait_for_calls(collector, protocol, made)
         assert set(seen) == made
         assert set(seen.values()) == {1}

@@ -18,6 +18,8 @@ from google.rpc.status_pb2 import Status
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
+from tests.polling import SLOW_MACHINE_SECONDS
+
 from .conftest import free_port
 from .harness import (
     CollectorProcess,
@@ -30,12 +32,6 @@ from .harness import (
     wait_for,
 )
 from .test_collector import send_llm_spans
-
-# How long a step that opens the store or drains a backlog may take before the test gives up.
-# Deadlines, not timings: each wait returns as soon as its condition holds. Opening the store
-# and applying the schema takes ~6 s on an idle core and 30 s or more on one shared with
-# other test suites, which timed out waits of 30 s.
-_SLOW_MACHINE = 180
 
 pytestmark = pytest.mark.subprocess
 
@@ -72,7 +68,9 @@ def test_store_unavailable_then_available(tmp_path: Path) -> None:
         assert collector.metric("spool_pending_bytes") > 0
         assert collector.get("/readyz")[0] == 200  # still accepting: the spool holds the spans
     send_llm_spans(HttpSpanExporter(endpoint=endpoint), "after-release", 200)
-    wait_for(lambda: collector.metric("written_spans_total") >= 500, _SLOW_MACHINE, "500 spans written")
+    wait_for(
+        lambda: collector.metric("written_spans_total") >= 500, SLOW_MACHINE_SECONDS, "500 spans written"
+    )
     assert collector.metric("retried_spans_total") > 0
     rows = collector.query(
         "SELECT ServiceName, count(), uniqExact(SpanId) FROM otel_traces GROUP BY 1 ORDER BY 1"
@@ -107,7 +105,9 @@ def test_sigkill_mid_load_then_restart_delivers_every_acked_span_once(tmp_path: 
         sender.start()
     try:
         wait_for(
-            lambda: collector.metric("written_spans_total") >= 3000, _SLOW_MACHINE, "the drain to be busy"
+            lambda: collector.metric("written_spans_total") >= 3000,
+            SLOW_MACHINE_SECONDS,
+            "the drain to be busy",
         )
         collector.kill()
     finally:
@@ -117,7 +117,7 @@ def test_sigkill_mid_load_then_restart_delivers_every_acked_span_once(tmp_path: 
     assert len(acked) >= 3000
 
     restarted = CollectorProcess(tmp_path / "data", store).start()
-    wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, _SLOW_MACHINE, "the spool to drain")
+    wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, SLOW_MACHINE_SECONDS, "the spool to drain")
     assert_each_span_once(restarted, acked)
 
     # The drain process dies on its own (an OOM kill, say): it is restarted, nothing is lost.
@@ -128,11 +128,15 @@ def test_sigkill_mid_load_then_restart_delivers_every_acked_span_once(tmp_path: 
         assert restarted.post_traces(request.SerializeToString())[0] == 200
         acked += span_ids(request)
     wait_for(
-        lambda: restarted.metric("drain_restarts") == 1, _SLOW_MACHINE, "the drain process to be restarted"
+        lambda: restarted.metric("drain_restarts") == 1,
+        SLOW_MACHINE_SECONDS,
+        "the drain process to be restarted",
     )
     written_before = restarted.metric("written_spans_total")
     wait_for(
-        lambda: restarted.metric("spool_pending_bytes") == 0, _SLOW_MACHINE, "the new spans to be written"
+        lambda: restarted.metric("spool_pending_bytes") == 0,
+        SLOW_MACHINE_SECONDS,
+        "the new spans to be written",
     )
     assert restarted.metric("written_spans_total") >= written_before  # counters survive the restart
     assert_each_span_once(restarted, acked)
@@ -185,7 +189,7 @@ def test_sigkill_with_metrics_and_logs_in_flight_delivers_every_acked_record_onc
                 collector.metric("written_data_points_total") >= 2000
                 and collector.metric("written_log_records_total") >= 2000
             ),
-            _SLOW_MACHINE,
+            SLOW_MACHINE_SECONDS,
             "both drains to be busy",
         )
         collector.kill()
@@ -196,7 +200,9 @@ def test_sigkill_with_metrics_and_logs_in_flight_delivers_every_acked_record_onc
     assert min(map(len, acked.values())) >= 2000
 
     restarted = CollectorProcess(tmp_path / "data", store).start()
-    wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, _SLOW_MACHINE, "the spools to drain")
+    wait_for(
+        lambda: restarted.metric("spool_pending_bytes") == 0, SLOW_MACHINE_SECONDS, "the spools to drain"
+    )
     assert_each_record_once(restarted, "otel_metrics_histogram", acked["/v1/metrics"])
     assert_each_record_once(restarted, "otel_logs", acked["/v1/logs"])
     assert restarted.stop() == 0
@@ -252,7 +258,7 @@ def test_spool_full_refuses_retryably_and_keeps_what_it_accepted(tmp_path: Path)
 
     # The store comes back (here: an embedded one); everything accepted is delivered once.
     restarted = CollectorProcess(data, f"chdb://{tmp_path / 'store'}").start()
-    wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, _SLOW_MACHINE, "the spool to drain")
+    wait_for(lambda: restarted.metric("spool_pending_bytes") == 0, SLOW_MACHINE_SECONDS, "the spool to drain")
     assert_each_span_once(restarted, accepted)
     assert restarted.scalar("SELECT count() FROM otel_traces") == len(accepted)
     assert restarted.stop() == 0
