@@ -16,6 +16,17 @@ from llmledger.exporter._internal.store import run_command
 from llmledger.exporter._internal.writer import SpanWriter
 from llmledger.exporter.cli import main
 
+# `prices show` for an Azure deployment mapped to gpt-4o by the flag.
+SHOW_DEPLOYMENT_AS_4O = [
+    "prices",
+    "show",
+    "prod-4o",
+    "--provider",
+    "azure.ai.openai",
+    "--azure-deployment",
+    "prod-4o=gpt-4o",
+]
+
 
 def test_show_a_bundled_price(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prices", "show", "gpt-4o-mini"]) == 0
@@ -40,20 +51,7 @@ def test_show_custom_price_and_azure_mapping(tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "source custom" in out
     assert "input 0.05" in out
-    assert (
-        main(
-            [
-                "prices",
-                "show",
-                "prod-4o",
-                "--provider",
-                "azure.ai.openai",
-                "--azure-deployment",
-                "prod-4o=gpt-4o",
-            ]
-        )
-        == 0
-    )
+    assert main(SHOW_DEPLOYMENT_AS_4O) == 0
     assert "prod-4o" in capsys.readouterr().out
     assert main(["prices", "show", "x", "--azure-deployment", "nonsense"]) == 2
     assert "is not DEPLOYMENT=MODEL" in capsys.readouterr().err
@@ -76,16 +74,7 @@ def test_show_reads_the_apps_azure_deployments_and_price_file(
     assert main(["prices", "show", "house-llm"]) == 0
     assert "source custom" in capsys.readouterr().out
     # A flag maps its deployment over the variable's.
-    argv = [
-        "prices",
-        "show",
-        "prod-4o",
-        "--provider",
-        "azure.ai.openai",
-        "--azure-deployment",
-        "prod-4o=gpt-4o",
-    ]
-    assert main(argv) == 0
+    assert main(SHOW_DEPLOYMENT_AS_4O) == 0
     assert "Azure deployment 'prod-4o' is model 'gpt-4o'" in capsys.readouterr().out
 
 
